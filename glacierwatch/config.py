@@ -1,0 +1,254 @@
+"""One typed configuration, loadable from TOML; every default is the seed paper's value unless the
+field's documentation says otherwise.
+
+``Config.from_toml(path)`` reads a file whose tables match the sections below (``[inventory]``,
+``[catalog]`` ...); unknown keys are errors, not silently ignored. ``glacierwatch init`` writes
+:func:`example_toml`, every option commented with its meaning and unit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from glacierwatch.errors import ConfigError
+
+
+def _opt(default: Any, doc: str) -> Any:
+    """A dataclass field with a documentation string (used by the example config)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class SynthConfig:
+    """The synthetic Landsat world (``glacierwatch synth``; the demo and tests run on it)."""
+
+    n_training_glaciers: int = _opt(120, "glaciers with scenes in a 100-day window around their outline date")
+    n_timeseries_glaciers: int = _opt(6, "glaciers with a 1984-2023 time series (one scene every few months)")
+    seed: int = _opt(0, "random seed; the world is deterministic for a given seed")
+    first_year: int = _opt(1984, "first year of the time series")
+    last_year: int = _opt(2023, "last year of the time series")
+    scenes_per_year: int = _opt(5, "time-series scenes per glacier and year (spread over the year)")
+
+
+@dataclass
+class InventoryConfig:
+    """Glacier outline selection (GLIMS / RGI / other polygon files)."""
+
+    outlines: list[str] = _opt([], "outline files (GLIMS shapefile, RGI, GeoPackage, GeoParquet); relative to the config file")
+    date_field: str = _opt("src_date", "date the filter applies to: src_date (source image date) or anlys_time")
+    after: str = _opt("2005-01-01", "keep outlines whose date is on or after this day (ISO date)")
+    min_area_km2: float = _opt(1.0, "smallest glacier kept, km²")
+    max_area_km2: float = _opt(50.0, "largest glacier kept, km²")
+    exclude_regions: list[str] = _opt([], "regions left out (polar regions are excluded by the region table)")
+    per_region: int = _opt(0, "sample at most this many glaciers per region (0 = keep all)")
+    box_margin: float = _opt(0.1, "box = outline bounding box enlarged by this fraction of its size on each side")
+    resolution_m: float = _opt(30.0, "pixel size of the glacier grid, m")
+    seed: int = _opt(0, "random seed of the per-region sample")
+
+
+@dataclass
+class ImageryConfig:
+    """Where scene files and DEMs are (or are written to)."""
+
+    scenes_dir: str = _opt("scenes", "folder of scene files, scenes/<GLIMS_ID>/<GLIMS_ID>_<date>_<sat>_C02_T1_L2_SR.tif")
+    dem_dir: str = _opt("dem", "folder of DEM GeoTIFFs on the glacier grid, dem/<GLIMS_ID>.tif (m)")
+
+
+@dataclass
+class CatalogConfig:
+    """The scene catalog and the paper's scene selections."""
+
+    max_cloud_cover: float = _opt(10.0, "inference: scene cloud cover below this, %")
+    image_quality: int = _opt(9, "inference: required IMAGE_QUALITY (IMAGE_QUALITY_OLI on L8/L9)")
+    min_pixels: int = _opt(50000, "inference: more than this many values (height x width x bands)")
+    max_nodata_pixels: int = _opt(0, "inference: at most this many fill pixels")
+    max_zero_pixel_pct: float = _opt(10.0, "inference: zero-pixel share below this, %")
+    summer_months_north: list[int] = _opt([5, 6, 7, 8, 9, 10], "inference: months kept in the northern hemisphere")
+    summer_months_south: list[int] = _opt([11, 12, 1, 2, 3, 4], "inference: months kept in the southern hemisphere")
+    include_l7_slc_off: bool = _opt(True, "keep Landsat 7 scenes after the SLC failure (2003-05-31)")
+    training_window_days: int = _opt(50, "training: scenes within this many days either side of the outline date")
+    inference_glaciers_per_region: int = _opt(50, "inference set: this many glaciers per region (largest first)")
+    min_inference_scenes: int = _opt(1, "inference set: glaciers need at least this many scenes passing the filter")
+    workers: int = _opt(1, "processes reading scene files when building the catalog")
+
+
+@dataclass
+class ChipsConfig:
+    """Training chips: composites, masks, channels, split."""
+
+    size: int = _opt(128, "chip size, pixels (square)")
+    channels: list[str] = _opt(["blue", "green", "red", "nir08", "swir16", "swir22", "lwir", "dem", "ndsi", "ndwi"],
+                               "channel names and order fed to the model")
+    min_mask_variance: float = _opt(0.001, "drop chips whose mask variance is at or below this (empty masks)")
+    val_fraction: float = _opt(0.1, "fraction of glaciers in the validation split (stratified by region)")
+    test_fraction: float = _opt(0.1, "fraction of glaciers in the test split (stratified by region)")
+    seed: int = _opt(0, "random seed of the split")
+
+
+@dataclass
+class TrainConfig:
+    """U-Net training."""
+
+    encoder: str = _opt("resnet50", "ResNet encoder: resnet18, resnet34 or resnet50")
+    encoder_weights: str = _opt("", "optional torchvision-layout ResNet state dict file to start the encoder from")
+    learning_rate: float = _opt(1e-5, "Adam learning rate")
+    weight_decay: float = _opt(1e-5, "Adam weight decay")
+    batch_size: int = _opt(32, "chips per batch")
+    epochs: int = _opt(100, "maximum epochs")
+    patience: int = _opt(10, "early stopping: epochs without a better validation loss")
+    max_minutes: float = _opt(0.0, "stop training after this many minutes of wall-clock time (0 = no limit)")
+    p_flip: float = _opt(0.5, "probability of each of vertical and horizontal flip")
+    p_blur: float = _opt(0.5, "probability of a 3x3 Gaussian blur of the image (not the mask)")
+    blur_sigma: float = _opt(0.8, "sigma of that blur, pixels")
+    device: str = _opt("auto", "auto, cpu or cuda")
+    bf16: bool = _opt(True, "bf16 autocast on CPU / AMP on CUDA where supported")
+    seed: int = _opt(0, "random seed (weights, shuffling, augmentation)")
+
+
+@dataclass
+class TimeseriesConfig:
+    """Per-glacier area time series."""
+
+    segmenter: str = _opt("unet", "unet (the trained model) or ndsi (NDSI > 0.4 baseline)")
+    smoothing: str = _opt("masked", "masked (cloud/shadow/fill excluded, weights renormalised), seed (plain), none")
+    sigma: float = _opt(20.0, "Gaussian smoothing over time, in images (not days)")
+    threshold: float = _opt(0.5, "glacier probability threshold")
+    buffer_m: float | None = _opt(500.0, "count glacier pixels only within this distance of the outline, m (none: whole box)")
+    batch_size: int = _opt(32, "images per model call")
+    scheduler: str = _opt("local", "local, processes or tcp://HOST:PORT (Dask)")
+    workers: int = _opt(2, "Dask worker processes for scheduler = processes")
+
+
+@dataclass
+class TrendsConfig:
+    """Per-glacier and regional relative change."""
+
+    min_obs: int = _opt(10, "glaciers with fewer valid observations are flagged and left out of regional figures")
+    by: str = _opt("region", "column the regional statistics group by")
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run. Paths are relative to ``workdir``."""
+
+    workdir: str = _opt("work", "work folder holding every stage's outputs")
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    inventory: InventoryConfig = field(default_factory=InventoryConfig)
+    imagery: ImageryConfig = field(default_factory=ImageryConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    chips: ChipsConfig = field(default_factory=ChipsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    timeseries: TimeseriesConfig = field(default_factory=TimeseriesConfig)
+    trends: TrendsConfig = field(default_factory=TrendsConfig)
+
+    @property
+    def workpath(self) -> Path:
+        return Path(self.workdir)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
+        """Build from a nested dict (as parsed from TOML); unknown keys or wrong types raise ConfigError."""
+        cfg = _build(cls, data, "")
+        if base_dir is not None:
+            cfg.workdir = str((base_dir / cfg.workdir).resolve()) if not Path(cfg.workdir).is_absolute() else cfg.workdir
+            cfg.inventory.outlines = [str((base_dir / p).resolve()) if not Path(p).is_absolute() else p
+                                      for p in cfg.inventory.outlines]
+        return cfg
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Config:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"configuration file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        return cls.from_dict(data, base_dir=path.parent.resolve())
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{prefix.rstrip('.')}] must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown configuration key(s) {', '.join(prefix + u for u in unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            if type(None) in args:
+                return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not a {hint}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return '"none"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def example_toml(config: Config | None = None) -> str:
+    """A complete, commented TOML configuration (the values of ``config``, default: the defaults)."""
+    config = config or Config()
+    lines = ["# glacierwatch configuration. Every option is shown with its default (the seed paper's value",
+             "# unless noted). Paths are relative to this file. Run: glacierwatch run THIS_FILE", ""]
+    top = [f for f in fields(config) if not dataclasses.is_dataclass(getattr(config, f.name))]
+    for f in top:
+        lines.append(f"# {f.metadata.get('doc', '')}")
+        lines.append(f"{f.name} = {_toml_value(getattr(config, f.name))}")
+    for f in fields(config):
+        section = getattr(config, f.name)
+        if not dataclasses.is_dataclass(section):
+            continue
+        lines += ["", f"[{f.name}]", f"# {(type(section).__doc__ or '').strip().splitlines()[0]}"]
+        for sf in fields(section):
+            lines.append(f"# {sf.metadata.get('doc', '')}")
+            lines.append(f"{sf.name} = {_toml_value(getattr(section, sf.name))}")
+    return "\n".join(lines) + "\n"

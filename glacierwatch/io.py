@@ -1,0 +1,172 @@
+"""Raster and table I/O shared by all stages.
+
+Every write goes to a temporary file beside the target and is renamed into place, so a killed
+process never leaves a half-written file that looks complete.
+
+Standard scene file: a GeoTIFF on the glacier grid whose bands carry their common names as band
+descriptions (``blue`` ... ``lwir``, ``qa_pixel``, optionally ``coastal``), uint16 DN, nodata 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+from rasterio.errors import RasterioIOError
+
+from glacierwatch.errors import DatasetNotFoundError, InputError, SceneReadError
+from glacierwatch.grid import GlacierGrid
+from glacierwatch.landsat import QA_BAND, SCENE_BANDS, common_band_name
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON atomically (UTF-8, indented, keys sorted)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------- rasters
+
+def write_raster(path: str | os.PathLike[str], data: np.ndarray, grid: GlacierGrid, *,
+                 band_names: Sequence[str], nodata: float | int | None = None,
+                 tags: Mapping[str, Any] | None = None) -> None:
+    """Write a (bands, rows, cols) or (rows, cols) array as a tiled, compressed GeoTIFF on ``grid``."""
+    array = data[np.newaxis] if data.ndim == 2 else data
+    if array.shape[1:] != grid.shape:
+        raise ValueError(f"array shape {array.shape[1:]} does not match grid {grid.shape}")
+    if len(band_names) != array.shape[0]:
+        raise ValueError("one band name per band is required")
+    profile = {
+        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": array.shape[0],
+        "dtype": array.dtype.name, "crs": grid.crs, "transform": grid.transform,
+        "compress": "deflate", "nodata": nodata,
+    }
+    if grid.width >= 256 and grid.height >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(array)
+            for i, name in enumerate(band_names, start=1):
+                dst.set_band_description(i, name)
+            if tags:
+                dst.update_tags(**{k: (v if isinstance(v, str) else json.dumps(v)) for k, v in tags.items()})
+
+
+@dataclass
+class Scene:
+    """A standard scene read into memory: uint16 DN per common band name, plus its grid and tags."""
+
+    path: Path
+    grid: GlacierGrid
+    bands: dict[str, np.ndarray]
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def qa(self) -> np.ndarray:
+        return self.bands[QA_BAND]
+
+
+def read_scene(path: str | os.PathLike[str], *, bands: Sequence[str] = SCENE_BANDS,
+               window: Any = None) -> Scene:
+    """Read a standard scene GeoTIFF, picking bands by their descriptions (common names).
+
+    Raises :class:`SceneReadError` if the file cannot be read, has no CRS, or lacks a band.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DatasetNotFoundError(f"scene file not found: {path}")
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise SceneReadError(f"{path}: no CRS")
+            names = [common_band_name(d) if d else "" for d in src.descriptions]
+            index = {name: i + 1 for i, name in enumerate(names) if name}
+            missing = [b for b in bands if b not in index]
+            if missing:
+                raise SceneReadError(f"{path}: missing band(s) {missing}; has {names}")
+            data = src.read([index[b] for b in bands], window=window)
+            transform = src.window_transform(window) if window is not None else src.transform
+            grid = GlacierGrid.from_rasterio(src.crs, transform, data.shape[2], data.shape[1])
+            tags = dict(src.tags())
+    except SceneReadError:
+        raise
+    except (RasterioIOError, ValueError, OSError) as exc:
+        raise SceneReadError(f"{path}: unreadable GeoTIFF ({exc})") from exc
+    return Scene(path=path, grid=grid, bands={b: data[i] for i, b in enumerate(bands)}, tags=tags)
+
+
+def read_raster(path: str | os.PathLike[str], band: int = 1) -> tuple[np.ndarray, GlacierGrid, Any]:
+    """Read one band: (array, grid, nodata)."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetNotFoundError(f"raster not found: {path}")
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise SceneReadError(f"{path}: no CRS")
+            return src.read(band), GlacierGrid.from_rasterio(src.crs, src.transform, src.width, src.height), src.nodata
+    except SceneReadError:
+        raise
+    except (RasterioIOError, ValueError, OSError) as exc:
+        raise SceneReadError(f"{path}: unreadable raster ({exc})") from exc
+
+
+# ---------------------------------------------------------------- tables
+
+def read_table(path: str | os.PathLike[str], *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a Parquet (file or dataset folder) or CSV table; raise :class:`InputError` with the reason."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetNotFoundError(f"table not found: {path}")
+    try:
+        if path.is_dir() or path.suffix.lower() in {".parquet", ".pq"}:
+            df = pd.read_parquet(path)
+        elif path.suffix.lower() in {".csv", ".txt"}:
+            df = pd.read_csv(path)
+        else:
+            raise InputError(f"{path}: unknown table format (use .parquet or .csv)")
+    except InputError:
+        raise
+    except Exception as exc:  # pyarrow/pandas raise many types for a non-table file
+        raise InputError(f"{path}: not a readable table ({type(exc).__name__}: {exc})") from exc
+    if columns is not None:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise InputError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    return df
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a table atomically as Parquet or CSV (by suffix)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+    return path

@@ -1,0 +1,204 @@
+"""``glacierwatch run CONFIG.toml``: every stage in order, skipping stages whose outputs are up to date.
+
+A stage is up to date when its outputs exist and its stamp (``WORKDIR/.stamps/<stage>.json``)
+records the same configuration and the same input files (size and modification time) as now. So
+editing one option reruns that stage and those after it, and a crashed run resumes at the stage it
+was in (per-glacier stages also resume glacier by glacier).
+
+Work folder layout (``WORKDIR``):
+
+==========================  ======================================================
+``inventory.parquet``       selected glaciers (GeoParquet) + ``inventory_validation.parquet``
+``catalog.parquet``         one row per scene file
+``chips/``                  training chips and their statistics
+``model/model.pt``          U-Net checkpoint, with ``model/model_card.json``
+``areas.parquet``           area per glacier and scene (+ ``areas.parts/`` per glacier)
+``trends/``                 glacier and region trends, Table II, figures
+``report/index.html``       the self-contained report
+==========================  ======================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from glacierwatch.config import Config
+from glacierwatch.errors import ConfigError
+from glacierwatch.io import write_json
+
+log = logging.getLogger(__name__)
+
+STAGES = ("inventory", "catalog", "chips", "train", "timeseries", "trends", "report")
+
+
+@dataclass(frozen=True)
+class WorkPaths:
+    """Where each stage of a run reads and writes (all under ``root``)."""
+
+    root: Path
+    scenes: Path
+    dem: Path
+
+    @classmethod
+    def from_config(cls, config: Config) -> WorkPaths:
+        root = Path(config.workdir)
+        scenes = Path(config.imagery.scenes_dir)
+        dem = Path(config.imagery.dem_dir)
+        return cls(root, scenes if scenes.is_absolute() else root / scenes, dem if dem.is_absolute() else root / dem)
+
+    inventory = property(lambda self: self.root / "inventory.parquet")
+    catalog = property(lambda self: self.root / "catalog.parquet")
+    chips = property(lambda self: self.root / "chips")
+    model_dir = property(lambda self: self.root / "model")
+    model = property(lambda self: self.root / "model" / "model.pt")
+    areas = property(lambda self: self.root / "areas.parquet")
+    trends = property(lambda self: self.root / "trends")
+    report = property(lambda self: self.root / "report" / "index.html")
+    stamps = property(lambda self: self.root / ".stamps")
+
+
+def _file_signature(paths: Iterable[Path]) -> list[list[Any]]:
+    sig = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".part"))
+            h = hashlib.sha256()
+            for f in files:
+                st = f.stat()
+                h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            sig.append([str(path), len(files), h.hexdigest()[:16]])
+        elif path.exists():
+            st = path.stat()
+            sig.append([str(path), st.st_size, st.st_mtime_ns])
+        else:
+            sig.append([str(path), None, None])
+    return sig
+
+
+@dataclass
+class Stage:
+    name: str
+    inputs: Callable[[WorkPaths, Config], list[Path]]
+    outputs: Callable[[WorkPaths], list[Path]]
+    settings: Callable[[Config], Any]
+    run: Callable[[WorkPaths, Config, bool], None]
+
+
+def _stamp(paths: WorkPaths, config: Config, stage: Stage) -> dict[str, Any]:
+    return {"settings": json.loads(json.dumps(stage.settings(config), default=str)),
+            "inputs": _file_signature(stage.inputs(paths, config))}
+
+
+def is_up_to_date(paths: WorkPaths, config: Config, stage: Stage) -> bool:
+    """True if the stage's outputs exist and were made from the same settings and inputs."""
+    stamp_file = paths.stamps / f"{stage.name}.json"
+    if not stamp_file.exists() or not all(p.exists() for p in stage.outputs(paths)):
+        return False
+    try:
+        return json.loads(stamp_file.read_text()) == _stamp(paths, config, stage)
+    except (OSError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------ stage bodies
+
+def _run_inventory(paths: WorkPaths, config: Config, progress: bool) -> None:
+    from glacierwatch.inventory import select_inventory
+
+    if not config.inventory.outlines:
+        raise ConfigError("[inventory] outlines is empty: name at least one outline file")
+    select_inventory(config.inventory.outlines, paths.inventory, config=config.inventory)
+
+
+def _run_catalog(paths: WorkPaths, config: Config, progress: bool) -> None:
+    from glacierwatch.catalog import build_catalog
+
+    build_catalog(paths.scenes, paths.catalog, inventory=paths.inventory, workers=config.catalog.workers,
+                  progress=progress)
+
+
+def _run_chips(paths: WorkPaths, config: Config, progress: bool) -> None:
+    from glacierwatch.chips import build_chips_from_catalog
+
+    build_chips_from_catalog(paths.catalog, paths.inventory, dem_dir=paths.dem, out_dir=paths.chips,
+                             config=config.chips, catalog_config=config.catalog, progress=progress)
+
+
+def _run_train(paths: WorkPaths, config: Config, progress: bool) -> None:
+    from glacierwatch.model import train
+
+    train(paths.chips, paths.model_dir, config=config.train, progress=progress)
+
+
+def _run_timeseries(paths: WorkPaths, config: Config, progress: bool) -> None:
+    from glacierwatch.timeseries import run_timeseries
+
+    run_timeseries(catalog=paths.catalog, inventory=paths.inventory, out=paths.areas, model=paths.model,
+                   dem_dir=paths.dem, config=config.timeseries, catalog_config=config.catalog,
+                   progress=progress)
+
+
+def _run_trends(paths: WorkPaths, config: Config, progress: bool) -> None:
+    from glacierwatch.trends import write_trends
+
+    write_trends(paths.areas, paths.trends, min_obs=config.trends.min_obs, by=config.trends.by)
+
+
+def _run_report(paths: WorkPaths, config: Config, progress: bool) -> None:
+    from glacierwatch.report import write_report
+
+    write_report(paths.root, out=paths.report)
+
+
+def build_stages() -> list[Stage]:
+    return [
+        Stage("inventory", lambda p, c: [Path(o) for o in c.inventory.outlines], lambda p: [p.inventory],
+              lambda c: asdict(c.inventory), _run_inventory),
+        Stage("catalog", lambda p, c: [p.scenes, p.inventory], lambda p: [p.catalog],
+              lambda c: {}, _run_catalog),
+        Stage("chips", lambda p, c: [p.catalog, p.inventory, p.dem], lambda p: [p.chips],
+              lambda c: {"chips": asdict(c.chips), "catalog": asdict(c.catalog)}, _run_chips),
+        Stage("train", lambda p, c: [p.chips], lambda p: [p.model],
+              lambda c: asdict(c.train), _run_train),
+        Stage("timeseries", lambda p, c: [p.catalog, p.inventory, p.model, p.dem], lambda p: [p.areas],
+              lambda c: {"timeseries": asdict(c.timeseries), "catalog": asdict(c.catalog)}, _run_timeseries),
+        Stage("trends", lambda p, c: [p.areas], lambda p: [p.trends / "glacier_trends.csv"],
+              lambda c: asdict(c.trends), _run_trends),
+        Stage("report", lambda p, c: [p.areas, p.trends], lambda p: [p.report], lambda c: {}, _run_report),
+    ]
+
+
+def run_pipeline(config: Config, *, stages: Sequence[str] | None = None, force: bool = False,
+                 progress: bool = True) -> dict[str, str]:
+    """Run the stages (all by default) in order; returns stage -> 'ran' | 'up to date'.
+
+    ``force`` reruns the stages even when up to date.
+    """
+    paths = WorkPaths.from_config(config)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    wanted = list(STAGES) if stages is None else list(stages)
+    unknown = [s for s in wanted if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    status: dict[str, str] = {}
+    for stage in build_stages():
+        if stage.name not in wanted:
+            continue
+        if not force and is_up_to_date(paths, config, stage):
+            log.info("stage %s: up to date, skipped", stage.name)
+            status[stage.name] = "up to date"
+            continue
+        log.info("stage %s: running", stage.name)
+        t0 = time.perf_counter()
+        stage.run(paths, config, progress)
+        write_json(paths.stamps / f"{stage.name}.json", _stamp(paths, config, stage))
+        status[stage.name] = f"ran in {time.perf_counter() - t0:.1f} s"
+        log.info("stage %s: %s", stage.name, status[stage.name])
+    return status

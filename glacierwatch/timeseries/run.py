@@ -1,0 +1,165 @@
+"""The time-series stage over many glaciers: resumable, continue-on-error, in-process or on Dask.
+
+Outputs (``OUT`` = e.g. ``areas.parquet``):
+
+* ``OUT`` — one row per glacier and scene (columns in :data:`~glacierwatch.timeseries.areas.AREA_COLUMNS`),
+  rewritten atomically from the per-glacier parts at the end of every run;
+* ``<OUT stem>.parts/<GLIMS_ID>.parquet`` — each glacier's rows, written atomically when the glacier
+  is done: a killed run started again skips the glaciers whose part exists with the same settings
+  (``run_key``) and finishes with every glacier exactly once;
+* ``<OUT stem>.scenes.parquet`` — the scenes selected for the run (the catalog's inference filter);
+* ``<OUT stem>.failures.jsonl`` — the ledger: one line per failed glacier (error class, message).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pyarrow.parquet as pq
+
+from glacierwatch.config import CatalogConfig, TimeseriesConfig
+from glacierwatch.errors import InputError
+from glacierwatch.grid import GlacierGrid
+from glacierwatch.ids import validate_glims_id
+from glacierwatch.io import read_table, write_table
+from glacierwatch.tasks import TaskReport, run_per_glacier
+from glacierwatch.timeseries.areas import AREA_COLUMNS, glacier_areas, run_key
+from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TimeseriesOutputs:
+    areas: Path
+    parts: Path
+    scenes: Path
+    ledger: Path
+
+    @classmethod
+    def for_path(cls, out: str | Path) -> TimeseriesOutputs:
+        out = Path(out)
+        stem = out.with_suffix("")
+        return cls(out, Path(f"{stem}.parts"), Path(f"{stem}.scenes.parquet"), Path(f"{stem}.failures.jsonl"))
+
+
+@dataclass
+class TimeseriesResult:
+    outputs: TimeseriesOutputs
+    report: TaskReport
+    areas: pd.DataFrame
+
+
+def _part_done(part: Path, key: str) -> bool:
+    if not part.exists():
+        return False
+    try:
+        keys = pq.read_table(part, columns=["run_key"]).column("run_key").unique().to_pylist()
+    except Exception:  # an unreadable part is redone
+        return False
+    return keys == [key]
+
+
+def _glacier_task(glims_id: str, *, scenes_path: str, inventory_path: str, dem_dir: str | None,
+                  parts_dir: str, spec: SegmenterSpec | None, segmenter: Segmenter | None,
+                  config: TimeseriesConfig, chip_size: int) -> int:
+    """One glacier: read its scenes and outline, compute its areas, write its part atomically."""
+    validate_glims_id(glims_id)
+    seg = segmenter if segmenter is not None else make_segmenter(spec)  # type: ignore[arg-type]
+    scenes = pd.read_parquet(scenes_path, filters=[("glims_id", "==", glims_id)])
+    inv = gpd.read_parquet(inventory_path)
+    row = inv.loc[inv["glims_id"] == glims_id]
+    if row.empty:
+        raise InputError(f"{glims_id}: not in the inventory {inventory_path}")
+    row = row.iloc[0]
+    dem_path = None
+    if dem_dir is not None:
+        candidate = Path(dem_dir) / f"{glims_id}.tif"
+        dem_path = str(candidate) if candidate.exists() else None
+    if seg.name == "unet" and dem_path is None and "dem" in getattr(seg, "channels", ()):
+        raise InputError(f"{glims_id}: the model needs a DEM but {dem_dir}/{glims_id}.tif is missing")
+    areas = glacier_areas(glims_id, scenes, geometry=row.geometry, region_name=str(row["region"]),
+                          grid=GlacierGrid.from_json(row["grid"]), dem_path=dem_path, segmenter=seg,
+                          config=config, chip_size=chip_size)
+    write_table(areas, Path(parts_dir) / f"{glims_id}.parquet")
+    return len(areas)
+
+
+def select_inference_scenes(catalog: str | Path, inventory: str | Path, *,
+                            catalog_config: CatalogConfig) -> pd.DataFrame:
+    """The catalog's inference selection (the paper's scene filter), via the catalog stage."""
+    from glacierwatch.catalog import select
+
+    return select(catalog, "inference", config=catalog_config, inventory=inventory)
+
+
+def collect_parts(outputs: TimeseriesOutputs, glims_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Concatenate per-glacier parts (all, or those of ``glims_ids``) in glacier and date order."""
+    files = sorted(outputs.parts.glob("*.parquet"))
+    if glims_ids is not None:
+        wanted = set(glims_ids)
+        files = [f for f in files if f.stem in wanted]
+    if not files:
+        return pd.DataFrame(columns=list(AREA_COLUMNS))
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return df.sort_values(["glims_id", "date", "scene"]).reset_index(drop=True)
+
+
+def run_timeseries(*, catalog: str | Path, inventory: str | Path, out: str | Path,
+                   model: str | Path | None = None, dem_dir: str | Path | None = None,
+                   glaciers: Sequence[str] | None = None, config: TimeseriesConfig = TimeseriesConfig(),
+                   catalog_config: CatalogConfig = CatalogConfig(), segmenter: Segmenter | None = None,
+                   device: str = "cpu", chip_size: int = 128, progress: bool = True) -> TimeseriesResult:
+    """Areas of every selected glacier on every scene passing the inference filter.
+
+    ``glaciers``: explicit GLIMS ids; default: the catalog's ``inference-glaciers`` selection.
+    ``segmenter``: an already-built segmenter (in-process runs only, e.g. an oracle in tests);
+    otherwise ``config.segmenter`` with ``model`` as checkpoint.
+    """
+    outputs = TimeseriesOutputs.for_path(out)
+    scenes = select_inference_scenes(catalog, inventory, catalog_config=catalog_config)
+    if glaciers is None:
+        from glacierwatch.catalog import select
+
+        chosen = select(catalog, "inference-glaciers", config=catalog_config, inventory=inventory)
+        glaciers = list(dict.fromkeys(chosen["glims_id"]))
+    glaciers = [validate_glims_id(g) for g in glaciers]
+    scenes = scenes[scenes["glims_id"].isin(glaciers)]
+    write_table(scenes[["glims_id", "path", "date", "satellite"]].reset_index(drop=True), outputs.scenes)
+
+    spec = None
+    if segmenter is None:
+        if config.segmenter == "unet" and model is None:
+            raise InputError("the unet segmenter needs --model CHECKPOINT (or use --segmenter ndsi)")
+        spec = SegmenterSpec(config.segmenter, str(model) if model else None, config.batch_size, device)
+        seg_here = make_segmenter(spec)
+    else:
+        if config.scheduler != "local":
+            raise InputError("a custom segmenter object can only run with scheduler 'local'")
+        seg_here = segmenter
+    key = run_key(seg_here, config)
+    outputs.parts.mkdir(parents=True, exist_ok=True)
+
+    report = run_per_glacier(
+        _glacier_task, glaciers, stage="timeseries",
+        is_done=lambda gid: _part_done(outputs.parts / f"{gid}.parquet", key),
+        ledger=outputs.ledger, scheduler=config.scheduler, workers=config.workers, progress=progress,
+        scenes_path=str(outputs.scenes), inventory_path=str(inventory),
+        dem_dir=str(dem_dir) if dem_dir is not None else None, parts_dir=str(outputs.parts),
+        spec=spec, segmenter=segmenter, config=config, chip_size=chip_size,
+    )
+    areas = collect_parts(outputs, glaciers)
+    write_table(areas, outputs.areas)
+    log.info("%s: %d rows for %d glaciers -> %s", report.summary(), len(areas),
+             areas["glims_id"].nunique() if len(areas) else 0, outputs.areas)
+    return TimeseriesResult(outputs, report, areas)
+
+
+def read_areas(path: str | Path) -> pd.DataFrame:
+    """Read an areas table written by :func:`run_timeseries`."""
+    return read_table(path, columns=["glims_id", "region", "date", "area_km2"])

@@ -1,0 +1,111 @@
+"""Segmenters for the time-series stage: the trained U-Net, the NDSI baseline, and (for tests and
+validation) an oracle that returns a known true mask.
+
+A segmenter maps a batch of physical-unit bands at chip size to glacier probabilities:
+``segmenter(bands, dem, glims_id=..., dates=...) -> (N, H, W) float32 in [0, 1]`` where ``bands``
+maps common band names to (N, H, W) float32 arrays (reflectance / K) and ``dem`` is (H, W) in m.
+Segmenters are built from a picklable :class:`SegmenterSpec` and cached per process, so Dask
+workers load a checkpoint once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from glacierwatch.chips.features import (
+    NDSI_GLACIER_THRESHOLD, Normaliser, compute_channels, fill_nan, ndsi_mask,
+)
+from glacierwatch.errors import InputError
+
+
+class Segmenter(Protocol):
+    name: str
+    fingerprint: str
+
+    def __call__(self, bands: Mapping[str, np.ndarray], dem: np.ndarray | None, *, glims_id: str,
+                 dates: Sequence[Any]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SegmenterSpec:
+    """What to segment with: ``kind`` = unet (needs ``checkpoint``) or ndsi."""
+
+    kind: str
+    checkpoint: str | None = None
+    batch_size: int = 32
+    device: str = "cpu"
+    bf16: bool = True
+    ndsi_threshold: float = NDSI_GLACIER_THRESHOLD
+
+
+class NDSISegmenter:
+    """Baseline: glacier where NDSI > threshold (0.4, Hall et al.)."""
+
+    name = "ndsi"
+
+    def __init__(self, threshold: float = NDSI_GLACIER_THRESHOLD) -> None:
+        self.threshold = threshold
+        self.fingerprint = f"ndsi>{threshold:g}"
+
+    def __call__(self, bands: Mapping[str, np.ndarray], dem: np.ndarray | None, *, glims_id: str,
+                 dates: Sequence[Any]) -> np.ndarray:
+        return ndsi_mask(bands, threshold=self.threshold).astype(np.float32)
+
+
+class UNetSegmenter:
+    """The trained U-Net; channels and normalisation come from its model card."""
+
+    name = "unet"
+
+    def __init__(self, checkpoint: str, *, batch_size: int = 32, device: str = "cpu", bf16: bool = True) -> None:
+        from glacierwatch.model import load_checkpoint
+
+        self.model, self.card = load_checkpoint(checkpoint, device=device)
+        self.channels: tuple[str, ...] = tuple(self.card["channels"])
+        self.normaliser = Normaliser.from_dict(self.card["normalisation"])
+        if tuple(self.normaliser.channels) != self.channels:
+            raise InputError(f"{checkpoint}: model card channels {self.channels} differ from its "
+                             f"normalisation channels {self.normaliser.channels}")
+        self.chip_size = int(self.card.get("chip_size", 128))
+        self.fingerprint = str(self.card.get("fingerprint", "unknown"))
+        self.batch_size, self.device, self.bf16 = batch_size, device, bf16
+
+    def __call__(self, bands: Mapping[str, np.ndarray], dem: np.ndarray | None, *, glims_id: str,
+                 dates: Sequence[Any]) -> np.ndarray:
+        from glacierwatch.model import predict_proba
+
+        x = compute_channels(bands, self.channels, dem=dem)
+        x = self.normaliser.apply(fill_nan(x))
+        return predict_proba(self.model, x, batch_size=self.batch_size, device=self.device, bf16=self.bf16)
+
+
+class OracleSegmenter:
+    """Returns the known truth (for validating everything around the segmentation)."""
+
+    name = "oracle"
+    fingerprint = "oracle"
+
+    def __init__(self, truth: Callable[[str, Sequence[Any], tuple[int, int]], np.ndarray]) -> None:
+        self.truth = truth
+
+    def __call__(self, bands: Mapping[str, np.ndarray], dem: np.ndarray | None, *, glims_id: str,
+                 dates: Sequence[Any]) -> np.ndarray:
+        shape = next(iter(bands.values())).shape[-2:]
+        return np.asarray(self.truth(glims_id, dates, shape), dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def make_segmenter(spec: SegmenterSpec) -> Segmenter:
+    """Build (or reuse, once per process) the segmenter described by ``spec``."""
+    if spec.kind == "unet":
+        if not spec.checkpoint:
+            raise InputError("segmenter 'unet' needs a model checkpoint (--model)")
+        return UNetSegmenter(spec.checkpoint, batch_size=spec.batch_size, device=spec.device, bf16=spec.bf16)
+    if spec.kind == "ndsi":
+        return NDSISegmenter(spec.ndsi_threshold)
+    raise InputError(f"unknown segmenter {spec.kind!r} (unet or ndsi)")

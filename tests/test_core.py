@@ -1,0 +1,192 @@
+"""Shared modules: Landsat conventions, glacier grid, configuration, I/O, task runner, CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+
+from glacierwatch import cli
+from glacierwatch.config import Config, example_toml
+from glacierwatch.errors import ConfigError, DatasetNotFoundError, InputError, SceneReadError
+from glacierwatch.grid import GlacierGrid, utm_epsg
+from glacierwatch.ids import glims_id_from_lonlat, validate_glims_id
+from glacierwatch.io import atomic_path, read_scene, read_table, write_raster, write_table
+from glacierwatch.landsat import (
+    QA, SENSORS, dn_to_kelvin, dn_to_reflectance, is_slc_off, kelvin_to_dn, qa_confidence,
+    qa_invalid_mask, reflectance_to_dn, sensor_from_spacecraft,
+)
+from glacierwatch.tasks import read_ledger, run_per_glacier
+
+
+# ---------------------------------------------------------------- landsat
+def test_scale_factors_match_usgs_examples() -> None:
+    # USGS Landsat C2 L2 science product guide examples
+    assert dn_to_reflectance(np.array([18639]))[0] == pytest.approx(0.313, abs=5e-4)
+    assert dn_to_kelvin(np.array([44947]))[0] == pytest.approx(302.6, abs=0.05)
+
+
+def test_fill_is_nan_and_roundtrip() -> None:
+    refl = dn_to_reflectance(np.array([0, 7273, 65535], dtype=np.uint16))
+    assert np.isnan(refl[0]) and refl[1] == pytest.approx(0.0, abs=1e-4)
+    values = np.array([0.05, 0.3, 0.9])
+    assert np.allclose(dn_to_reflectance(reflectance_to_dn(values)), values, atol=2e-5)
+    assert np.allclose(dn_to_kelvin(kelvin_to_dn(np.array([260.0, 300.0]))), [260.0, 300.0], atol=0.002)
+    assert reflectance_to_dn(np.array([-0.5])).item() == 1  # never the fill value
+
+
+def test_qa_bits() -> None:
+    qa = np.array([QA.FILL, QA.CLEAR, QA.CLOUD | (3 << 8), QA.CLOUD_SHADOW, QA.SNOW | QA.CLEAR,
+                   QA.DILATED_CLOUD, QA.WATER | QA.CLEAR], dtype=np.uint16)
+    assert qa_invalid_mask(qa).tolist() == [True, False, True, True, False, True, False]
+    assert qa_confidence(qa, "cloud").tolist() == [0, 0, 3, 0, 0, 0, 0]
+
+
+def test_sensor_bands_by_common_name() -> None:
+    assert SENSORS["L5"].ee_bands["blue"] == "SR_B1"
+    assert SENSORS["L8"].ee_bands["blue"] == "SR_B2"  # coastal is SR_B1 on OLI
+    assert SENSORS["L9"].ee_bands["lwir"] == "ST_B10" and SENSORS["L7"].ee_bands["lwir"] == "ST_B6"
+    assert sensor_from_spacecraft("LANDSAT_8").satellite == "L8"
+    assert not SENSORS["L8"].active_on(dt.date(2012, 6, 1))
+    assert is_slc_off("L7", dt.date(2003, 6, 1)) and not is_slc_off("L7", dt.date(2003, 5, 31))
+
+
+# ---------------------------------------------------------------- ids and grid
+def test_glims_ids() -> None:
+    assert glims_id_from_lonlat(7.026, 45.991) == "G007026E45991N"
+    assert glims_id_from_lonlat(-70.5, -33.2) == "G289500E33200S"
+    assert validate_glims_id("G007026E45991N") == "G007026E45991N"
+    for bad in ["../etc", "G7026E45991N", "G007026E45991N/..", "G007026E45991X"]:
+        with pytest.raises(InputError):
+            validate_glims_id(bad)
+
+
+def test_grid_for_lonlat_bounds() -> None:
+    assert utm_epsg(7.0, 46.0) == 32632 and utm_epsg(-70.0, -33.0) == 32719
+    grid = GlacierGrid.for_lonlat_bounds(7.0, 45.9, 7.05, 45.95)
+    assert grid.crs == "EPSG:32632" and grid.pixel_area_m2 == 900.0
+    assert grid.x0 % 30 == 0 and grid.y0 % 30 == 0
+    # ~3.9 km x 5.6 km plus 10 % each side
+    assert 140 < grid.width < 170 and 200 < grid.height < 240
+    assert GlacierGrid.from_json(grid.to_json()) == grid
+
+
+# ---------------------------------------------------------------- config
+def test_config_defaults_are_the_seed_values() -> None:
+    cfg = Config()
+    assert cfg.train.learning_rate == 1e-5 and cfg.train.batch_size == 32
+    assert cfg.timeseries.sigma == 20 and cfg.timeseries.threshold == 0.5
+    assert cfg.catalog.max_cloud_cover == 10 and cfg.catalog.image_quality == 9
+    assert cfg.inventory.min_area_km2 == 1 and cfg.inventory.max_area_km2 == 50
+    assert cfg.chips.size == 128 and len(cfg.chips.channels) == 10
+
+
+def test_example_toml_roundtrips(tmp_path: Path) -> None:
+    text = example_toml()
+    assert Config.from_dict(tomllib.loads(text)) == Config()
+    path = tmp_path / "c.toml"
+    path.write_text('workdir = "w"\n[train]\nencoder = "resnet18"\nepochs = 3\n[timeseries]\nbuffer_m = "none"\n')
+    cfg = Config.from_toml(path)
+    assert cfg.train.encoder == "resnet18" and cfg.train.epochs == 3 and cfg.timeseries.buffer_m is None
+    assert Path(cfg.workdir) == tmp_path / "w"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[train]\nlearning_rat = 1\n", "unknown configuration key"),
+    ("[train]\nepochs = 'many'\n", "train.epochs"),
+    ("[train\n", "not valid TOML"),
+])
+def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        Config.from_toml(path)
+
+
+# ---------------------------------------------------------------- io
+def test_scene_roundtrip_by_band_name(tmp_path: Path) -> None:
+    grid = GlacierGrid("EPSG:32632", 300000.0, 5100000.0, 30.0, 12, 10)
+    names = ["coastal", "blue", "green", "red", "nir08", "swir16", "swir22", "lwir11", "qa_pixel"]
+    data = np.stack([np.full(grid.shape, i + 1, np.uint16) for i in range(len(names))])
+    write_raster(tmp_path / "s.tif", data, grid, band_names=names, nodata=0)
+    scene = read_scene(tmp_path / "s.tif")
+    assert scene.grid == grid
+    assert scene.bands["blue"][0, 0] == 2  # picked by name, not position
+    assert scene.bands["lwir"][0, 0] == 8  # lwir11 -> lwir
+    assert list(tmp_path.iterdir()) == [tmp_path / "s.tif"]  # no temporary left behind
+
+
+def test_bad_scene_files(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError):
+        read_scene(tmp_path / "missing.tif")
+    (tmp_path / "corrupt.tif").write_bytes(b"II*\x00not a tiff")
+    with pytest.raises(SceneReadError, match="unreadable"):
+        read_scene(tmp_path / "corrupt.tif")
+    with rasterio.open(tmp_path / "nocrs.tif", "w", driver="GTiff", width=4, height=4, count=1,
+                       dtype="uint16") as dst:
+        dst.write(np.ones((1, 4, 4), np.uint16))
+    with pytest.raises(SceneReadError, match="no CRS"):
+        read_scene(tmp_path / "nocrs.tif")
+    grid = GlacierGrid("EPSG:32632", 0.0, 0.0, 30.0, 4, 4)
+    write_raster(tmp_path / "few.tif", np.ones((2, 4, 4), np.uint16), grid, band_names=["blue", "green"])
+    with pytest.raises(SceneReadError, match="missing band"):
+        read_scene(tmp_path / "few.tif")
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tables(tmp_path: Path) -> None:
+    df = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    for name in ["t.parquet", "t.csv"]:
+        write_table(df, tmp_path / name)
+        pd.testing.assert_frame_equal(read_table(tmp_path / name), df)
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(InputError, match="not a readable table"):
+        read_table(tmp_path / "junk.parquet")
+    with pytest.raises(InputError, match="missing column"):
+        read_table(tmp_path / "t.csv", columns=["a", "c"])
+
+
+# ---------------------------------------------------------------- tasks
+def _task(gid: str, *, fail_on: str, out: str) -> str:
+    if gid == fail_on:
+        raise ValueError(f"bad glacier {gid}")
+    Path(out, gid).write_text("done")
+    return gid
+
+
+def test_runner_skips_done_and_continues_on_error(tmp_path: Path) -> None:
+    ids = ["G001000E01000N", "G002000E02000N", "G003000E03000N"]
+    (tmp_path / ids[0]).write_text("done earlier")
+    report = run_per_glacier(_task, ids, stage="t", is_done=lambda g: (tmp_path / g).exists(),
+                             ledger=tmp_path / "ledger.jsonl", progress=False, fail_on=ids[1],
+                             out=str(tmp_path))
+    assert report.skipped == [ids[0]] and report.done == [ids[2]] and list(report.failed) == [ids[1]]
+    ledger = read_ledger(tmp_path / "ledger.jsonl")
+    assert ledger[0]["glims_id"] == ids[1] and ledger[0]["error_class"] == "ValueError"
+
+
+# ---------------------------------------------------------------- cli
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", str(tmp_path / "missing.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("glacierwatch: error:") and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_cli_init_writes_loadable_config(tmp_path: Path) -> None:
+    path = tmp_path / "g.toml"
+    assert cli.main(["init", str(path)]) == 0
+    assert Config.from_toml(path).train.learning_rate == 1e-5
+    assert cli.main(["init", str(path)]) == 2  # refuses to overwrite
