@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from pyproj import CRS, Transformer
 from rasterio.features import rasterize
+import shapely
 from shapely import Geometry
-from shapely.ops import transform as shp_transform
 
 from glacierwatch.chips.features import resize_stack
 from glacierwatch.config import TimeseriesConfig
@@ -40,7 +40,7 @@ def outline_on_grid(geometry: Geometry, grid: GlacierGrid, *, src_crs: str = "EP
     """Rasterise an outline (optionally buffered by ``buffer_m`` m) on ``grid``: bool (rows, cols)."""
     if CRS.from_user_input(src_crs) != CRS.from_user_input(grid.crs):
         project = Transformer.from_crs(src_crs, grid.crs, always_xy=True).transform
-        geometry = shp_transform(project, geometry)
+        geometry = shapely.transform(geometry, lambda x, y: project(x, y), interleaved=False)
     if buffer_m:
         geometry = geometry.buffer(buffer_m)
     if geometry.is_empty:

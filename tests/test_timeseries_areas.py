@@ -1,0 +1,136 @@
+"""One glacier's area series on generated scene files: geometry, clouds, buffer, oracle."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyproj import Transformer
+import shapely
+from shapely.geometry import Point
+
+from glacierwatch.config import TimeseriesConfig
+from glacierwatch.errors import InputError
+from glacierwatch.grid import GlacierGrid
+from glacierwatch.io import write_raster
+from glacierwatch.landsat import QA, SCENE_BANDS, kelvin_to_dn, reflectance_to_dn
+from glacierwatch.timeseries import NDSISegmenter, OracleSegmenter, glacier_areas, outline_on_grid
+
+GRID = GlacierGrid("EPSG:32632", 350000.0, 5100000.0, 30.0, 150, 120)
+ICE = {"blue": 0.8, "green": 0.75, "red": 0.7, "nir08": 0.55, "swir16": 0.05, "swir22": 0.04}
+ROCK = {"blue": 0.12, "green": 0.15, "red": 0.18, "nir08": 0.25, "swir16": 0.3, "swir22": 0.25}
+CENTER = (GRID.x0 + 60 * 30.0, GRID.y0 - 60 * 30.0)
+
+
+def _disc(radius_m: float) -> np.ndarray:
+    rows, cols = np.mgrid[0:GRID.height, 0:GRID.width]
+    x = GRID.x0 + (cols + 0.5) * 30.0
+    y = GRID.y0 - (rows + 0.5) * 30.0
+    return (x - CENTER[0]) ** 2 + (y - CENTER[1]) ** 2 <= radius_m**2
+
+
+def _write_scene(path: Path, glacier: np.ndarray, *, cloud: np.ndarray | None = None,
+                 extra_ice: np.ndarray | None = None) -> None:
+    ice = glacier | (extra_ice if extra_ice is not None else False)
+    layers = []
+    for band in SCENE_BANDS[:6]:
+        refl = np.where(ice, ICE[band], ROCK[band])
+        if cloud is not None:
+            refl = np.where(cloud, 0.6, refl)
+        layers.append(reflectance_to_dn(refl))
+    layers.append(kelvin_to_dn(np.where(ice, 270.0, 285.0)))
+    qa = np.full(GRID.shape, int(QA.CLEAR), np.uint16)
+    if cloud is not None:
+        qa[cloud] = int(QA.CLOUD) | (3 << 8)
+    layers.append(qa)
+    write_raster(path, np.stack(layers).astype(np.uint16), GRID, band_names=list(SCENE_BANDS), nodata=0)
+
+
+def _outline(radius_m: float):
+    to_wgs = Transformer.from_crs(GRID.crs, "EPSG:4326", always_xy=True).transform
+    return shapely.transform(Point(*CENTER).buffer(radius_m, 256), lambda x, y: to_wgs(x, y), interleaved=False)
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, list[float]]:
+    folder = tmp_path_factory.mktemp("scenes")
+    radii = np.linspace(1200.0, 900.0, 12)
+    neighbour = _disc(300.0)
+    rows, cols = np.mgrid[0:GRID.height, 0:GRID.width]
+    neighbour = ((rows - 20) ** 2 + (cols - 135) ** 2) <= 10**2  # a separate ice patch in the box corner
+    records, truth = [], []
+    for i, radius in enumerate(radii):
+        date = dt.date(2000 + i, 8, 1)
+        glacier = _disc(radius)
+        cloud = None
+        if i == 5:  # a cloud over part of the glacier
+            cloud = (rows > 40) & (rows < 70) & (cols > 40) & (cols < 80)
+        path = folder / f"G007000E46000N_{date}_L7_C02_T1_L2_SR.tif"
+        _write_scene(path, glacier, cloud=cloud, extra_ice=neighbour)
+        records.append({"path": str(path), "date": date, "satellite": "L7"})
+        truth.append(glacier.sum() * 900 / 1e6)
+    return pd.DataFrame(records), truth
+
+
+def _oracle(glims_id: str, dates: list, shape: tuple[int, int]) -> np.ndarray:
+    from glacierwatch.chips.features import resize_stack
+
+    radii = {dt.date(2000 + i, 8, 1): r for i, r in enumerate(np.linspace(1200.0, 900.0, 12))}
+    masks = np.stack([_disc(radii[d]).astype(np.float32) for d in dates])
+    return resize_stack(masks[:, None], shape).numpy()[:, 0]
+
+
+def test_oracle_resize_and_back_keeps_the_area_within_1_percent(series) -> None:
+    scenes, truth = series
+    cfg = TimeseriesConfig(smoothing="none", buffer_m=500.0)
+    areas = glacier_areas("G007000E46000N", scenes, geometry=_outline(1000.0), region_name="Europe",
+                          grid=GRID, dem_path=None, segmenter=OracleSegmenter(_oracle), config=cfg)
+    assert np.allclose(areas["area_km2"], truth, rtol=0.01)
+    assert (areas["pixel_area_m2"] == 900.0).all()
+
+
+def test_ndsi_series_with_cloud_and_neighbouring_ice(series) -> None:
+    scenes, truth = series
+    outline = _outline(1000.0)
+    # buffered count: the neighbouring patch (far from the outline) is left out
+    cfg = TimeseriesConfig(smoothing="masked", sigma=1.0, buffer_m=500.0)
+    areas = glacier_areas("G007000E46000N", scenes, geometry=outline, region_name="Europe", grid=GRID,
+                          dem_path=None, segmenter=NDSISegmenter(), config=cfg)
+    assert list(areas.columns)[:6] == ["glims_id", "region", "date", "satellite", "scene", "area_km2"]
+    clear = areas.index != 5
+    assert np.allclose(areas.loc[clear, "area_km2_unsmoothed"], np.array(truth)[clear], rtol=0.02)
+    # the clouded scene: observed share is below 1, and smoothing fills it from its neighbours
+    assert areas.loc[5, "valid_fraction"] < 0.9 and areas.loc[clear, "valid_fraction"].min() == 1.0
+    assert areas.loc[5, "filled_fraction"] > 0.05
+    assert areas.loc[5, "area_km2"] == pytest.approx(truth[5], rel=0.05)
+    # whole-box count (the seed's) includes the neighbouring patch
+    whole = glacier_areas("G007000E46000N", scenes, geometry=outline, region_name="Europe", grid=GRID,
+                          dem_path=None, segmenter=NDSISegmenter(),
+                          config=TimeseriesConfig(smoothing="none", buffer_m=None))
+    extra = whole["area_km2"].to_numpy()[clear] - np.array(truth)[clear]
+    assert np.all(extra > 0.2)
+
+
+def test_scene_on_another_grid_is_refused(series, tmp_path: Path) -> None:
+    scenes, _ = series
+    other = GlacierGrid("EPSG:32632", 350030.0, 5100000.0, 30.0, 150, 120)
+    bad = tmp_path / "G007000E46000N_2015-08-01_L8_C02_T1_L2_SR.tif"
+    write_raster(bad, np.ones((8, *other.shape), np.uint16), other, band_names=list(SCENE_BANDS), nodata=0)
+    mixed = pd.concat([scenes, pd.DataFrame([{"path": str(bad), "date": dt.date(2015, 8, 1), "satellite": "L8"}])])
+    with pytest.raises(InputError, match="differs from the glacier grid"):
+        glacier_areas("G007000E46000N", mixed, geometry=_outline(1000.0), region_name="Europe", grid=GRID,
+                      dem_path=None, segmenter=NDSISegmenter(), config=TimeseriesConfig())
+
+
+def test_outline_outside_grid_is_an_error(series) -> None:
+    scenes, _ = series
+    to_wgs = Transformer.from_crs(GRID.crs, "EPSG:4326", always_xy=True).transform
+    far = shapely.transform(Point(CENTER[0] + 50_000, CENTER[1]).buffer(500), lambda x, y: to_wgs(x, y),
+                            interleaved=False)
+    assert not outline_on_grid(far, GRID).any()
+    with pytest.raises(InputError, match="covers no pixel"):
+        glacier_areas("G007000E46000N", scenes, geometry=far, region_name="Europe", grid=GRID,
+                      dem_path=None, segmenter=NDSISegmenter(), config=TimeseriesConfig())
