@@ -47,6 +47,8 @@ class InventoryConfig:
     min_area_km2: float = _opt(1.0, "smallest glacier kept, km²")
     max_area_km2: float = _opt(50.0, "largest glacier kept, km²")
     exclude_regions: list[str] = _opt([], "regions left out (polar regions are excluded by the region table)")
+    regions: str = _opt("", "region table CSV (geog_area / RGI region -> region); empty = the packaged table "
+                            "(print it with: glacierwatch inventory regions)")
     per_region: int = _opt(0, "sample at most this many glaciers per region (0 = keep all)")
     box_margin: float = _opt(0.1, "box = outline bounding box enlarged by this fraction of its size on each side")
     resolution_m: float = _opt(30.0, "pixel size of the glacier grid, m")
@@ -160,6 +162,8 @@ class Config:
             cfg.workdir = str((base_dir / cfg.workdir).resolve()) if not Path(cfg.workdir).is_absolute() else cfg.workdir
             cfg.inventory.outlines = [str((base_dir / p).resolve()) if not Path(p).is_absolute() else p
                                       for p in cfg.inventory.outlines]
+            if cfg.inventory.regions and not Path(cfg.inventory.regions).is_absolute():
+                cfg.inventory.regions = str((base_dir / cfg.inventory.regions).resolve())
         return cfg
 
     @classmethod

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import rasterio
+import rasterio.errors
 from pyproj import CRS, Transformer
 from rasterio.features import rasterize
 import shapely
@@ -49,6 +51,17 @@ def outline_on_grid(geometry: Geometry, grid: GlacierGrid, *, src_crs: str = "EP
                      fill=0, dtype="uint8").astype(bool)
 
 
+def raster_grid(path: str) -> GlacierGrid:
+    """The grid of a raster file (without reading its pixels)."""
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise InputError(f"{path}: no CRS")
+            return GlacierGrid.from_rasterio(src.crs, src.transform, src.width, src.height)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"{path}: unreadable raster ({exc})") from exc
+
+
 def run_key(segmenter: Segmenter, config: TimeseriesConfig) -> str:
     """A short hash of everything that changes the areas (model, smoothing, threshold, buffer)."""
     payload = json.dumps({"segmenter": segmenter.name, "fingerprint": segmenter.fingerprint,
@@ -80,15 +93,19 @@ def _areas_on_grid(probs: np.ndarray, grid: GlacierGrid, region: np.ndarray, thr
 
 
 def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, region_name: str,
-                  grid: GlacierGrid, dem_path: str | None, segmenter: Segmenter,
+                  grid: GlacierGrid | None, dem_path: str | None, segmenter: Segmenter,
                   config: TimeseriesConfig, chip_size: int = 128, threads: int = 2) -> pd.DataFrame:
     """Area of one glacier on every scene in ``scenes`` (columns path, date, satellite).
 
+    ``grid``: the glacier grid every scene must be on; None takes the grid of the first scene file
+    (scenes written by the imagery stage or the synthetic world all share their glacier's grid).
     Returns one row per scene with the columns of :data:`AREA_COLUMNS`.
     """
     if scenes.empty:
         raise InputError(f"{glims_id}: no scenes passed the selection")
     scenes = scenes.sort_values(["date", "path"]).reset_index(drop=True)
+    if grid is None:
+        grid = raster_grid(scenes["path"].iloc[0])
     outline = outline_on_grid(geometry, grid)
     if not outline.any():
         raise InputError(f"{glims_id}: the outline covers no pixel of the glacier grid")

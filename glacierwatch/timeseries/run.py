@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 
 from glacierwatch.config import CatalogConfig, TimeseriesConfig
 from glacierwatch.errors import InputError
-from glacierwatch.grid import GlacierGrid
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import read_table, write_table
 from glacierwatch.tasks import TaskReport, run_per_glacier
@@ -84,7 +83,7 @@ def _glacier_task(glims_id: str, *, scenes_path: str, inventory_path: str, dem_d
     if seg.name == "unet" and dem_path is None and "dem" in getattr(seg, "channels", ()):
         raise InputError(f"{glims_id}: the model needs a DEM but {dem_dir}/{glims_id}.tif is missing")
     areas = glacier_areas(glims_id, scenes, geometry=row.geometry, region_name=str(row["region"]),
-                          grid=GlacierGrid.from_json(row["grid"]), dem_path=dem_path, segmenter=seg,
+                          grid=None, dem_path=dem_path, segmenter=seg,
                           config=config, chip_size=chip_size)
     write_table(areas, Path(parts_dir) / f"{glims_id}.parquet")
     return len(areas)
