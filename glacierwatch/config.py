@@ -134,6 +134,7 @@ class TrendsConfig:
 
     min_obs: int = _opt(10, "glaciers with fewer valid observations are flagged and left out of regional figures")
     by: str = _opt("region", "column the regional statistics group by")
+    max_glacier_figures: int = _opt(50, "write at most this many per-glacier figures (Figure 16); 0 = none")
 
 
 @dataclass

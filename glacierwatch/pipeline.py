@@ -151,7 +151,8 @@ def _run_timeseries(paths: WorkPaths, config: Config, progress: bool) -> None:
 def _run_trends(paths: WorkPaths, config: Config, progress: bool) -> None:
     from glacierwatch.trends import write_trends
 
-    write_trends(paths.areas, paths.trends, min_obs=config.trends.min_obs, by=config.trends.by)
+    write_trends(paths.areas, paths.trends, min_obs=config.trends.min_obs, by=config.trends.by,
+                 max_glacier_figures=config.trends.max_glacier_figures)
 
 
 def _run_report(paths: WorkPaths, config: Config, progress: bool) -> None:

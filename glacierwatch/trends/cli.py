@@ -1,0 +1,66 @@
+"""``glacierwatch trends AREAS --out DIR [--min-obs N] [--by COLUMN]``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from glacierwatch.config import TrendsConfig
+from glacierwatch.trends.figures import DEFAULT_MAX_GLACIER_FIGURES
+
+
+def glacier_figure_count(text: str) -> int | None:
+    """argparse type of ``--glacier-figures``: a whole number >= 0 or ``all`` (None)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    defaults = TrendsConfig()
+    p = subparsers.add_parser(
+        "trends", help="per-glacier and regional relative area change, Table II and figures",
+        description="Fit the log-linear trend of every glacier in an areas table and the regional "
+                    "averages (the paper's Appendix A, Figures 13, 16, 18 and Table II). "
+                    "Rates are fractions per year: -0.01 = -1 %% per year. See docs/trends.md.")
+    p.add_argument("areas", metavar="AREAS",
+                   help="areas table, Parquet or CSV, with glims_id, region, date, area_km2")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--min-obs", type=positive_int, default=defaults.min_obs, metavar="N",
+                   help="glaciers with fewer valid observations are flagged and left out of regional "
+                        f"estimates (default {defaults.min_obs})")
+    p.add_argument("--by", default=defaults.by, metavar="COLUMN",
+                   help=f"column the regional statistics group by (default {defaults.by})")
+    p.add_argument("--glacier-figures", type=glacier_figure_count, default=DEFAULT_MAX_GLACIER_FIGURES,
+                   metavar="N|all", help="draw at most N per-glacier figures, those with the most "
+                                         f"observations (default {DEFAULT_MAX_GLACIER_FIGURES}; 0: none)")
+    p.add_argument("--no-figures", action="store_true", help="write the tables only")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from glacierwatch.trends.stage import write_trends
+
+    result = write_trends(args.areas, args.out, min_obs=args.min_obs, by=args.by,
+                          figures=not args.no_figures, max_glacier_figures=args.glacier_figures)
+    print(result.table2_markdown().split("\n\n")[0])
+    n_flagged = int(result.glaciers["flagged"].sum())
+    print(f"\n{len(result.glaciers)} glaciers ({n_flagged} flagged), {result.counts.n_valid} observations; "
+          f"outputs in {result.out_dir}")
+    return 0

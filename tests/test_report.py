@@ -1,0 +1,203 @@
+"""Report stage: a self-contained HTML page built from a work folder, checked as text and, where
+Debian's chromium is installed, rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import re
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glacierwatch.cli import main
+from glacierwatch.report import build_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+REGIONS = {"Europe": -0.0026, "Asia": -0.0016, "South America": -0.0026}
+N_GLACIER_FIGURES = 2
+
+
+def make_workdir(root: Path, *, seed: int = 0, truth: bool = True, model: bool = True,
+                 catalog: bool = True) -> Path:
+    """A work folder as the pipeline leaves it: areas.parquet (+ optional synthetic truth, model card,
+    catalog). Glaciers shrink exponentially at known rates with lognormal noise."""
+    rng = np.random.default_rng(seed)
+    rows, truth_rows = [], []
+    k = 0
+    for region, mean_rate in REGIONS.items():
+        for _ in range(5):
+            k += 1
+            gid = f"G{8000 + 53 * k:06d}E{46000 + 71 * k:05d}N"
+            rate = mean_rate + rng.normal(0, 0.001)
+            area0 = float(np.exp(rng.uniform(0, 3)))
+            n = int(rng.integers(8, 40))  # some glaciers fall below min_obs = 10
+            for _ in range(n):
+                date = dt.date(int(rng.integers(1985, 2024)), 1, 1) + dt.timedelta(days=int(rng.integers(150, 280)))
+                t = date.year + (date.timetuple().tm_yday - 1) / (366 if date.year % 4 == 0 else 365)
+                rows.append({"glims_id": gid, "region": region, "date": date,
+                             "satellite": "L5" if date.year < 1999 else "L8" if date.year > 2013 else "L7",
+                             "area_km2": area0 * np.exp(rate * (t - 2000) + rng.normal(0, 0.015))})
+            truth_rows.append({"glims_id": gid, "region": region, "true_rel_change_per_year": rate})
+    work = root / "work"
+    work.mkdir(parents=True)
+    areas = pd.DataFrame(rows)
+    areas.to_parquet(work / "areas.parquet", index=False)
+    if truth:
+        (work / "synthetic").mkdir()
+        pd.DataFrame(truth_rows).to_csv(work / "synthetic" / "truth_trends.csv", index=False)
+    if model:
+        (work / "model").mkdir()
+        (work / "model" / "model_card.json").write_text(json.dumps(
+            {"encoder": "resnet50", "chip_size": 128, "channels": ["blue", "green", "red", "ndsi"],
+             "metrics": {"test_dice": 0.9134, "val_dice": 0.9211}}))
+    if catalog:
+        cat = areas[["glims_id", "date", "satellite"]].assign(status="ok", path="/x.tif")
+        cat.loc[cat.index[:7], "status"] = "unreadable"
+        cat.to_parquet(work / "catalog.parquet", index=False)
+    return work
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, str]:
+    work = make_workdir(tmp_path_factory.mktemp("report"))
+    path = build_report(work, max_glacier_figures=N_GLACIER_FIGURES)
+    return path, path.read_text(encoding="utf-8")
+
+
+def expected_images() -> int:
+    return 1 + (len(REGIONS) + 1) + N_GLACIER_FIGURES + 1  # inventory, regions + Total, glaciers, truth scatter
+
+
+def test_report_is_written_with_every_section(built) -> None:
+    path, page = built
+    assert path == path.parent.parent / "report" / "index.html"
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    for section in ("table2", "regions", "figure18", "truth", "inventory", "model", "glaciers",
+                    "glacier-figures", "methods"):
+        assert f'<section id="{section}"' in page, section
+    assert page.count("<table") >= 7
+    assert "Estimated versus true rates" in page and "test_dice" in page and "0.9134" in page
+    assert "Scenes per satellite and status" in page and "unreadable" in page
+    assert 'class="flagged"' in page  # glaciers below min_obs are shown, shaded
+
+
+def test_report_is_self_contained(built) -> None:
+    _, page = built
+    assert "http://" not in page and "https://" not in page and "//cdn" not in page
+    refs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert refs and all(r.startswith(("data:image/png;base64,", "#")) for r in refs), \
+        [r[:40] for r in refs if not r.startswith(("data:", "#"))]
+    assert "url(" not in page and "@import" not in page and "<link" not in page
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == expected_images()
+    for data in images:
+        assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_table2_matches_trends_outputs(built) -> None:
+    path, page = built
+    trends = path.parent.parent / "trends"
+    regions = pd.read_csv(trends / "region_trends.csv")
+    for _, r in regions.iterrows():
+        change = f"{r['rel_change_per_year']:.5f}".replace("-", "\u2212")
+        assert f"<td>{r['region']}</td><td class=\"num\">{change}</td>" in page
+    assert (trends / "figures" / "figures.json").exists()
+
+
+def test_report_reuses_current_trends_and_reruns_stale_ones(tmp_path) -> None:
+    work = make_workdir(tmp_path, truth=False, model=False, catalog=False)
+    build_report(work, max_glacier_figures=0)
+    summary = work / "trends" / "trends_summary.json"
+    first = summary.stat().st_mtime_ns
+    build_report(work, max_glacier_figures=0)
+    assert summary.stat().st_mtime_ns == first  # current: reused
+    later = summary.stat().st_mtime + 10
+    os.utime(work / "areas.parquet", (later, later))
+    build_report(work, max_glacier_figures=0)
+    assert summary.stat().st_mtime_ns != first  # areas newer: recomputed
+    build_report(work, min_obs=3, max_glacier_figures=0)
+    assert json.loads(summary.read_text())["min_obs"] == 3
+    page = (work / "report" / "index.html").read_text()
+    for absent in ('id="truth"', 'id="model"', "Scenes per satellite"):
+        assert absent not in page
+
+
+def test_report_cli_and_out_option(tmp_path, capsys) -> None:
+    work = make_workdir(tmp_path, truth=False, model=False, catalog=False)
+    out = tmp_path / "elsewhere" / "page.html"
+    assert main(["report", str(work), "--out", str(out), "--glacier-figures", "0"]) == 0
+    assert out.is_file() and str(out) in capsys.readouterr().out
+
+
+def test_report_errors_are_one_line_and_leave_nothing(tmp_path, capsys) -> None:
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "work folder not found" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no areas.parquet" in err[0]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pd.DataFrame({"glims_id": ["G1", "G1"], "region": ["Alps", "Alps"], "date": ["2001-07-01", "July 2002"],
+                  "area_km2": [1.0, 1.1]}).to_parquet(bad / "areas.parquet")
+    assert main(["report", str(bad)]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("glacierwatch")]
+    assert len(err) == 1 and "row 2 (glims_id G1): unparseable date 'July 2002'" in err[0]
+    assert sorted(p.name for p in bad.iterdir()) == ["areas.parquet"]
+
+
+def test_report_survives_broken_optional_inputs(tmp_path) -> None:
+    work = make_workdir(tmp_path, truth=False, model=False, catalog=False)
+    (work / "model").mkdir()
+    (work / "model" / "model_card.json").write_text("{not json")
+    (work / "synthetic").mkdir()
+    (work / "synthetic" / "truth_trends.csv").write_text("glims_id,rate\nG1,0.1\n")
+    page = build_report(work, max_glacier_figures=0).read_text()
+    assert "model card skipped" in page and "truth table skipped" in page
+    assert 'id="model"' not in page
+
+
+# ---------------------------------------------------------------- headless browser
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with path.open("rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+           f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless check needs Debian's chromium at /usr/bin/chromium "
+                                                  "(apt-get install chromium chromium-driver)")
+def test_report_renders_in_headless_chromium(built, tmp_path) -> None:
+    path, page = built
+    url = path.resolve().as_uri()
+    done = _chromium(["--dump-dom", url], tmp_path / "profile")
+    assert done.returncode == 0, done.stderr[-2000:]
+    marker = re.search(r'<body[^>]*data-rendered="([^"]*)"', done.stdout)
+    assert marker, "the page's script did not run: " + done.stdout[:300]
+    counts = dict(item.split("=") for item in marker.group(1).split(";"))
+    assert int(counts["tables"]) == page.count("<table")
+    assert int(counts["rows"]) > 30
+    assert int(counts["images"]) == expected_images()
+    assert int(counts["images_ok"]) == int(counts["images"])  # every embedded figure decoded
+    assert "Rendered " in done.stdout
+    shot = tmp_path / "report.png"
+    done = _chromium(["--window-size=1280,2000", f"--screenshot={shot}", url], tmp_path / "profile")
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    assert _png_size(shot) == (1280, 2000)
+    assert shot.stat().st_size > 50_000  # a blank page compresses to a few kB
