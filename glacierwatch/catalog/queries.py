@@ -1,0 +1,227 @@
+"""SQL over the catalog (DuckDB), and the paper's scene selections as parameterised SQL files.
+
+The catalog is the table ``scenes``. With an inventory, ``glaciers`` (``glims_id, region, hemisphere,
+area_km2, outline_date``) is available too, and the inventory's hemisphere and region replace the
+catalog's in ``scenes``. The selections' SQL lives in ``glacierwatch/catalog/sql/*.sql``
+(:func:`selection_sql`); it is plain SQL that also runs on Athena or Trino, with the configuration's
+values bound as query parameters, never pasted into the SQL text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from glacierwatch.catalog.schema import REQUIRED_COLUMNS
+from glacierwatch.config import CatalogConfig
+from glacierwatch.errors import ConfigError, DatasetNotFoundError, InputError
+from glacierwatch.ids import GLIMS_ID_PATTERN
+from glacierwatch.io import read_table
+from glacierwatch.landsat import SLC_OFF_DATE
+
+#: Named selections (``glacierwatch catalog select NAME``) and their SQL files.
+SELECTIONS: Final[tuple[str, ...]] = ("inference", "training", "inference-glaciers")
+_SQL_FILES: Final[dict[str, str]] = {
+    "inference": "inference.sql", "training": "training.sql", "inference-glaciers": "inference_glaciers.sql",
+}
+
+CatalogSource = str | os.PathLike[str] | pd.DataFrame
+
+_GLACIER_SCHEMA = pa.schema([
+    ("glims_id", pa.string()), ("region", pa.string()), ("hemisphere", pa.string()),
+    ("area_km2", pa.float64()), ("outline_date", pa.date32()),
+])
+
+
+def selection_sql(name: str) -> str:
+    """The SQL text of a named selection (read it to see exactly what a selection does)."""
+    if name not in _SQL_FILES:
+        raise InputError(f"unknown selection {name!r}; choose one of {', '.join(SELECTIONS)}")
+    return importlib.resources.files("glacierwatch.catalog").joinpath("sql").joinpath(_SQL_FILES[name]).read_text("utf-8")
+
+
+def _check_config(config: CatalogConfig) -> None:
+    for key in ("summer_months_north", "summer_months_south"):
+        months = getattr(config, key)
+        if not all(isinstance(m, int) and 1 <= m <= 12 for m in months):
+            raise ConfigError(f"catalog.{key}: months must be integers 1-12, got {months!r}")
+    for key in ("min_pixels", "max_nodata_pixels", "training_window_days", "inference_glaciers_per_region",
+                "min_inference_scenes"):
+        if getattr(config, key) < 0:
+            raise ConfigError(f"catalog.{key} must not be negative")
+
+
+def selection_params(config: CatalogConfig) -> dict[str, Any]:
+    """The query parameters of the selections, from a catalog configuration."""
+    return {
+        "max_cloud_cover": float(config.max_cloud_cover),
+        "image_quality": int(config.image_quality),
+        "min_pixels": int(config.min_pixels),
+        "max_nodata_pixels": int(config.max_nodata_pixels),
+        "max_zero_pixel_pct": float(config.max_zero_pixel_pct),
+        "include_l7_slc_off": bool(config.include_l7_slc_off),
+        "slc_off_date": SLC_OFF_DATE,
+        "training_window_days": int(config.training_window_days),
+        "inference_glaciers_per_region": int(config.inference_glaciers_per_region),
+        "min_inference_scenes": int(config.min_inference_scenes),
+    }
+
+
+def _strip_comments(sql: str) -> str:
+    return re.sub(r"--[^\n]*", "", sql)
+
+
+def _used_params(sql: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    names = set(re.findall(r"\$([A-Za-z_]\w*)", _strip_comments(sql)))
+    missing = names - set(params)
+    if missing:
+        raise InputError(f"query parameter(s) without a value: {', '.join(sorted(missing))}")
+    return {k: v for k, v in params.items() if k in names}
+
+
+def _glaciers_table(inventory: str | os.PathLike[str] | pd.DataFrame) -> pa.Table:
+    df = inventory if isinstance(inventory, pd.DataFrame) else read_table(inventory)
+    if "glims_id" not in df.columns:
+        raise InputError("the inventory has no glims_id column")
+    ids = df["glims_id"].astype(object)
+    bad = [g for g in ids if not isinstance(g, str) or not GLIMS_ID_PATTERN.match(g)]
+    if bad:
+        raise InputError(f"the inventory holds values that are not GLIMS ids, e.g. {bad[0]!r}")
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise InputError(f"the inventory has {len(dup)} duplicate glims_id(s), e.g. {dup.iloc[0]} "
+                         "(one outline per glacier is expected)")
+    n = len(df)
+
+    def col(name: str) -> list[Any]:
+        return df[name].astype(object).where(df[name].notna(), None).tolist() if name in df.columns else [None] * n
+
+    hemi = [h if h in ("N", "S") else g[-1] for h, g in zip(col("hemisphere"), ids, strict=True)]
+    if "outline_date" in df.columns:
+        dates = pd.to_datetime(df["outline_date"], errors="coerce")
+        outline = [None if pd.isna(d) else d.date() for d in dates]
+    else:
+        outline = [None] * n
+    area = [None if a is None else float(a) for a in col("area_km2")]
+    region = [None if r is None else str(r) for r in col("region")]
+    return pa.table([pa.array(ids.tolist(), pa.string()), pa.array(region, pa.string()),
+                     pa.array(hemi, pa.string()), pa.array(area, pa.float64()),
+                     pa.array(outline, pa.date32())], schema=_GLACIER_SCHEMA)
+
+
+def connect(catalog: CatalogSource, *, inventory: str | os.PathLike[str] | pd.DataFrame | None = None,
+            config: CatalogConfig | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the views ``scenes``, ``summer_months`` and (with an
+    inventory) ``glaciers``."""
+    con = duckdb.connect()
+    if isinstance(catalog, pd.DataFrame):
+        con.register("scenes_catalog", catalog)
+    else:
+        path = Path(catalog)
+        if not path.exists():
+            raise DatasetNotFoundError(f"catalog not found: {path} (build it with: glacierwatch catalog build)")
+        try:
+            con.read_parquet(str(path)).create_view("scenes_catalog")
+        except duckdb.Error as exc:
+            raise InputError(f"{path}: not a readable Parquet catalog ({exc})") from exc
+    columns = [row[0] for row in con.execute("DESCRIBE scenes_catalog").fetchall()]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise InputError(f"the catalog lacks column(s) {missing}; rebuild it with: glacierwatch catalog build")
+    if inventory is not None:
+        con.register("glaciers", _glaciers_table(inventory))
+        extra = ", coalesce(g.region, s.region) AS region" if "region" in columns else ""
+        con.execute("CREATE VIEW scenes AS SELECT s.* REPLACE (coalesce(g.hemisphere, s.hemisphere) AS hemisphere"
+                    f"{extra}) FROM scenes_catalog AS s LEFT JOIN glaciers AS g ON g.glims_id = s.glims_id")
+    else:
+        con.execute("CREATE VIEW scenes AS SELECT * FROM scenes_catalog")
+    config = config or CatalogConfig()
+    months = [("N", int(m)) for m in config.summer_months_north] + [("S", int(m)) for m in config.summer_months_south]
+    con.register("summer_months", pa.table({"hemisphere": pa.array([h for h, _ in months], pa.string()),
+                                            "month": pa.array([m for _, m in months], pa.int32())}))
+    return con
+
+
+def _run_arrow(con: duckdb.DuckDBPyConnection, sql: str,
+               params: Mapping[str, Any] | Sequence[Any] | None) -> pa.Table | None:
+    try:
+        if params is None:
+            rel = con.sql(sql)
+        elif isinstance(params, Mapping):
+            rel = con.sql(sql, params=_used_params(sql, params))
+        else:
+            rel = con.sql(sql, params=list(params))
+        return None if rel is None else rel.to_arrow_table()
+    except duckdb.Error as exc:
+        message = " ".join(str(exc).split())
+        raise InputError(f"query failed: {message}") from exc
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | Sequence[Any] | None) -> pd.DataFrame:
+    table = _run_arrow(con, sql, params)
+    return pd.DataFrame() if table is None else table.to_pandas()
+
+
+def query(catalog: CatalogSource, sql: str, *, params: Mapping[str, Any] | Sequence[Any] | None = None,
+          inventory: str | os.PathLike[str] | pd.DataFrame | None = None) -> pd.DataFrame:
+    """Run ``sql`` with the catalog as the table ``scenes`` (and the inventory as ``glaciers``).
+
+    ``params``: values for ``$name`` (a mapping) or ``?`` (a sequence) placeholders; user-supplied
+    values belong there, not in the SQL text.
+    """
+    con = connect(catalog, inventory=inventory)
+    try:
+        return _run(con, sql, params)
+    finally:
+        con.close()
+
+
+def select(catalog: CatalogSource, name: str, *, config: CatalogConfig | None = None,
+           inventory: str | os.PathLike[str] | pd.DataFrame | None = None) -> pd.DataFrame:
+    """Run a named selection (:data:`SELECTIONS`) with the values of ``config`` (default: the paper's).
+
+    * ``inference``: scenes passing the paper's inference filter (one row per scene);
+    * ``training``: scenes within ``training_window_days`` of each glacier's outline date (needs an
+      inventory with ``outline_date``), with ``outline_date`` and ``days_from_outline``;
+    * ``inference-glaciers``: the inference set, ``inference_glaciers_per_region`` glaciers per region,
+      largest first, among those with ``min_inference_scenes`` passing scenes (needs an inventory with
+      ``region`` and ``area_km2``); one row per glacier.
+    """
+    config = config or CatalogConfig()
+    _check_config(config)
+    sql = selection_sql(name)
+    if name != "inference":
+        need = {"training": "outline_date", "inference-glaciers": "region and area_km2"}[name]
+        if inventory is None:
+            raise InputError(f"the {name} selection needs an inventory (--inventory) with {need}")
+        inv = inventory if isinstance(inventory, pd.DataFrame) else read_table(inventory)
+        cols = ["outline_date"] if name == "training" else ["region", "area_km2"]
+        lacking = [c for c in cols if c not in inv.columns]
+        if lacking:
+            raise InputError(f"the {name} selection needs the inventory column(s) {lacking}")
+        inventory = inv
+    params = selection_params(config)
+    con = connect(catalog, inventory=inventory, config=config)
+    try:
+        if name == "inference-glaciers":
+            con.register("inference_scenes", _run_arrow(con, selection_sql("inference"), params))
+        return _run(con, sql, params)
+    finally:
+        con.close()
+
+
+def config_with(config: CatalogConfig, overrides: Mapping[str, Any]) -> CatalogConfig:
+    """A copy of ``config`` with ``overrides`` applied and type-checked (as the TOML loader does)."""
+    from glacierwatch.config import Config
+
+    merged = {**dataclasses.asdict(config), **overrides}
+    return Config.from_dict({"catalog": merged}).catalog
