@@ -92,6 +92,8 @@ class ChipsConfig:
     val_fraction: float = _opt(0.1, "fraction of glaciers in the validation split (stratified by region)")
     test_fraction: float = _opt(0.1, "fraction of glaciers in the test split (stratified by region)")
     seed: int = _opt(0, "random seed of the split")
+    exclude_inference_glaciers: bool = _opt(True, "leave the glaciers whose areas are measured (the catalog's "
+                                                  "inference-glaciers selection) out of the training chips")
 
 
 @dataclass

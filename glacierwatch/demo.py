@@ -49,6 +49,8 @@ def compare_with_truth(workdir: Path) -> pd.DataFrame:
     """Estimated vs true relative change per year (%/yr) for each glacier with a trend."""
     est = pd.read_csv(workdir / "trends" / "glacier_trends.csv")
     truth = pd.read_csv(workdir / "synthetic" / "truth_trends.csv")
+    if "flagged" in est.columns:
+        est = est.loc[~est["flagged"].astype(bool)]
     table = truth.merge(est[["glims_id", "n_obs", "rel_change_per_year", "rel_change_se"]], on="glims_id")
     table["true_pct_per_year"] = 100 * table["true_rel_change_per_year"]
     table["estimated_pct_per_year"] = 100 * table["rel_change_per_year"]

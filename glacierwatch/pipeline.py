@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from glacierwatch.config import Config
-from glacierwatch.errors import ConfigError
+from glacierwatch.errors import ConfigError, InputError
 from glacierwatch.io import write_json
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,22 @@ def _run_catalog(paths: WorkPaths, config: Config, progress: bool) -> None:
 
 
 def _run_chips(paths: WorkPaths, config: Config, progress: bool) -> None:
-    from glacierwatch.chips import build_chips_from_catalog
+    import pandas as pd
 
-    build_chips_from_catalog(paths.catalog, paths.inventory, dem_dir=paths.dem, out_dir=paths.chips,
-                             config=config.chips, catalog_config=config.catalog, progress=progress)
+    from glacierwatch.catalog import select
+    from glacierwatch.chips import build_chips, read_inventory
+
+    inventory = read_inventory(paths.inventory)
+    plain = pd.DataFrame(inventory.drop(columns=inventory.geometry.name))
+    selection = select(paths.catalog, "training", config=config.catalog, inventory=plain)
+    if config.chips.exclude_inference_glaciers:
+        measured = select(paths.catalog, "inference-glaciers", config=config.catalog, inventory=plain)
+        selection = selection[~selection["glims_id"].isin(measured["glims_id"])]
+        log.info("chips: %d inference glacier(s) left out of training", measured["glims_id"].nunique())
+    if selection.empty:
+        raise InputError(f"no scene of {paths.catalog} lies in the training window of a training glacier")
+    build_chips(selection, inventory, dem_dir=paths.dem, out_dir=paths.chips, config=config.chips,
+                progress=progress)
 
 
 def _run_train(paths: WorkPaths, config: Config, progress: bool) -> None:

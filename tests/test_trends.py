@@ -496,3 +496,20 @@ def test_numeric_dates_are_rejected() -> None:
     frame = pd.DataFrame({"glims_id": ["G1"], "region": ["A"], "date": [20010701], "area_km2": [1.0]})
     with pytest.raises(InputError, match=r"row 1 \(glims_id G1\): date 20010701 is a number"):
         compute_trends(frame)
+
+
+def test_region_whose_glaciers_are_all_flagged_still_gets_figures(tmp_path) -> None:
+    """A region with only a short series (flagged) next to a normal one: outputs and figures, no crash."""
+    import numpy as np
+    import pandas as pd
+
+    from glacierwatch.trends import write_trends
+
+    dates = pd.date_range("2000-07-01", periods=15, freq="365D")
+    long = pd.DataFrame({"glims_id": "G007000E46000N", "region": "Europe", "date": dates,
+                         "area_km2": 5.0 * np.exp(-0.01 * np.arange(15))})
+    short = pd.DataFrame({"glims_id": "G043000E43000N", "region": "Caucasus", "date": dates[:3],
+                          "area_km2": [2.0, 2.0, 1.9]})
+    result = write_trends(pd.concat([long, short]), tmp_path / "out", min_obs=10)
+    assert (tmp_path / "out" / "figures" / "region_caucasus.png").exists()
+    assert result.annual["mean_ln_area"].dtype == "float64"

@@ -306,7 +306,11 @@ def annual_geomean(observations: pd.DataFrame) -> pd.DataFrame:
     """Per calendar year: ``year, t`` (mean decimal year), ``n_obs``, ``n_glaciers``, ``mean_ln_area``
     (mean of ln(area) over all observations in the year) and ``geomean_area_km2`` = exp(mean_ln_area)."""
     if observations.empty:
-        return pd.DataFrame(columns=["year", "t", "n_obs", "n_glaciers", "mean_ln_area", "geomean_area_km2"])
+        # typed, so that concatenating an empty region keeps the numeric columns numeric
+        return pd.DataFrame({"year": pd.Series(dtype="int64"), "t": pd.Series(dtype="float64"),
+                             "n_obs": pd.Series(dtype="int64"), "n_glaciers": pd.Series(dtype="int64"),
+                             "mean_ln_area": pd.Series(dtype="float64"),
+                             "geomean_area_km2": pd.Series(dtype="float64")})
     annual = (observations.groupby("year", sort=True)
               .agg(t=("t", "mean"), n_obs=("ln_area", "size"), n_glaciers=("glims_id", "nunique"),
                    mean_ln_area=("ln_area", "mean"))
@@ -405,7 +409,8 @@ def _region_tables(clean: pd.DataFrame, glaciers: pd.DataFrame, by: str
         regions[column] = regions[column].astype("int64")
     annual = pd.concat(annuals, ignore_index=True)
     annual = annual[[by, "year", "t", "n_obs", "n_glaciers", "mean_ln_area", "geomean_area_km2"]]
-    annual = annual.astype({"year": "int64", "n_obs": "int64", "n_glaciers": "int64"})
+    annual = annual.astype({"year": "int64", "n_obs": "int64", "n_glaciers": "int64", "t": "float64",
+                            "mean_ln_area": "float64", "geomean_area_km2": "float64"})
     return regions, annual, notes
 
 
