@@ -81,7 +81,8 @@ class UNetSegmenter:
 
         x = compute_channels(bands, self.channels, dem=dem)
         x = self.normaliser.apply(fill_nan(x))
-        return predict_proba(self.model, x, batch_size=self.batch_size, device=self.device, bf16=self.bf16)
+        return predict_proba(self.model, x, batch_size=self.batch_size, device=self.device, bf16=self.bf16,
+                             channels=self.channels)
 
 
 class OracleSegmenter:

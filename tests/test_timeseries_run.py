@@ -1,0 +1,126 @@
+"""The time-series stage over several glaciers: selection from the catalog, resumable parts,
+kill-and-resume, and a real Dask LocalCluster giving the same result as the in-process run."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from glacierwatch.config import CatalogConfig, InventoryConfig, TimeseriesConfig
+from glacierwatch.synth import WorldInfo
+
+CATALOG_CONFIG = CatalogConfig(min_inference_scenes=3, min_pixels=1000)
+TS_CONFIG = TimeseriesConfig(segmenter="ndsi", sigma=3.0)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_world: WorldInfo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from glacierwatch.catalog import build_catalog
+    from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
+
+    work = tmp_path_factory.mktemp("ts_run")
+    selection = select_glaciers([read_outlines(tiny_world.outlines)], config=InventoryConfig())
+    write_inventory(selection, work / "inventory.parquet")
+    build_catalog(tiny_world.scenes_dir, work / "catalog.parquet", inventory=work / "inventory.parquet",
+                  progress=False)
+    return {"work": work, "inventory": work / "inventory.parquet", "catalog": work / "catalog.parquet",
+            "dem": tiny_world.dem_dir}
+
+
+def _run(prepared: dict[str, Path], out: Path, **overrides):
+    from glacierwatch.timeseries import run_timeseries
+
+    return run_timeseries(catalog=prepared["catalog"], inventory=prepared["inventory"], out=out,
+                          dem_dir=prepared["dem"], config=dataclasses.replace(TS_CONFIG, **overrides),
+                          catalog_config=CATALOG_CONFIG, progress=False)
+
+
+def test_run_writes_every_glacier_once(prepared, tiny_world: WorldInfo) -> None:
+    result = _run(prepared, prepared["work"] / "a" / "areas.parquet")
+    areas = pd.read_parquet(result.outputs.areas)
+    assert set(tiny_world.timeseries_ids) <= set(areas["glims_id"])
+    assert not areas.duplicated(["glims_id", "scene"]).any()
+    assert (areas["pixel_area_m2"] == 900.0).all() and (areas["area_km2"] > 0).all()
+    assert areas["valid_fraction"].between(0, 1).all() and areas["filled_fraction"].between(0, 1).all()
+    # a second run finds everything done and recomputes nothing
+    again = _run(prepared, prepared["work"] / "a" / "areas.parquet")
+    assert again.report.done == [] and len(again.report.skipped) == areas["glims_id"].nunique()
+    # other settings -> recomputed, not mixed with the old parts
+    other = _run(prepared, prepared["work"] / "a" / "areas.parquet", sigma=1.0)
+    assert len(other.report.done) == areas["glims_id"].nunique()
+
+
+def test_failure_goes_to_the_ledger_and_the_run_goes_on(prepared, tiny_world: WorldInfo, tmp_path: Path) -> None:
+    from glacierwatch.tasks import read_ledger
+
+    victim = tiny_world.timeseries_ids[0]
+    broken = tmp_path / "dem"
+    broken.mkdir()
+    for dem in Path(prepared["dem"]).glob("*.tif"):
+        target = broken / dem.name
+        if dem.stem == victim:
+            target.write_bytes(b"not a tiff")
+        else:
+            os.symlink(dem, target)
+    from glacierwatch.timeseries import run_timeseries
+
+    result = run_timeseries(catalog=prepared["catalog"], inventory=prepared["inventory"],
+                            out=tmp_path / "areas.parquet", dem_dir=broken, config=TS_CONFIG,
+                            catalog_config=CATALOG_CONFIG, progress=False)
+    assert list(result.report.failed) == [victim]
+    assert [r["glims_id"] for r in read_ledger(result.outputs.ledger)] == [victim]
+    assert victim not in set(result.areas["glims_id"]) and len(result.report.done) >= 1
+
+
+_CHILD = """
+import sys, dataclasses
+from glacierwatch.config import CatalogConfig, TimeseriesConfig
+from glacierwatch.timeseries import run_timeseries
+run_timeseries(catalog=sys.argv[1], inventory=sys.argv[2], out=sys.argv[3], dem_dir=sys.argv[4],
+               config=TimeseriesConfig(segmenter="ndsi", sigma=3.0),
+               catalog_config=CatalogConfig(min_inference_scenes=3, min_pixels=1000), progress=False)
+"""
+
+
+def test_killed_run_resumes_with_every_glacier_exactly_once(prepared, tmp_path: Path) -> None:
+    reference = _run(prepared, tmp_path / "ref" / "areas.parquet").areas
+    out = tmp_path / "killed" / "areas.parquet"
+    parts = tmp_path / "killed" / "areas.parts"
+    args = [sys.executable, "-c", _CHILD, str(prepared["catalog"]), str(prepared["inventory"]), str(out),
+            str(prepared["dem"])]
+    child = subprocess.Popen(args)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (parts.exists() and any(parts.glob("*.parquet"))):
+        if child.poll() is not None:
+            break
+        time.sleep(0.05)
+    if child.poll() is None:
+        child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not out.exists()  # killed before the final table was written
+    done_before = {p.stem for p in parts.glob("*.parquet")}
+    assert 1 <= len(done_before) < reference["glims_id"].nunique()
+    resumed = _run(prepared, out)
+    assert set(resumed.report.skipped) == done_before
+    areas = pd.read_parquet(out)
+    assert not areas.duplicated(["glims_id", "scene"]).any()
+    key = ["glims_id", "scene"]
+    pd.testing.assert_frame_equal(areas.sort_values(key).reset_index(drop=True)[reference.columns],
+                                  reference.sort_values(key).reset_index(drop=True), check_dtype=False)
+    assert not list(parts.glob(".*.part"))  # no half-written part left behind
+
+
+def test_local_cluster_with_two_workers_equals_in_process(prepared, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    local = _run(prepared, tmp_path / "local" / "areas.parquet").areas
+    dask = _run(prepared, tmp_path / "dask" / "areas.parquet", scheduler="processes", workers=2).areas
+    pd.testing.assert_frame_equal(local, dask)
