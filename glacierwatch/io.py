@@ -69,6 +69,8 @@ def write_raster(path: str | os.PathLike[str], data: np.ndarray, grid: GlacierGr
         "driver": "GTiff", "width": grid.width, "height": grid.height, "count": array.shape[0],
         "dtype": array.dtype.name, "crs": grid.crs, "transform": grid.transform,
         "compress": "deflate", "nodata": nodata,
+        # horizontal differencing before deflate: integer (2) or floating-point (3) predictor
+        "predictor": 3 if np.issubdtype(array.dtype, np.floating) else 2,
     }
     if grid.width >= 256 and grid.height >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)

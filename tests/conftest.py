@@ -1,0 +1,33 @@
+"""Shared pytest fixtures: a tiny synthetic world (built once per session) and the shared real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from glacierwatch.synth import WorldInfo, make_world
+
+#: Real reference data shared between checkouts: ../shared/data next to the repository.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+#: Parameters of the tiny world: 6 training glaciers (one per region, incl. a growing one) and
+#: 2 time-series glaciers (Swiss Alps, Andes) with 2 scenes a year 2001-2022 (Landsat 5, 7 with and
+#: without SLC, 8 and 9). About 120 scenes, built in ~3 s.
+TINY_WORLD = {"n_training": 6, "n_timeseries": 2, "seed": 0, "first_year": 2001, "last_year": 2022,
+              "scenes_per_year": 2}
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> WorldInfo:
+    """A small synthetic world in a session temp folder (see :data:`TINY_WORLD`); read-only for tests."""
+    out = tmp_path_factory.mktemp("tiny_world")
+    return make_world(out, progress=False, **TINY_WORLD)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """Path of ../shared/data (real reference data); skips the test when it is not there."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"../shared/data not present: {SHARED_DATA}")
+    return SHARED_DATA
