@@ -149,7 +149,8 @@ def _run_chips(paths: WorkPaths, config: Config, progress: bool) -> None:
 def _run_train(paths: WorkPaths, config: Config, progress: bool) -> None:
     from glacierwatch.model import train
 
-    train(paths.chips, paths.model_dir, config=config.train, progress=progress)
+    # changed [train] settings start a new run instead of refusing to touch the old one
+    train(paths.chips, paths.model_dir, config=config.train, progress=progress, restart_if_changed=True)
 
 
 def _run_timeseries(paths: WorkPaths, config: Config, progress: bool) -> None:

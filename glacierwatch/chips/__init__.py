@@ -1,0 +1,75 @@
+"""Training chips: composites of the scenes around each outline date, rasterised outline masks, named
+channels, a glacier-level split stratified by region, stored as NPZ shards with their normalisation.
+
+    >>> from glacierwatch.chips import build_chips_from_catalog, ChipSet
+    >>> info = build_chips_from_catalog("work/catalog.parquet", "work/inventory.parquet",
+    ...                                 dem_dir="work/dem", out_dir="work/chips")      # doctest: +SKIP
+    >>> images, masks, rows = ChipSet("work/chips").load("train", normalise=True)     # doctest: +SKIP
+
+The format is described in :mod:`glacierwatch.chips.store` and docs/model.md; channel computation is
+shared with the time-series stage in :mod:`glacierwatch.chips.features`.
+"""
+
+from __future__ import annotations
+
+import logging
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from glacierwatch.chips.build import build_chips, composite_scenes, rasterize_outline, resize_mask
+from glacierwatch.chips.importer import SEED_BAND_MAP, import_chips, parse_band_map
+from glacierwatch.chips.store import ChipSet, ChipSetInfo, assign_folds, assign_splits, write_chipset
+from glacierwatch.config import CatalogConfig, ChipsConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SEED_BAND_MAP", "ChipSet", "ChipSetInfo", "assign_folds", "assign_splits", "build_chips",
+    "build_chips_from_catalog", "composite_scenes", "import_chips", "parse_band_map", "rasterize_outline",
+    "read_inventory", "resize_mask", "write_chipset",
+]
+
+
+def read_inventory(path: str | PathLike[str]) -> Any:
+    """The inventory GeoParquet as a GeoDataFrame (EPSG:4326 unless the file says otherwise)."""
+    import geopandas as gpd
+
+    from glacierwatch.errors import DatasetNotFoundError, InputError
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetNotFoundError(f"inventory not found: {path}")
+    try:
+        inv = gpd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - geopandas/pyarrow raise many types
+        raise InputError(f"{path}: not a readable GeoParquet inventory ({type(exc).__name__}: {exc})") from exc
+    if inv.crs is None:
+        inv = inv.set_crs("EPSG:4326")
+    return inv
+
+
+def build_chips_from_catalog(catalog: str | PathLike[str], inventory: str | PathLike[str], *,
+                             dem_dir: str | PathLike[str] | None, out_dir: str | PathLike[str],
+                             config: ChipsConfig | None = None, catalog_config: CatalogConfig | None = None,
+                             progress: bool = True) -> ChipSetInfo:
+    """:func:`build_chips` on the catalog's ``training`` selection (scenes within the training window of
+    each glacier's outline date), without the ``inference-glaciers`` when
+    ``config.exclude_inference_glaciers`` (the glaciers whose areas are measured are not trained on)."""
+    from glacierwatch.catalog import select
+    from glacierwatch.errors import InputError
+
+    inv = read_inventory(inventory)
+    config = config or ChipsConfig()
+    catalog_config = catalog_config or CatalogConfig()
+    plain = pd.DataFrame(inv.drop(columns=inv.geometry.name))
+    selection = select(catalog, "training", config=catalog_config, inventory=plain)
+    if getattr(config, "exclude_inference_glaciers", False):
+        measured = select(catalog, "inference-glaciers", config=catalog_config, inventory=plain)
+        selection = selection[~selection["glims_id"].isin(measured["glims_id"])]
+        log.info("chips: %d inference glacier(s) left out of training", measured["glims_id"].nunique())
+    if selection.empty:
+        raise InputError(f"the catalog {catalog} has no scene in the training window of any inventory glacier")
+    return build_chips(selection, inv, dem_dir=dem_dir, out_dir=out_dir, config=config, progress=progress)

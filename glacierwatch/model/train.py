@@ -1,0 +1,561 @@
+"""U-Net training with the seed's settings, resumable, with a model card beside the checkpoint.
+
+Outputs in ``OUT`` (``work/model``):
+
+* ``model.pt``: the checkpoint with the lowest validation loss: ``{"format", "state_dict", "card", "epoch"}``;
+* ``model_card.json``: the same card (channels, normalisation, chip size, encoder, sensors,
+  fingerprints, settings, test metrics of the U-Net and of the NDSI baseline);
+* ``last.pt``: the resume state (model, optimizer, epoch, step within the epoch, history, early-stopping
+  counters), written atomically at every epoch end and every ``checkpoint_every_s`` seconds;
+* ``metrics.csv``: one row per epoch (train loss/Dice, validation loss/Dice, seconds, images/s);
+* ``evaluation/``: the test-split evaluation (see :mod:`glacierwatch.model.evaluate`).
+
+Determinism: weights are initialised after ``torch.manual_seed(seed)``; the epoch's chip order and each
+step's augmentation draws come from generators seeded by (seed, epoch) and (seed, epoch, step), so a
+run resumed mid-epoch draws exactly what the uninterrupted run would have drawn (bit-identical on CPU
+with the same number of threads; on CUDA up to non-deterministic kernels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from glacierwatch import __version__
+from glacierwatch.chips.store import ChipSet, assign_folds
+from glacierwatch.config import TrainConfig
+from glacierwatch.errors import ConfigError, InputError
+from glacierwatch.io import atomic_path, write_json, write_table
+from glacierwatch.model.card import CARD_FORMAT, weights_fingerprint
+from glacierwatch.model.evaluate import evaluate_arrays, summarise
+from glacierwatch.model.predict import CHECKPOINT_FORMAT, amp_dtype, autocast, resolve_device
+from glacierwatch.model.unet import ENCODERS, UNet, load_encoder_weights
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "glacierwatch-train-state/1"
+#: Settings that must be equal to resume a run (others, e.g. epochs or device, may change).
+RESUME_KEYS = ("encoder", "encoder_weights", "learning_rate", "weight_decay", "batch_size", "p_flip", "p_blur",
+               "blur_sigma", "seed")
+#: The rows of the seed's Table I (learning rate, batch size); (1e-5, 8) appears twice there.
+TABLE_I = ((1e-3, 16), (1e-4, 16), (1e-5, 16), (1e-5, 8), (1e-5, 32))
+
+
+class _Interrupted(Exception):
+    """Raised by the test hook ``_stop_after_steps`` to simulate a kill."""
+
+
+def gaussian_kernel(sigma: float, size: int = 3) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-0.5 * (r / sigma) ** 2)
+    g = g / g.sum()
+    return torch.outer(g, g)
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, *, p_flip: float, p_blur: float,
+            sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per chip, each with its probability: vertical flip, horizontal flip (image and mask), 3x3 Gaussian
+    blur of the image only (the seed's code blurred the mask too)."""
+    n = x.shape[0]
+    r = torch.rand(n, 3, generator=gen)
+    v, h, b = r[:, 0] < p_flip, r[:, 1] < p_flip, r[:, 2] < p_blur
+    if v.any():
+        x = torch.where(v[:, None, None, None], x.flip(-2), x)
+        y = torch.where(v[:, None, None], y.flip(-2), y)
+    if h.any():
+        x = torch.where(h[:, None, None, None], x.flip(-1), x)
+        y = torch.where(h[:, None, None], y.flip(-1), y)
+    if b.any() and sigma > 0:
+        c = x.shape[1]
+        k = gaussian_kernel(sigma).to(x.dtype)[None, None].expand(c, 1, 3, 3)
+        xb = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k, groups=c)
+        x = torch.where(b[:, None, None, None], xb, x)
+    return x, y
+
+
+def _step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    s = int(np.random.SeedSequence([seed, epoch, step]).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
+    return torch.Generator().manual_seed(s)
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 7]).permutation(n)
+
+
+def _settings_key(config: TrainConfig, data_fingerprint: str, channels: Sequence[str]) -> dict[str, Any]:
+    d = dataclasses.asdict(config)
+    key = {k: d[k] for k in RESUME_KEYS}
+    key["data_fingerprint"] = data_fingerprint
+    key["channels"] = list(channels)
+    return key
+
+
+def _save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def _run_epoch_eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
+                    device: torch.device, dtype: torch.dtype | None, channels_last: bool) -> tuple[float, float]:
+    """Mean cross-entropy and micro Dice on (x, y), no augmentation."""
+    model.eval()
+    loss_sum, n_pix, tp, fp, fn = 0.0, 0, 0, 0, 0
+    with torch.inference_mode():
+        for s in range(0, x.shape[0], batch_size):
+            xb = x[s:s + batch_size].to(device, non_blocking=True)
+            yb = y[s:s + batch_size].to(device, non_blocking=True).long()
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(device, dtype):
+                logits = model(xb)
+            logits = logits.float()
+            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+            n_pix += yb.numel()
+            pred = logits.argmax(1) == 1
+            t = yb == 1
+            tp += int((pred & t).sum())
+            fp += int((pred & ~t).sum())
+            fn += int((~pred & t).sum())
+    model.train()
+    den = 2 * tp + fp + fn
+    return loss_sum / max(n_pix, 1), (2 * tp / den if den else 1.0)
+
+
+def _write_metrics(history: list[dict[str, Any]], out: Path) -> None:
+    if history:
+        write_table(pd.DataFrame(history), out / "metrics.csv")
+
+
+def data_fingerprint(cs: ChipSet, split: pd.Series) -> str:
+    """The chip set's fingerprint combined with the split used (differs in cross-validation)."""
+    h = hashlib.sha256(cs.fingerprint.encode())
+    h.update(json.dumps(sorted(zip(cs.index["chip_id"].astype(str), split.astype(str)))).encode())
+    return h.hexdigest()[:16]
+
+
+def train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | None = None, progress: bool = True,
+          max_minutes: float | None = None, resume: bool = True, split_override: Mapping[str, str] | None = None,
+          encoder_weights_bands: Sequence[str] | None = None, channels_last: bool | None = None,
+          checkpoint_every_s: float = 120.0, evaluate_test: bool = True, num_threads: int | None = None,
+          restart_if_changed: bool = False, _stop_after_steps: int | None = None) -> Path:
+    """Train the U-Net on a chip set; return the path of ``model.pt`` (the best checkpoint).
+
+    ``max_minutes`` (default ``config.max_minutes``; 0 = none) caps the wall-clock time of this call.
+    With ``resume`` (default) an unfinished run in ``out_dir`` with the same settings continues from its
+    last state; a finished one is returned as is. A run with other settings (learning rate, batch size,
+    augmentation, seed, encoder, data, channels) is an error, or is discarded with ``restart_if_changed``
+    (what a pipeline that has decided to retrain wants). ``resume=False`` always starts over.
+    ``split_override`` maps chip_id -> train/val/test/unused.
+    """
+    config = config or TrainConfig()
+    if config.encoder not in ENCODERS:
+        raise ConfigError(f"train.encoder must be one of {sorted(ENCODERS)}, not {config.encoder!r}")
+    if config.batch_size < 1 or config.learning_rate <= 0 or config.epochs < 1:
+        raise ConfigError("train: batch_size and epochs must be >= 1 and learning_rate > 0")
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    max_minutes = config.max_minutes if max_minutes is None else max_minutes
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cs = ChipSet(chips_dir)
+    channels = cs.channels
+    split = cs.index["split"].astype(str)
+    if split_override is not None:
+        split = cs.index["chip_id"].map(split_override).fillna("unused").astype(str)
+    dfp = data_fingerprint(cs, split)
+    key = _settings_key(config, dfp, channels)
+    state_path, model_path = out / "last.pt", out / "model.pt"
+
+    state: dict[str, Any] | None = None
+    if state_path.exists():
+        if not resume:
+            state_path.unlink()
+            model_path.unlink(missing_ok=True)
+        else:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            if state.get("format") != STATE_FORMAT or state.get("settings_key") != key:
+                old = state.get("settings_key", {})
+                diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+                if not restart_if_changed:
+                    raise ConfigError(f"{out} holds a training run with other settings ({', '.join(diff)}); "
+                                      "train into another folder or pass --restart to start over")
+                log.warning("train: %s holds a run with other settings (%s); starting over", out, ", ".join(diff))
+                state_path.unlink()
+                model_path.unlink(missing_ok=True)
+                state = None
+            if state is not None and state.get("finished"):
+                if model_path.exists():
+                    log.info("train: %s already finished (%s); nothing to do (--restart to train again)",
+                             out, state.get("stopped_reason"))
+                    return model_path
+                log.warning("train: %s finished earlier but its model.pt is gone; training again", out)
+                state = None
+            if state is not None:
+                log.info("train: resuming %s at epoch %d, step %d", out, state["epoch"] + 1, state["step"])
+
+    if state is None:  # a fresh run: nothing of an earlier run in this folder may be taken for ours
+        for stale in (model_path, out / "model_card.json", out / "metrics.csv"):
+            stale.unlink(missing_ok=True)
+    device = resolve_device(config.device)
+    dtype = amp_dtype(device, None) if config.bf16 else None
+    use_cl = True if channels_last is None else bool(channels_last)
+    norm = cs.normaliser
+    rows_all = cs.index.assign(split=split.to_numpy())
+
+    def load(name: str) -> tuple[torch.Tensor, torch.Tensor, pd.DataFrame]:
+        rows = rows_all[rows_all["split"] == name].reset_index(drop=True)
+        imgs, msks = cs.load_rows(rows)
+        return torch.from_numpy(norm.apply(imgs)), torch.from_numpy(msks.astype(np.int64)), rows
+
+    x_tr, y_tr, rows_tr = load("train")
+    x_va, y_va, rows_va = load("val")
+    if len(x_tr) < 2:
+        raise InputError(f"{chips_dir}: {len(x_tr)} training chip(s); at least 2 are needed")
+    if len(x_va) == 0:
+        log.warning("train: no validation chips; the checkpoint is chosen on the training loss")
+    if device.type == "cuda":
+        x_tr, y_tr = x_tr.pin_memory(), y_tr.pin_memory()
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+    torch.manual_seed(config.seed)
+    model = UNet(config.encoder, in_channels=len(channels), num_classes=2)
+    enc_report = None
+    if config.encoder_weights and state is None:
+        try:
+            enc_report = load_encoder_weights(model, config.encoder_weights, channels=channels,
+                                              source_bands=encoder_weights_bands)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise InputError(f"encoder weights {config.encoder_weights}: {exc}") from exc
+    model.to(device)
+    if use_cl:
+        model.to(memory_format=torch.channels_last)
+    try:  # the fused kernel is much faster than the per-tensor loop (20x for ResNet-50 on CPU)
+        opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
+                               fused=device.type in ("cpu", "cuda"))
+    except (RuntimeError, TypeError):
+        opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and dtype == torch.float16) else None
+
+    epoch, step0 = 0, 0
+    history: list[dict[str, Any]] = []
+    best_loss, best_epoch, bad_epochs, elapsed = math.inf, -1, 0, 0.0
+    acc = {"loss": 0.0, "n": 0, "tp": 0, "fp": 0, "fn": 0, "seconds": 0.0, "images": 0}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        epoch, step0 = int(state["epoch"]), int(state["step"])
+        history = list(state["history"])
+        best_loss, best_epoch, bad_epochs = float(state["best_loss"]), int(state["best_epoch"]), int(state["bad_epochs"])
+        elapsed = float(state["elapsed_s"])
+        acc = dict(state["acc"])
+        enc_report = state.get("encoder_report")
+    n = len(x_tr)
+    bs = config.batch_size
+    steps_per_epoch = max(1, n // bs if n % bs == 1 else math.ceil(n / bs))  # no batch of 1 (batch norm)
+    t_start = time.perf_counter()
+    last_ckpt = t_start
+    deadline = t_start + 60 * max_minutes if max_minutes and max_minutes > 0 else None
+    stopped = "epochs"
+    steps_done = 0
+
+    def save_state(finished: bool = False, reason: str | None = None) -> None:
+        # a finished run keeps only its bookkeeping (the weights are in model.pt): no 1 GB Adam state left behind
+        _save({"format": STATE_FORMAT, "settings_key": key, "model": {} if finished else _cpu_state(model),
+               "optimizer": {} if finished else opt.state_dict(), "epoch": epoch, "step": step, "history": history,
+               "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+               "elapsed_s": elapsed + time.perf_counter() - t_start, "acc": acc, "finished": finished,
+               "stopped_reason": reason, "encoder_report": enc_report}, state_path)
+
+    def card(metrics: dict[str, Any] | None, weights: Mapping[str, torch.Tensor], reason: str | None) -> dict[str, Any]:
+        return _make_card(cs=cs, config=config, channels=channels, weights=weights, dfp=dfp, metrics=metrics,
+                          device=device, dtype=dtype, channels_last=use_cl, history=history, best_epoch=best_epoch,
+                          best_loss=best_loss, reason=reason, rows={"train": rows_tr, "val": rows_va},
+                          enc_report=enc_report, max_minutes=max_minutes)
+
+    model.train()
+    step = step0
+    while epoch < config.epochs and stopped == "epochs":
+        order = _epoch_order(config.seed, epoch, n)
+        bar = tqdm(total=steps_per_epoch, initial=step0, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                   disable=not progress, leave=False)
+        t_epoch = time.perf_counter()
+        for step in range(step0, steps_per_epoch):
+            idx = order[step * bs:(step + 1) * bs] if step < steps_per_epoch - 1 else order[step * bs:]
+            idx_t = torch.from_numpy(idx)
+            xb, yb = augment(x_tr[idx_t], y_tr[idx_t], _step_generator(config.seed, epoch, step),
+                             p_flip=config.p_flip, p_blur=config.p_blur, sigma=config.blur_sigma)
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            if use_cl:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(device, dtype):
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                pred = logits.argmax(1) == 1
+                t = yb == 1
+                acc["tp"] += int((pred & t).sum())
+                acc["fp"] += int((pred & ~t).sum())
+                acc["fn"] += int((~pred & t).sum())
+            acc["loss"] += float(loss.detach()) * len(idx)
+            acc["n"] += len(idx)
+            acc["images"] += len(idx)
+            den = 2 * acc["tp"] + acc["fp"] + acc["fn"]
+            bar.set_postfix(loss=f"{acc['loss'] / acc['n']:.4f}", dice=f"{(2 * acc['tp'] / den if den else 1):.3f}")
+            bar.update(1)
+            steps_done += 1
+            if _stop_after_steps is not None and steps_done >= _stop_after_steps:
+                step += 1
+                save_state()
+                raise _Interrupted(f"stopped after {steps_done} steps (test hook)")
+            now = time.perf_counter()
+            if now - last_ckpt > checkpoint_every_s and step + 1 < steps_per_epoch:
+                step += 1
+                acc["seconds"] += now - t_epoch
+                t_epoch = now
+                save_state()
+                step -= 1
+                last_ckpt = now
+            if deadline is not None and now > deadline and step + 1 < steps_per_epoch:
+                stopped = "time limit"
+                step += 1
+                break
+        bar.close()
+        acc["seconds"] += time.perf_counter() - t_epoch
+        if stopped != "epochs":
+            save_state()
+            break
+        # ---- end of epoch: validation, history, checkpoints
+        den = 2 * acc["tp"] + acc["fp"] + acc["fn"]
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": acc["loss"] / max(acc["n"], 1),
+                               "train_dice": 2 * acc["tp"] / den if den else 1.0}
+        if len(x_va):
+            row["val_loss"], row["val_dice"] = _run_epoch_eval(model, x_va, y_va, batch_size=max(bs, 16),
+                                                               device=device, dtype=dtype, channels_last=use_cl)
+        else:
+            row["val_loss"], row["val_dice"] = row["train_loss"], row["train_dice"]
+        row["seconds"] = acc["seconds"]
+        row["train_images_per_s"] = acc["images"] / max(acc["seconds"], 1e-9)
+        improved = row["val_loss"] < best_loss
+        row["best"] = bool(improved)
+        history.append(row)
+        if progress or log.isEnabledFor(logging.INFO):
+            msg = (f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} dice {row['train_dice']:.3f} | "
+                   f"val loss {row['val_loss']:.4f} dice {row['val_dice']:.3f} | {row['train_images_per_s']:.1f} img/s"
+                   + (" *" if improved else ""))
+            (tqdm.write if progress else log.info)(msg)
+        if improved:
+            best_loss, best_epoch, bad_epochs = row["val_loss"], epoch + 1, 0
+            weights = _cpu_state(model)
+            _save({"format": CHECKPOINT_FORMAT, "state_dict": weights, "card": card(None, weights, None),
+                   "epoch": epoch + 1}, model_path)
+        else:
+            bad_epochs += 1
+        epoch += 1
+        step, step0 = 0, 0
+        acc = {"loss": 0.0, "n": 0, "tp": 0, "fp": 0, "fn": 0, "seconds": 0.0, "images": 0}
+        _write_metrics(history, out)
+        if bad_epochs >= config.patience:
+            stopped = "early stopping"
+        elif deadline is not None and time.perf_counter() > deadline and epoch < config.epochs:
+            stopped = "time limit"
+        save_state()
+        last_ckpt = time.perf_counter()
+    if stopped == "epochs":
+        stopped = "max epochs"
+    if not model_path.exists():
+        # stopped (time limit) before the first epoch ended: keep what there is
+        weights = _cpu_state(model)
+        _save({"format": CHECKPOINT_FORMAT, "state_dict": weights, "card": card(None, weights, stopped),
+               "epoch": epoch}, model_path)
+    # ---- final: best weights, test metrics, card
+    ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
+    best = UNet(config.encoder, in_channels=len(channels), num_classes=2)
+    best.load_state_dict(ckpt["state_dict"])
+    best.eval()
+    metrics = {"split": "test", "n_chips": 0, "note": "no test chips"}
+    test_rows = rows_all[rows_all["split"] == "test"].reset_index(drop=True)
+    if evaluate_test and len(test_rows):
+        imgs, msks = cs.load_rows(test_rows)
+        provisional = card(None, ckpt["state_dict"], stopped)
+        per_chip = evaluate_arrays(imgs, msks, test_rows, channels, model=best, card=provisional,
+                                   batch_size=max(bs, 16), device=str(device), bf16=dtype is not None)
+        summ = summarise(per_chip)
+        metrics = {"split": "test", "n_chips": int(len(test_rows)),
+                   **{name: s["overall"] for name, s in summ.items()},
+                   "per_region": {name: {r: m["dice"] for r, m in s["per_region"].items()} for name, s in summ.items()},
+                   "per_sensor": {name: {r: m["dice"] for r, m in s["per_sensor"].items()} for name, s in summ.items()}}
+        from glacierwatch.model.evaluate import EvaluationResult
+
+        EvaluationResult(per_chip=per_chip, summary={"split": "test", "n_chips": int(len(test_rows)),
+                                                     "chipset": str(cs.path), "chipset_fingerprint": cs.fingerprint,
+                                                     "threshold": 0.5, "segmenters": summ},
+                         split="test").write(out / "evaluation")
+    elif not evaluate_test:
+        metrics = {"split": "test", "n_chips": int(len(test_rows)), "note": "not evaluated"}
+    final_card = card(metrics, ckpt["state_dict"], stopped)
+    _save({"format": CHECKPOINT_FORMAT, "state_dict": ckpt["state_dict"], "card": final_card,
+           "epoch": ckpt.get("epoch")}, model_path)
+    write_json(out / "model_card.json", final_card)
+    step = 0
+    save_state(finished=True, reason=stopped)
+    log.info("train: %s (best epoch %d, val loss %.4f) -> %s", stopped, best_epoch, best_loss, model_path)
+    return model_path
+
+
+def _make_card(*, cs: ChipSet, config: TrainConfig, channels: Sequence[str], weights: Mapping[str, torch.Tensor],
+               dfp: str, metrics: dict[str, Any] | None, device: torch.device, dtype: torch.dtype | None,
+               channels_last: bool, history: list[dict[str, Any]], best_epoch: int, best_loss: float,
+               reason: str | None, rows: Mapping[str, pd.DataFrame], enc_report: Any,
+               max_minutes: float | None) -> dict[str, Any]:
+    best = next((h for h in history if h["epoch"] == best_epoch), None)
+    card = {
+        "format": CARD_FORMAT,
+        "model": "unet",
+        "encoder": config.encoder,
+        "in_channels": len(channels),
+        "num_classes": 2,
+        "class_names": ["background", "glacier"],
+        "channels": list(channels),
+        "channel_units": {c: cs.header.get("units", {}).get(c, "") for c in channels},
+        "normalisation": cs.header["normalisation"],
+        "input": "physical-unit channels (features.compute_channels) -> fill_nan -> resize_stack to chip_size "
+                 "-> Normaliser.from_dict(card['normalisation']).apply -> model; output class 1 = glacier",
+        "chip_size": int(cs.size),
+        "sensors": list(cs.header.get("sensors", [])),
+        "regions": sorted({str(r) for r in rows["train"]["region"]}) if len(rows["train"]) else [],
+        "fingerprint": weights_fingerprint(weights),
+        "data_fingerprint": dfp,
+        "chipset": str(cs.path.resolve()),
+        "chipset_fingerprint": cs.fingerprint,
+        "n_chips": {k: int(len(v)) for k, v in rows.items()},
+        "settings": {**dataclasses.asdict(config), "max_minutes": max_minutes, "device": str(device),
+                     "autocast": str(dtype).replace("torch.", "") if dtype else "none",
+                     "channels_last": channels_last, "threads": torch.get_num_threads(),
+                     "encoder_weights_report": enc_report},
+        "training": {"best_epoch": best_epoch, "best_val_loss": best_loss if math.isfinite(best_loss) else None,
+                     "best_val_dice": best["val_dice"] if best else None, "epochs_run": len(history),
+                     "stopped": reason, "seconds": float(sum(h.get("seconds", 0.0) for h in history))},
+        "metrics": metrics or {},
+        "software": {"glacierwatch": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    # plain JSON types only (the checkpoint is loaded with weights_only=True)
+    return json.loads(json.dumps(card, default=str))
+
+
+# ---------------------------------------------------------------- Table I grid and cross-validation
+
+def train_grid(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | None = None,
+               pairs: Sequence[tuple[float, int]] | None = None, progress: bool = True,
+               max_minutes: float | None = None, **kwargs: Any) -> pd.DataFrame:
+    """The seed's Table I: best validation cross-entropy for each (learning rate, batch size).
+
+    ``pairs`` default: Table I's rows. Each run trains into ``OUT/runs/lr<lr>_bs<bs>/`` (resumable);
+    ``max_minutes`` applies to each run. Writes ``OUT/grid.csv`` and ``OUT/grid.md``.
+    """
+    config = config or TrainConfig()
+    out = Path(out_dir)
+    rows = []
+    for lr, bsz in list(dict.fromkeys(pairs or TABLE_I)):
+        cfg = dataclasses.replace(config, learning_rate=float(lr), batch_size=int(bsz))
+        run = out / "runs" / f"lr{lr:g}_bs{bsz}"
+        t0 = time.perf_counter()
+        path = train(chips_dir, run, config=cfg, progress=progress, max_minutes=max_minutes,
+                     evaluate_test=False, **kwargs)
+        card = json.loads((path.parent / "model_card.json").read_text(encoding="utf-8"))
+        tr = card["training"]
+        rows.append({"learning_rate": lr, "batch_size": bsz, "val_cross_entropy": tr["best_val_loss"],
+                     "val_dice": tr["best_val_dice"], "best_epoch": tr["best_epoch"], "epochs_run": tr["epochs_run"],
+                     "stopped": tr["stopped"], "minutes": (time.perf_counter() - t0) / 60, "run": str(run)})
+    table = pd.DataFrame(rows)
+    write_table(table, out / "grid.csv")
+    lines = ["| Learning rate | Batch size | Cross-entropy loss |", "|---|---|---|"]
+    best = table["val_cross_entropy"].idxmin() if len(table) else None
+    for i, r in table.iterrows():
+        b = "**" if i == best else ""
+        lr_text = np.format_float_positional(float(r["learning_rate"]), trim="-")  # 0.00001 as in the paper
+        lines.append(f"| {b}{lr_text}{b} | {b}{r['batch_size']}{b} | {b}{r['val_cross_entropy']:.2f}{b} |")
+    lines += ["", f"Validation cross-entropy (lowest over epochs) on {chips_dir}; encoder {config.encoder}."]
+    (out / "grid.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return table
+
+
+def cross_validate(chips_dir: str | Path, out_dir: str | Path, *, folds: int = 5, config: TrainConfig | None = None,
+                   val_fraction: float = 0.15, progress: bool = True, max_minutes: float | None = None,
+                   **kwargs: Any) -> dict[str, Any]:
+    """K-fold cross-validation by glacier (folds stratified by region): U-Net and NDSI Dice per fold.
+
+    For fold k the test set is fold k; ``val_fraction`` of the other glaciers (at least one) choose the
+    checkpoint. Writes ``OUT/fold<k>/`` (each a training run), ``OUT/cv.csv`` and ``OUT/cv.json``.
+    """
+    config = config or TrainConfig()
+    cs = ChipSet(chips_dir)
+    groups = cs.index[["glims_id", "region"]].drop_duplicates("glims_id")
+    fold_of = assign_folds(groups, folds=folds, seed=config.seed)
+    out = Path(out_dir)
+    rows, pooled = [], []
+    for k in range(folds):
+        rest = [g for g in groups["glims_id"] if fold_of[g] != k]
+        rng = np.random.default_rng([config.seed, k])
+        n_val = max(1, int(round(val_fraction * len(rest))))
+        val = set(rng.choice(rest, size=min(n_val, len(rest) - 2), replace=False)) if len(rest) > 3 else set()
+        gsplit = {g: "test" if fold_of[g] == k else "val" if g in val else "train" for g in groups["glims_id"]}
+        override = dict(zip(cs.index["chip_id"], cs.index["glims_id"].map(gsplit)))
+        path = train(chips_dir, out / f"fold{k}", config=config, progress=progress, max_minutes=max_minutes,
+                     split_override=override, **kwargs)
+        card = json.loads((path.parent / "model_card.json").read_text(encoding="utf-8"))
+        m = card["metrics"]
+        per_chip = pd.read_csv(path.parent / "evaluation" / "per_glacier.csv")
+        per_chip["fold"] = k
+        pooled.append(per_chip)
+        rows.append({"fold": k, "n_test": m.get("n_chips", 0), "n_train": card["n_chips"]["train"],
+                     "n_val": card["n_chips"]["val"], "unet_dice": m.get("unet", {}).get("dice"),
+                     "ndsi_dice": m.get("ndsi", {}).get("dice"), "unet_iou": m.get("unet", {}).get("iou"),
+                     "ndsi_iou": m.get("ndsi", {}).get("iou"), "best_epoch": card["training"]["best_epoch"],
+                     "epochs_run": card["training"]["epochs_run"]})
+    table = pd.DataFrame(rows)
+    write_table(table, out / "cv.csv")
+    all_chips = pd.concat(pooled, ignore_index=True)
+    summ = summarise(all_chips)
+    result = {
+        "folds": folds, "chipset": str(cs.path), "chipset_fingerprint": cs.fingerprint,
+        "encoder": config.encoder, "learning_rate": config.learning_rate, "batch_size": config.batch_size,
+        "per_fold": rows,
+        "unet_dice_mean": float(table["unet_dice"].mean()), "unet_dice_sd": float(table["unet_dice"].std(ddof=1)),
+        "ndsi_dice_mean": float(table["ndsi_dice"].mean()), "ndsi_dice_sd": float(table["ndsi_dice"].std(ddof=1)),
+        "pooled": {name: s["overall"] for name, s in summ.items()},
+    }
+    write_json(out / "cv.json", result)
+    write_table(all_chips, out / "cv_per_chip.csv")
+    return result
+
+
+__all__ = ["TABLE_I", "augment", "cross_validate", "train", "train_grid"]
