@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.io import read_raster
 from glacierwatch.timeseries.segmenters import Segmenter
-from glacierwatch.timeseries.stack import read_stack, smooth_stack
+from glacierwatch.timeseries.stack import SceneStack, read_stack, smooth_stack
 
 AREA_COLUMNS = (
     "glims_id", "region", "date", "satellite", "scene", "area_km2", "area_km2_unsmoothed",
@@ -37,12 +38,18 @@ AREA_COLUMNS = (
 )
 
 
-def outline_on_grid(geometry: Geometry, grid: GlacierGrid, *, src_crs: str = "EPSG:4326",
-                    buffer_m: float | None = None) -> np.ndarray:
-    """Rasterise an outline (optionally buffered by ``buffer_m`` m) on ``grid``: bool (rows, cols)."""
+def to_grid_crs(geometry: Geometry, grid: GlacierGrid, *, src_crs: str = "EPSG:4326") -> Geometry:
+    """``geometry`` (in ``src_crs``) projected to the CRS of ``grid``."""
     if CRS.from_user_input(src_crs) != CRS.from_user_input(grid.crs):
         project = Transformer.from_crs(src_crs, grid.crs, always_xy=True).transform
         geometry = shapely.transform(geometry, lambda x, y: project(x, y), interleaved=False)
+    return geometry
+
+
+def outline_on_grid(geometry: Geometry, grid: GlacierGrid, *, src_crs: str = "EPSG:4326",
+                    buffer_m: float | None = None) -> np.ndarray:
+    """Rasterise an outline (optionally buffered by ``buffer_m`` m) on ``grid``: bool (rows, cols)."""
+    geometry = to_grid_crs(geometry, grid, src_crs=src_crs)
     if buffer_m:
         geometry = geometry.buffer(buffer_m)
     if geometry.is_empty:
@@ -80,16 +87,89 @@ def _segment(segmenter: Segmenter, bands: np.ndarray, band_names: Sequence[str],
     return out
 
 
+def probabilities_on_grid(probs: np.ndarray, grid: GlacierGrid) -> np.ndarray:
+    """Chip-size probabilities (N, S, S) resized back to the glacier grid: (N, rows, cols) float32."""
+    return resize_stack(probs[:, None], grid.shape).numpy()[:, 0]
+
+
 def _areas_on_grid(probs: np.ndarray, grid: GlacierGrid, region: np.ndarray, threshold: float,
                    batch: int = 64) -> np.ndarray:
     """Resize chip-size probabilities back to the grid, threshold, count pixels in ``region`` -> km²."""
     km2_per_pixel = grid.pixel_area_m2 / 1e6
     areas = np.empty(len(probs), dtype=np.float64)
     for start in range(0, len(probs), batch):
-        full = resize_stack(probs[start:start + batch, None], grid.shape).numpy()[:, 0]
-        glacier = full > threshold
+        glacier = probabilities_on_grid(probs[start:start + batch], grid) > threshold
         areas[start:start + batch] = (glacier & region[None]).sum(axis=(1, 2)) * km2_per_pixel
     return areas
+
+
+def prepare_glacier(glims_id: str, scenes: pd.DataFrame, geometry: Geometry, grid: GlacierGrid | None
+                    ) -> tuple[pd.DataFrame, GlacierGrid, np.ndarray]:
+    """Scenes in processing order (date, then path), the glacier grid (the first scene's when ``grid``
+    is None) and the outline rasterised on it; errors if there is no scene or the outline misses the grid."""
+    if scenes.empty:
+        raise InputError(f"{glims_id}: no scenes passed the selection")
+    scenes = scenes.sort_values(["date", "path"]).reset_index(drop=True)
+    if grid is None:
+        grid = raster_grid(scenes["path"].iloc[0])
+    outline = outline_on_grid(geometry, grid)
+    if not outline.any():
+        raise InputError(f"{glims_id}: the outline covers no pixel of the glacier grid")
+    return scenes, grid, outline
+
+
+def count_region(geometry: Geometry, grid: GlacierGrid, buffer_m: float | None) -> np.ndarray:
+    """Where glacier pixels are counted: the outline buffered by ``buffer_m`` m, or the whole box (None/0)."""
+    return outline_on_grid(geometry, grid, buffer_m=buffer_m) if buffer_m else np.ones(grid.shape, bool)
+
+
+def dem_at_chip_size(dem_path: str, grid: GlacierGrid, chip_size: int) -> np.ndarray:
+    """The DEM (m) on ``grid`` reduced to ``chip_size``; nodata is filled with the mean elevation."""
+    dem, dem_grid, nodata = read_raster(dem_path)
+    if dem_grid != grid:
+        raise InputError(f"{dem_path}: DEM grid differs from the glacier grid")
+    dem = dem.astype(np.float32)
+    if nodata is not None:
+        dem[dem == nodata] = np.nan
+    return resize_stack(np.nan_to_num(dem, nan=float(np.nanmean(dem)))[None], chip_size).numpy()[0]
+
+
+@dataclass
+class GlacierProbabilities:
+    """A glacier's scene stack at chip size and the segmenter's glacier probabilities on it.
+
+    ``probs``: (T, S, S) from the temporally smoothed stack (what ``area_km2`` counts);
+    ``probs_raw``: from the unsmoothed stack (``area_km2_unsmoothed``): the same array when the
+    smoothing is ``none``, None when not asked for; ``support``: the smoothed weight (see
+    :func:`~glacierwatch.timeseries.stack.smooth_stack`); ``dates``: one per scene, in stack order.
+    """
+
+    stack: SceneStack
+    support: np.ndarray
+    probs: np.ndarray
+    probs_raw: np.ndarray | None
+    dates: list[Any]
+
+
+def glacier_probabilities(glims_id: str, scenes: pd.DataFrame, *, grid: GlacierGrid, outline: np.ndarray,
+                          dem_small: np.ndarray | None, segmenter: Segmenter, config: TimeseriesConfig,
+                          chip_size: int = 128, threads: int = 2, unsmoothed: bool = True
+                          ) -> GlacierProbabilities:
+    """Read the scenes (already in :func:`prepare_glacier` order), smooth them over time
+    (``config.smoothing``, ``config.sigma``) and segment: glacier probabilities at chip size."""
+    stack = read_stack(list(scenes["path"]), grid, outline, size=chip_size, threads=threads)
+    smoothed, support = smooth_stack(stack, mode=config.smoothing, sigma=config.sigma)
+    dates = list(pd.to_datetime(scenes["date"]).dt.date)
+    probs = _segment(segmenter, smoothed, stack.band_names, dem_small, glims_id=glims_id, dates=dates,
+                     batch=config.batch_size)
+    if config.smoothing == "none":
+        probs_raw: np.ndarray | None = probs
+    elif unsmoothed:
+        probs_raw = _segment(segmenter, stack.bands, stack.band_names, dem_small, glims_id=glims_id,
+                             dates=dates, batch=config.batch_size)
+    else:
+        probs_raw = None
+    return GlacierProbabilities(stack, support, probs, probs_raw, dates)
 
 
 def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, region_name: str,
@@ -101,35 +181,13 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
     (scenes written by the imagery stage or the synthetic world all share their glacier's grid).
     Returns one row per scene with the columns of :data:`AREA_COLUMNS`.
     """
-    if scenes.empty:
-        raise InputError(f"{glims_id}: no scenes passed the selection")
-    scenes = scenes.sort_values(["date", "path"]).reset_index(drop=True)
-    if grid is None:
-        grid = raster_grid(scenes["path"].iloc[0])
-    outline = outline_on_grid(geometry, grid)
-    if not outline.any():
-        raise InputError(f"{glims_id}: the outline covers no pixel of the glacier grid")
-    region = outline_on_grid(geometry, grid, buffer_m=config.buffer_m) if config.buffer_m else np.ones(grid.shape, bool)
-    dem_small = None
-    if dem_path is not None:
-        dem, dem_grid, nodata = read_raster(dem_path)
-        if dem_grid != grid:
-            raise InputError(f"{dem_path}: DEM grid differs from the glacier grid")
-        dem = dem.astype(np.float32)
-        if nodata is not None:
-            dem[dem == nodata] = np.nan
-        dem_small = resize_stack(np.nan_to_num(dem, nan=float(np.nanmean(dem)))[None], chip_size).numpy()[0]
-
-    stack = read_stack(list(scenes["path"]), grid, outline, size=chip_size, threads=threads)
-    smoothed, support = smooth_stack(stack, mode=config.smoothing, sigma=config.sigma)
-    dates = list(pd.to_datetime(scenes["date"]).dt.date)
-    probs = _segment(segmenter, smoothed, stack.band_names, dem_small, glims_id=glims_id, dates=dates,
-                     batch=config.batch_size)
-    if config.smoothing == "none":
-        probs_raw = probs
-    else:
-        probs_raw = _segment(segmenter, stack.bands, stack.band_names, dem_small, glims_id=glims_id,
-                             dates=dates, batch=config.batch_size)
+    scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, grid)
+    region = count_region(geometry, grid, config.buffer_m)
+    dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
+    result = glacier_probabilities(glims_id, scenes, grid=grid, outline=outline, dem_small=dem_small,
+                                   segmenter=segmenter, config=config, chip_size=chip_size, threads=threads)
+    stack, support, probs, probs_raw = result.stack, result.support, result.probs, result.probs_raw
+    assert probs_raw is not None
     areas = _areas_on_grid(probs, grid, region, config.threshold)
     areas_raw = areas if probs_raw is probs else _areas_on_grid(probs_raw, grid, region, config.threshold)
 

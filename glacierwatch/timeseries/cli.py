@@ -1,9 +1,11 @@
-"""``glacierwatch timeseries run``: areas of each glacier on every selected scene."""
+"""``glacierwatch timeseries run``: areas of each glacier on every selected scene;
+``glacierwatch timeseries overlay``: a scene with the predicted glacier probability over it (Figure 17)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from glacierwatch.config import CatalogConfig, Config, TimeseriesConfig
 
@@ -29,6 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     run.set_defaults(func=_run)
 
+    overlay = sub.add_parser("overlay", help="true-colour scenes of a glacier with its predicted probability "
+                                             "and outline (Figure 17)")
+    overlay.add_argument("glims_id", metavar="GLIMS_ID", help="glacier id, e.g. G007026E45991N")
+    overlay.add_argument("dates", nargs="+", metavar="DATE", help="scene dates (YYYY-MM-DD) in the areas table")
+    overlay.add_argument("--areas", required=True, help="areas.parquet of a 'timeseries run' (its .scenes.parquet "
+                                                         "beside it lists the scenes used)")
+    overlay.add_argument("--inventory", required=True, help="inventory.parquet")
+    overlay.add_argument("--model", help="the run's model checkpoint (model.pt), for areas from the unet")
+    overlay.add_argument("--dem-dir", help="the run's DEM folder, <GLIMS_ID>.tif")
+    overlay.add_argument("--out", help="folder for the PNGs (default: 'overlays' beside the areas file)")
+    overlay.add_argument("--config", help="TOML configuration; [timeseries] threshold and batch_size are used")
+    overlay.add_argument("--device", default="cpu", help="cpu or cuda")
+    overlay.set_defaults(func=_overlay)
+
 
 def _run(args: argparse.Namespace) -> int:
     from glacierwatch.timeseries.run import run_timeseries
@@ -50,4 +66,17 @@ def _run(args: argparse.Namespace) -> int:
     if result.report.failed:
         print(f"failures: {result.outputs.ledger}")
         return 1
+    return 0
+
+
+def _overlay(args: argparse.Namespace) -> int:
+    from glacierwatch.timeseries.overlay import overlay_figures
+
+    cfg = Config.from_toml(args.config) if args.config else Config()
+    out_dir = Path(args.out) if args.out else Path(args.areas).parent / "overlays"
+    paths = overlay_figures(args.glims_id, args.dates, areas_path=args.areas, inventory_path=args.inventory,
+                            model=args.model, dem_dir=args.dem_dir, out_dir=out_dir, config=cfg.timeseries,
+                            device=args.device)
+    for path in paths:
+        print(path)
     return 0

@@ -64,6 +64,27 @@ def _part_done(part: Path, key: str) -> bool:
     return keys == [key]
 
 
+def inventory_row(inventory_path: str | Path, glims_id: str) -> pd.Series:
+    """The inventory row (outline in ``geometry``, ``region`` ...) of one glacier; InputError if absent."""
+    inv = gpd.read_parquet(inventory_path)
+    row = inv.loc[inv["glims_id"] == glims_id]
+    if row.empty:
+        raise InputError(f"{glims_id}: not in the inventory {inventory_path}")
+    return row.iloc[0]
+
+
+def find_dem(glims_id: str, dem_dir: str | Path | None, segmenter: Segmenter) -> str | None:
+    """``<dem_dir>/<GLIMS_ID>.tif`` if it exists (else None); InputError if the model needs a DEM and
+    there is none."""
+    dem_path = None
+    if dem_dir is not None:
+        candidate = Path(dem_dir) / f"{glims_id}.tif"
+        dem_path = str(candidate) if candidate.exists() else None
+    if segmenter.name == "unet" and dem_path is None and "dem" in getattr(segmenter, "channels", ()):
+        raise InputError(f"{glims_id}: the model needs a DEM but {dem_dir}/{glims_id}.tif is missing")
+    return dem_path
+
+
 def _glacier_task(glims_id: str, *, scenes_path: str, inventory_path: str, dem_dir: str | None,
                   parts_dir: str, spec: SegmenterSpec | None, segmenter: Segmenter | None,
                   config: TimeseriesConfig, chip_size: int) -> int:
@@ -71,17 +92,8 @@ def _glacier_task(glims_id: str, *, scenes_path: str, inventory_path: str, dem_d
     validate_glims_id(glims_id)
     seg = segmenter if segmenter is not None else make_segmenter(spec)  # type: ignore[arg-type]
     scenes = pd.read_parquet(scenes_path, filters=[("glims_id", "==", glims_id)])
-    inv = gpd.read_parquet(inventory_path)
-    row = inv.loc[inv["glims_id"] == glims_id]
-    if row.empty:
-        raise InputError(f"{glims_id}: not in the inventory {inventory_path}")
-    row = row.iloc[0]
-    dem_path = None
-    if dem_dir is not None:
-        candidate = Path(dem_dir) / f"{glims_id}.tif"
-        dem_path = str(candidate) if candidate.exists() else None
-    if seg.name == "unet" and dem_path is None and "dem" in getattr(seg, "channels", ()):
-        raise InputError(f"{glims_id}: the model needs a DEM but {dem_dir}/{glims_id}.tif is missing")
+    row = inventory_row(inventory_path, glims_id)
+    dem_path = find_dem(glims_id, dem_dir, seg)
     areas = glacier_areas(glims_id, scenes, geometry=row.geometry, region_name=str(row["region"]),
                           grid=None, dem_path=dem_path, segmenter=seg,
                           config=config, chip_size=chip_size)
