@@ -10,6 +10,7 @@ the model card (:class:`Normaliser`), so a scene is scaled the same way whatever
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,8 +90,8 @@ def fill_nan(x: np.ndarray) -> np.ndarray:
     x = np.array(x, dtype=np.float32, copy=True)
     nan = np.isnan(x)
     if nan.any():
-        with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
-            __import__("warnings").simplefilter("ignore", RuntimeWarning)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels: handled below
             means = np.nanmean(x, axis=(-2, -1), keepdims=True)
         means = np.nan_to_num(means, nan=0.0)
         x = np.where(nan, np.broadcast_to(means, x.shape), x)
