@@ -31,3 +31,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"../shared/data not present: {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_catalog(tiny_world: WorldInfo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Inventory (default filters) and scene catalog of the tiny world, built once per session.
+
+    Returns the paths ``inventory``, ``catalog`` and ``dem`` (the world's DEM folder); read-only for tests.
+    """
+    from glacierwatch.catalog import build_catalog
+    from glacierwatch.config import InventoryConfig
+    from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
+
+    work = tmp_path_factory.mktemp("tiny_catalog")
+    selection = select_glaciers([read_outlines(tiny_world.outlines)], config=InventoryConfig())
+    write_inventory(selection, work / "inventory.parquet")
+    build_catalog(tiny_world.scenes_dir, work / "catalog.parquet", inventory=work / "inventory.parquet",
+                  progress=False)
+    return {"inventory": work / "inventory.parquet", "catalog": work / "catalog.parquet",
+            "dem": tiny_world.dem_dir}

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from glacierwatch.chips.features import resize_stack
-from glacierwatch.config import CatalogConfig, InventoryConfig, TimeseriesConfig
+from glacierwatch.config import CatalogConfig, TimeseriesConfig
 from glacierwatch.errors import InputError
 from glacierwatch.synth import WorldInfo, true_mask
 from glacierwatch.timeseries import OracleSegmenter, glacier_areas
@@ -23,22 +23,17 @@ TS_CONFIG = TimeseriesConfig(segmenter="ndsi", sigma=3.0)
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_world: WorldInfo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Inventory and catalog of the tiny world (as in test_timeseries_run.py) and an NDSI stage run."""
-    from glacierwatch.catalog import build_catalog
-    from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
+def prepared(tiny_world: WorldInfo, tiny_catalog: dict[str, Path],
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny world's inventory and catalog (conftest) and an NDSI stage run on them."""
     from glacierwatch.timeseries import run_timeseries
 
     work = tmp_path_factory.mktemp("ts_overlay")
-    selection = select_glaciers([read_outlines(tiny_world.outlines)], config=InventoryConfig())
-    write_inventory(selection, work / "inventory.parquet")
-    build_catalog(tiny_world.scenes_dir, work / "catalog.parquet", inventory=work / "inventory.parquet",
-                  progress=False)
-    result = run_timeseries(catalog=work / "catalog.parquet", inventory=work / "inventory.parquet",
+    result = run_timeseries(catalog=tiny_catalog["catalog"], inventory=tiny_catalog["inventory"],
                             out=work / "areas.parquet", dem_dir=tiny_world.dem_dir, config=TS_CONFIG,
                             catalog_config=CATALOG_CONFIG, glaciers=list(tiny_world.timeseries_ids), progress=False)
     assert not result.report.failed
-    return {"work": work, "inventory": work / "inventory.parquet", "areas": result.outputs.areas,
+    return {"work": work, "inventory": tiny_catalog["inventory"], "areas": result.outputs.areas,
             "dem": tiny_world.dem_dir}
 
 

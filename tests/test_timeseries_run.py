@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from glacierwatch.config import CatalogConfig, InventoryConfig, TimeseriesConfig
+from glacierwatch.config import CatalogConfig, TimeseriesConfig
 from glacierwatch.synth import WorldInfo
 
 CATALOG_CONFIG = CatalogConfig(min_inference_scenes=3, min_pixels=1000)
@@ -22,17 +22,8 @@ TS_CONFIG = TimeseriesConfig(segmenter="ndsi", sigma=3.0)
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_world: WorldInfo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from glacierwatch.catalog import build_catalog
-    from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
-
-    work = tmp_path_factory.mktemp("ts_run")
-    selection = select_glaciers([read_outlines(tiny_world.outlines)], config=InventoryConfig())
-    write_inventory(selection, work / "inventory.parquet")
-    build_catalog(tiny_world.scenes_dir, work / "catalog.parquet", inventory=work / "inventory.parquet",
-                  progress=False)
-    return {"work": work, "inventory": work / "inventory.parquet", "catalog": work / "catalog.parquet",
-            "dem": tiny_world.dem_dir}
+def prepared(tiny_catalog: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {**tiny_catalog, "work": tmp_path_factory.mktemp("ts_run")}
 
 
 def _run(prepared: dict[str, Path], out: Path, **overrides):
