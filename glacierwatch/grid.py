@@ -12,8 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
+from rasterio.features import rasterize
 
 
 def utm_epsg(lon: float, lat: float) -> int:
@@ -107,3 +110,27 @@ class GlacierGrid:
     @classmethod
     def from_json(cls, text: str) -> GlacierGrid:
         return cls.from_dict(json.loads(text))
+
+
+def to_grid_crs(geometry: Any, grid: GlacierGrid, *, src_crs: Any = "EPSG:4326") -> Any:
+    """A shapely ``geometry`` (in ``src_crs``) projected to the CRS of ``grid``."""
+    if geometry is not None and CRS.from_user_input(src_crs) != CRS.from_user_input(grid.crs):
+        project = Transformer.from_crs(src_crs, grid.crs, always_xy=True).transform
+        geometry = shapely.transform(geometry, lambda x, y: project(x, y), interleaved=False)
+    return geometry
+
+
+def outline_on_grid(geometry: Any, grid: GlacierGrid, *, src_crs: Any = "EPSG:4326",
+                    buffer_m: float | None = None) -> np.ndarray:
+    """An outline (optionally buffered by ``buffer_m`` m) burnt on ``grid``: bool (rows, cols).
+
+    Pixels whose centre lies inside count (``all_touched=False``). The chips stage (training masks)
+    and the time-series stage (area counting region) both use this, so they agree pixel for pixel.
+    """
+    geometry = to_grid_crs(geometry, grid, src_crs=src_crs)
+    if geometry is not None and buffer_m:
+        geometry = geometry.buffer(buffer_m)
+    if geometry is None or geometry.is_empty:
+        return np.zeros(grid.shape, dtype=bool)
+    return rasterize([(geometry, 1)], out_shape=grid.shape, transform=grid.transform, fill=0,
+                     all_touched=False, dtype="uint8").astype(bool)

@@ -14,13 +14,12 @@ from shapely.geometry import box
 
 from glacierwatch.chips import (
     ChipSet, assign_folds, assign_splits, build_chips, composite_scenes, import_chips, parse_band_map,
-    rasterize_outline,
 )
 from glacierwatch.chips.features import Normaliser, normalized_difference
 from glacierwatch.chips.testing import write_scene, write_toy_world
 from glacierwatch.config import ChipsConfig
 from glacierwatch.errors import DatasetNotFoundError, InputError
-from glacierwatch.grid import GlacierGrid
+from glacierwatch.grid import GlacierGrid, outline_on_grid
 from glacierwatch.landsat import QA, dn_to_reflectance, reflectance_to_dn
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -82,7 +81,7 @@ def test_rasterised_outline_reproduces_the_truth(world) -> None:
     inv = world.inventory.set_index("glims_id")
     for gid, truth in world.truth.items():
         grid = GlacierGrid.from_json(inv.loc[gid, "grid"])
-        mask = rasterize_outline(inv.loc[gid, "geometry"], grid)
+        mask = outline_on_grid(inv.loc[gid, "geometry"], grid)
         assert mask.shape == truth.shape and np.mean(mask.astype(bool) == truth) > 0.995
 
 

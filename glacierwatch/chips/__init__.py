@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from glacierwatch.chips.build import build_chips, composite_scenes, rasterize_outline, resize_mask
+from glacierwatch.chips.build import build_chips, composite_scenes, resize_mask
 from glacierwatch.chips.importer import SEED_BAND_MAP, import_chips, parse_band_map
 from glacierwatch.chips.store import ChipSet, ChipSetInfo, assign_folds, assign_splits, write_chipset
 from glacierwatch.config import CatalogConfig, ChipsConfig
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "SEED_BAND_MAP", "ChipSet", "ChipSetInfo", "assign_folds", "assign_splits", "build_chips",
-    "build_chips_from_catalog", "composite_scenes", "import_chips", "parse_band_map", "rasterize_outline",
+    "build_chips_from_catalog", "composite_scenes", "import_chips", "parse_band_map",
     "read_inventory", "resize_mask", "write_chipset",
 ]
 

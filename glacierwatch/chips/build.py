@@ -37,7 +37,7 @@ from glacierwatch.chips import features
 from glacierwatch.chips.store import ChipSetInfo, assign_splits, write_chipset
 from glacierwatch.config import ChipsConfig
 from glacierwatch.errors import InputError
-from glacierwatch.grid import GlacierGrid
+from glacierwatch.grid import GlacierGrid, outline_on_grid
 from glacierwatch.io import atomic_path, read_raster, read_scene
 from glacierwatch.landsat import QA_BAND
 from glacierwatch.tasks import run_per_glacier
@@ -97,18 +97,6 @@ def composite_scenes(paths: Sequence[str | Path], satellites: Sequence[str], ban
     return comp, info
 
 
-def rasterize_outline(geometry: Any, grid: GlacierGrid, *, crs: Any = "EPSG:4326") -> np.ndarray:
-    """The outline (shapely geometry in ``crs``) burnt on the glacier grid: uint8 (H, W), all_touched=False."""
-    import geopandas as gpd
-    from rasterio.features import rasterize
-
-    geom = gpd.GeoSeries([geometry], crs=crs).to_crs(grid.crs).iloc[0]
-    if geom is None or geom.is_empty:
-        return np.zeros(grid.shape, dtype=np.uint8)
-    return rasterize([(geom, 1)], out_shape=grid.shape, transform=grid.transform, fill=0,
-                     all_touched=False, dtype="uint8")
-
-
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Bilinear (antialiased) glacier fraction at ``size`` x ``size``, thresholded at 0.5 -> uint8."""
     frac = features.resize_stack(mask.astype(np.float32)[np.newaxis], size).numpy()[0]
@@ -150,7 +138,7 @@ def _build_one(glims_id: str, *, scenes: pd.DataFrame, inv_row: pd.Series, inv_c
         "pixel_area_m2": grid.pixel_area_m2, "grid_height": grid.height, "grid_width": grid.width,
         "source": ";".join(Path(p).name for p in info["used"]),
     }
-    mask_full = rasterize_outline(inv_row["geometry"], grid, crs=inv_crs)
+    mask_full = outline_on_grid(inv_row["geometry"], grid, src_crs=inv_crs)
     meta["true_area_km2"] = float(mask_full.sum()) * grid.pixel_area_m2 / 1e6
     status = "ok"
     if not info["used"]:

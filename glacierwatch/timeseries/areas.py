@@ -18,15 +18,12 @@ import numpy as np
 import pandas as pd
 import rasterio
 import rasterio.errors
-from pyproj import CRS, Transformer
-from rasterio.features import rasterize
-import shapely
 from shapely import Geometry
 
 from glacierwatch.chips.features import resize_stack
 from glacierwatch.config import TimeseriesConfig
 from glacierwatch.errors import InputError
-from glacierwatch.grid import GlacierGrid
+from glacierwatch.grid import GlacierGrid, outline_on_grid, to_grid_crs
 from glacierwatch.io import read_raster
 from glacierwatch.timeseries.segmenters import Segmenter
 from glacierwatch.timeseries.stack import SceneStack, read_stack, smooth_stack
@@ -36,26 +33,6 @@ AREA_COLUMNS = (
     "valid_fraction", "filled_fraction", "pixel_area_m2", "segmenter", "model_fingerprint",
     "smoothing", "sigma", "buffer_m", "run_key",
 )
-
-
-def to_grid_crs(geometry: Geometry, grid: GlacierGrid, *, src_crs: str = "EPSG:4326") -> Geometry:
-    """``geometry`` (in ``src_crs``) projected to the CRS of ``grid``."""
-    if CRS.from_user_input(src_crs) != CRS.from_user_input(grid.crs):
-        project = Transformer.from_crs(src_crs, grid.crs, always_xy=True).transform
-        geometry = shapely.transform(geometry, lambda x, y: project(x, y), interleaved=False)
-    return geometry
-
-
-def outline_on_grid(geometry: Geometry, grid: GlacierGrid, *, src_crs: str = "EPSG:4326",
-                    buffer_m: float | None = None) -> np.ndarray:
-    """Rasterise an outline (optionally buffered by ``buffer_m`` m) on ``grid``: bool (rows, cols)."""
-    geometry = to_grid_crs(geometry, grid, src_crs=src_crs)
-    if buffer_m:
-        geometry = geometry.buffer(buffer_m)
-    if geometry.is_empty:
-        return np.zeros(grid.shape, dtype=bool)
-    return rasterize([(geometry, 1)], out_shape=grid.shape, transform=grid.transform,
-                     fill=0, dtype="uint8").astype(bool)
 
 
 def raster_grid(path: str) -> GlacierGrid:

@@ -38,12 +38,12 @@ from shapely import Geometry
 
 from glacierwatch.config import TimeseriesConfig
 from glacierwatch.errors import DatasetNotFoundError, InputError
-from glacierwatch.grid import GlacierGrid
+from glacierwatch.grid import GlacierGrid, to_grid_crs
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import atomic_path, read_scene, read_table
 from glacierwatch.landsat import QA, QA_BAND, to_physical
 from glacierwatch.timeseries.areas import (
-    count_region, dem_at_chip_size, glacier_probabilities, prepare_glacier, probabilities_on_grid, to_grid_crs,
+    count_region, dem_at_chip_size, glacier_probabilities, prepare_glacier, probabilities_on_grid,
 )
 from glacierwatch.timeseries.run import TimeseriesOutputs, find_dem, inventory_row
 from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
