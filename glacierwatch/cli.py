@@ -21,6 +21,7 @@ from glacierwatch.errors import GlacierwatchError
 STAGE_CLIS = (
     "glacierwatch.synth.cli",
     "glacierwatch.inventory.cli",
+    "glacierwatch.imagery.cli",
     "glacierwatch.catalog.cli",
     "glacierwatch.chips.cli",
     "glacierwatch.model.cli",

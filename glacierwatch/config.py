@@ -57,11 +57,60 @@ class InventoryConfig:
 
 
 @dataclass
+class EarthEngineConfig:
+    """Earth Engine source (pip install 'glacierwatch[earthengine]'; see README, 'Earth Engine')."""
+
+    project: str = _opt("", "Google Cloud project registered for Earth Engine ('' = the client's default)")
+    service_account_key: str = _opt("", "service-account JSON key file ('' = your own credentials from 'earthengine authenticate')")
+    max_concurrent_requests: int = _opt(8, "at most this many Earth Engine requests in flight (EE allows ~40 per user)")
+    max_retries: int = _opt(5, "attempts per request on quota (429) and server (5xx) errors, exponential back-off")
+    dem_collection: str = _opt("NASA/NASADEM_HGT/001", "DEM image (band 'elevation')")
+
+
+@dataclass
+class StacConfig:
+    """STAC source (pip install 'glacierwatch[stac]'; see README, 'STAC')."""
+
+    api_url: str = _opt("https://planetarycomputer.microsoft.com/api/stac/v1",
+                        "STAC API root (Planetary Computer; Earth Search: https://earth-search.aws.element84.com/v1)")
+    collection: str = _opt("landsat-c2-l2", "Landsat Collection 2 Level-2 collection id")
+    dem_collection: str = _opt("cop-dem-glo-30", "DEM collection (Copernicus GLO-30; '' = no DEM)")
+    signing: str = _opt("auto", "asset signing: planetary-computer, none, or auto (planetary-computer for its API)")
+    page_size: int = _opt(100, "items per search page")
+    max_retries: int = _opt(4, "attempts per asset read on 5xx, timeouts and expired signatures")
+
+
+@dataclass
+class LocalConfig:
+    """Local folder source: GeoTIFFs in any CRS or UTM zone, imported onto the glacier grids."""
+
+    input_dir: str = _opt("", "folder searched recursively for GeoTIFFs")
+    pattern: str = _opt("**/*.tif", "glob of the files under input_dir")
+    band_map: list[str] = _opt(
+        ["blue=blue", "green=green", "red=red", "nir08=nir08", "swir16=swir16", "swir22=swir22", "lwir=lwir",
+         "qa_pixel=qa_pixel"],
+        "COMMON=BAND pairs: BAND is a 1-based band number or a band description in the files")
+    values: str = _opt("c2_dn", "c2_dn (Collection 2 Level-2 uint16 DN) or physical (reflectance 0-1, kelvin for lwir)")
+    qa_format: str = _opt("c2_qa_pixel", "c2_qa_pixel, c1_bqa (Collection 1 BQA bits, translated) or none")
+    date_regex: str = _opt(r"(?P<year>\d{4})-?(?P<month>\d{2})-?(?P<day>\d{2})",
+                           "regular expression on the file name with groups year and month, and day or doy")
+    satellite: str = _opt("", "L5, L7, L8 or L9 when the file name does not say (LT05/LE07/LC08/LC09, Landsat5 ...)")
+    dem_file: str = _opt("", "a DEM GeoTIFF (any CRS) warped onto each glacier grid ('' = none)")
+
+
+@dataclass
 class ImageryConfig:
-    """Where scene files and DEMs are (or are written to)."""
+    """Where scene files and DEMs are (or are written to), and how they are fetched."""
 
     scenes_dir: str = _opt("scenes", "folder of scene files, scenes/<GLIMS_ID>/<GLIMS_ID>_<date>_<sat>_C02_T1_L2_SR.tif")
     dem_dir: str = _opt("dem", "folder of DEM GeoTIFFs on the glacier grid, dem/<GLIMS_ID>.tif (m)")
+    source: str = _opt("local", "earthengine, stac or local")
+    timeseries_max_cloud_cover: float | None = _opt(
+        10.0, "timeseries mode: ask the provider only for scenes with cloud cover below this, % (none = all)")
+    workers: int = _opt(4, "scenes of one glacier read at the same time (threads)")
+    earthengine: EarthEngineConfig = field(default_factory=EarthEngineConfig)
+    stac: StacConfig = field(default_factory=StacConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
 
 
 @dataclass
@@ -168,6 +217,14 @@ class Config:
                                       for p in cfg.inventory.outlines]
             if cfg.inventory.regions and not Path(cfg.inventory.regions).is_absolute():
                 cfg.inventory.regions = str((base_dir / cfg.inventory.regions).resolve())
+            local = cfg.imagery.local
+            for attr in ("input_dir", "dem_file"):
+                value = getattr(local, attr)
+                if value and not Path(value).is_absolute():
+                    setattr(local, attr, str((base_dir / value).resolve()))
+            key = cfg.imagery.earthengine.service_account_key
+            if key and not Path(key).is_absolute():
+                cfg.imagery.earthengine.service_account_key = str((base_dir / key).resolve())
         return cfg
 
     @classmethod
@@ -251,12 +308,21 @@ def example_toml(config: Config | None = None) -> str:
     for f in top:
         lines.append(f"# {f.metadata.get('doc', '')}")
         lines.append(f"{f.name} = {_toml_value(getattr(config, f.name))}")
+    def add_section(name: str, section: Any) -> None:
+        lines.extend(["", f"[{name}]", f"# {(type(section).__doc__ or '').strip().splitlines()[0]}"])
+        nested = []
+        for sf in fields(section):
+            value = getattr(section, sf.name)
+            if dataclasses.is_dataclass(value):
+                nested.append((f"{name}.{sf.name}", value))
+                continue
+            lines.append(f"# {sf.metadata.get('doc', '')}")
+            lines.append(f"{sf.name} = {_toml_value(value)}")
+        for sub_name, sub in nested:  # TOML: a table's own keys come before its sub-tables
+            add_section(sub_name, sub)
+
     for f in fields(config):
         section = getattr(config, f.name)
-        if not dataclasses.is_dataclass(section):
-            continue
-        lines += ["", f"[{f.name}]", f"# {(type(section).__doc__ or '').strip().splitlines()[0]}"]
-        for sf in fields(section):
-            lines.append(f"# {sf.metadata.get('doc', '')}")
-            lines.append(f"{sf.name} = {_toml_value(getattr(section, sf.name))}")
+        if dataclasses.is_dataclass(section):
+            add_section(f.name, section)
     return "\n".join(lines) + "\n"

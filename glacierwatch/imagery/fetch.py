@@ -1,0 +1,377 @@
+"""``fetch_imagery``: scenes and DEMs of every inventory glacier, from any source, onto its grid.
+
+Per glacier (one task of :func:`glacierwatch.tasks.run_per_glacier`, so glaciers can run on Dask):
+
+1. **Plan** — the source is searched once; the records are saved to
+   ``imagery/plans/<mode>/<GLIMS_ID>.json`` together with the request (dates, box, cloud limit). A
+   rerun with the same request reuses the plan instead of searching again.
+2. **Scenes** — records of one overpass (same date and satellite) become one standard scene file
+   (mosaicked, lowest cloud cover first). A scene whose file exists is skipped (files are written
+   to a temporary name and renamed, so an existing file is complete). Up to ``workers`` scenes are
+   read at the same time. Each written scene is appended to ``imagery/manifests/<GLIMS_ID>.jsonl``
+   (file, date, satellite, source, provider ids, bytes, time); each failed one to the ledger
+   ``imagery/failures.jsonl`` (scene, source, error class, message) — it does not stop the glacier.
+3. **DEM** — ``dem/<GLIMS_ID>.tif`` on the same grid, if the source offers one.
+4. **Done** — when every planned scene and the DEM are there, ``imagery/done/<mode>/<GLIMS_ID>.json``
+   is written and later runs skip the glacier. A glacier with failures is not done: rerun, or
+   ``glacierwatch imagery retry-failed``, fetches only what is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glacierwatch.catalog.build import scene_path
+from glacierwatch.config import ImageryConfig
+from glacierwatch.errors import InputError
+from glacierwatch.imagery.records import GlacierRequest, SceneRecord, requests_from_inventory
+from glacierwatch.imagery.sources import make_source
+from glacierwatch.imagery.sources.base import ImagerySource, SourceAuthError
+from glacierwatch.imagery.standard import dem_path, mosaic, write_dem, write_standard_scene
+from glacierwatch.io import write_json
+from glacierwatch.tasks import TaskReport, read_ledger, run_per_glacier
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "fetch.json"
+LEDGER_FILE = "failures.jsonl"
+
+
+@dataclass(frozen=True)
+class FetchPaths:
+    """Where a fetch writes, under the work folder ``out``."""
+
+    out: Path
+    scenes_dir: Path
+    dem_dir: Path
+    state: Path  # imagery/: plans, manifests, done markers, ledger, settings
+
+    @classmethod
+    def for_out(cls, out: str | os.PathLike[str], config: ImageryConfig | None = None) -> FetchPaths:
+        config = config or ImageryConfig()
+        root = Path(out)
+        return cls(out=root, scenes_dir=root / config.scenes_dir, dem_dir=root / config.dem_dir,
+                   state=root / "imagery")
+
+    @property
+    def ledger(self) -> Path:
+        return self.state / LEDGER_FILE
+
+    def plan(self, mode: str, glims_id: str) -> Path:
+        return self.state / "plans" / mode / f"{glims_id}.json"
+
+    def done(self, mode: str, glims_id: str) -> Path:
+        return self.state / "done" / mode / f"{glims_id}.json"
+
+    def manifest(self, glims_id: str) -> Path:
+        return self.state / "manifests" / f"{glims_id}.jsonl"
+
+
+@dataclass
+class GlacierFetch:
+    """What one glacier's fetch did (the task's return value)."""
+
+    glims_id: str
+    planned: int = 0
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    dem: str = "none"  # written, exists, none (source has no DEM), failed
+    failures: list[str] = field(default_factory=list)
+
+
+def request_key(request: GlacierRequest, source: str) -> str:
+    """Hash of everything that decides a glacier's search (a changed request searches again)."""
+    text = json.dumps({"source": source, "grid": request.grid.to_dict(), "start": request.start.isoformat(),
+                       "end": request.end.isoformat(), "max_cloud_cover": request.max_cloud_cover,
+                       "satellites": list(request.satellites)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _record_to_json(record: SceneRecord) -> dict[str, Any]:
+    return {"source": record.source, "scene_id": record.scene_id, "glims_id": record.glims_id,
+            "date": record.date.isoformat(), "satellite": record.satellite,
+            "properties": dict(record.properties), "handle": dict(record.handle)}
+
+
+def _record_from_json(data: dict[str, Any]) -> SceneRecord:
+    return SceneRecord(source=data["source"], scene_id=data["scene_id"], glims_id=data["glims_id"],
+                       date=dt.date.fromisoformat(data["date"]), satellite=data["satellite"],
+                       properties=data.get("properties", {}), handle=data.get("handle", {}))
+
+
+def load_or_search_plan(source: ImagerySource, request: GlacierRequest, paths: FetchPaths, mode: str,
+                        *, refresh: bool = False) -> list[SceneRecord]:
+    """The glacier's records: from its saved plan when the request is unchanged, else searched and saved."""
+    key = request_key(request, source.name)
+    plan_file = paths.plan(mode, request.glims_id)
+    if plan_file.exists() and not refresh:
+        try:
+            saved = json.loads(plan_file.read_text(encoding="utf-8"))
+            if saved.get("request_key") == key:
+                return [_record_from_json(r) for r in saved["records"]]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("%s: unreadable plan %s, searching again", request.glims_id, plan_file)
+    records = source.search(request)
+    seen: dict[str, SceneRecord] = {}
+    for record in records:  # sources de-duplicate too; this is the last line of defence
+        seen.setdefault(record.scene_id, record)
+    records = sorted(seen.values(), key=lambda r: (r.date, r.satellite, r.cloud_cover(), r.scene_id))
+    write_json(plan_file, {"request_key": key, "glims_id": request.glims_id, "source": source.name,
+                           "start": request.start.isoformat(), "end": request.end.isoformat(),
+                           "grid": request.grid.to_dict(), "searched": _now(),
+                           "records": [_record_to_json(r) for r in records]})
+    return records
+
+
+def group_records(records: Sequence[SceneRecord]) -> dict[tuple[str, str, str], list[SceneRecord]]:
+    """Records per standard scene (glacier, date, satellite), each group lowest cloud cover first."""
+    groups: dict[tuple[str, str, str], list[SceneRecord]] = defaultdict(list)
+    for record in records:
+        groups[record.group_key].append(record)
+    for group in groups.values():
+        group.sort(key=lambda r: (r.cloud_cover(), r.scene_id))
+    return dict(sorted(groups.items()))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class _Journal:
+    """Appends manifest lines and ledger lines (JSON lines; a torn last line is ignored on reading)."""
+
+    def __init__(self, paths: FetchPaths, glims_id: str, source: str, mode: str) -> None:
+        self.paths, self.glims_id, self.source, self.mode = paths, glims_id, source, mode
+        self.lock = threading.Lock()
+
+    def _append(self, path: Path, record: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock, open(path, "ab") as fh:
+            line = json.dumps(record, sort_keys=True).encode() + b"\n"
+            if fh.tell() > 0:
+                with open(path, "rb") as check:  # a torn last line (killed mid-write) must stay alone
+                    check.seek(-1, os.SEEK_END)
+                    if check.read(1) != b"\n":
+                        line = b"\n" + line
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def written(self, file: Path, group: Sequence[SceneRecord]) -> None:
+        self._append(self.paths.manifest(self.glims_id), {
+            "scene": file.name, "date": group[0].date.isoformat(), "satellite": group[0].satellite,
+            "source": self.source, "scene_ids": [r.scene_id for r in group], "bytes": file.stat().st_size,
+            "time": _now()})
+
+    def failed(self, scene: str | None, scene_ids: Sequence[str], error: BaseException) -> None:
+        self._append(self.paths.ledger, {
+            "glims_id": self.glims_id, "stage": "imagery", "mode": self.mode, "source": self.source,
+            "scene": scene, "scene_ids": list(scene_ids), "error_class": type(error).__name__,
+            "message": str(error), "time": _now()})
+
+
+def read_manifest(paths: FetchPaths, glims_id: str) -> list[dict[str, Any]]:
+    """The manifest lines of a glacier (a torn last line from a killed run is skipped)."""
+    path = paths.manifest(glims_id)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def fetch_glacier(glims_id: str, *, request: GlacierRequest, source_factory: Callable[[], ImagerySource],
+                  paths: FetchPaths, mode: str, workers: int = 4, refresh: bool = False,
+                  progress: bool = False) -> GlacierFetch:
+    """Fetch one glacier's scenes and DEM (the per-glacier task; see the module docstring)."""
+    source = source_factory()
+    result = GlacierFetch(glims_id=glims_id)
+    journal = _Journal(paths, glims_id, source.name, mode)
+    records = load_or_search_plan(source, request, paths, mode, refresh=refresh)
+    groups = group_records(records)
+    result.planned = len(groups)
+    grid = request.grid
+    scene_dir = paths.scenes_dir / glims_id
+    if scene_dir.is_dir():
+        # temporary files of a killed run (never renamed, so never mistaken for scenes): remove them
+        for stale in scene_dir.glob(".*.part"):
+            stale.unlink(missing_ok=True)
+    recorded = {row.get("scene") for row in read_manifest(paths, glims_id)}
+    todo = []
+    for (gid, date, sat), group in groups.items():
+        target = scene_path(paths.scenes_dir, gid, dt.date.fromisoformat(date), sat)
+        if target.exists():
+            result.skipped += 1
+            if target.name not in recorded:  # killed between the rename and the manifest line
+                journal.written(target, group)
+        else:
+            todo.append((target, group))
+
+    def one(target: Path, group: list[SceneRecord]) -> Path:
+        parts = [source.read(record, grid) for record in group]
+        return write_standard_scene(paths.scenes_dir, group, mosaic(parts), grid)
+
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+            tqdm(total=len(todo), desc=glims_id, unit="scene", disable=not progress or not todo, leave=False) as bar:
+        futures = {pool.submit(one, target, group): (target, group) for target, group in todo}
+        try:
+            for fut in as_completed(futures):
+                target, group = futures[fut]
+                try:
+                    journal.written(fut.result(), group)
+                    result.written += 1
+                except SourceAuthError:
+                    raise
+                except Exception as exc:  # continue-on-error: one bad scene must not stop the glacier
+                    result.failed += 1
+                    result.failures.append(f"{target.name}: {type(exc).__name__}: {exc}")
+                    journal.failed(target.name, [r.scene_id for r in group], exc)
+                bar.update(1)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+    dem_file = dem_path(paths.dem_dir, glims_id)
+    if dem_file.exists():
+        result.dem = "exists"
+    else:
+        try:
+            elevation = source.read_dem(request)
+            if elevation is not None:
+                write_dem(paths.dem_dir, glims_id, elevation, grid, source=source.name)
+                result.dem = "written"
+        except SourceAuthError:
+            raise
+        except Exception as exc:
+            result.dem = "failed"
+            result.failures.append(f"DEM: {type(exc).__name__}: {exc}")
+            journal.failed(dem_file.name, ["dem"], exc)
+    if result.failed == 0 and result.dem != "failed":
+        write_json(paths.done(mode, glims_id), {"request_key": request_key(request, source.name),
+                                                 "scenes": result.planned, "dem": result.dem, "time": _now()})
+    return result
+
+
+def _is_done(paths: FetchPaths, mode: str, keys: dict[str, str]) -> Callable[[str], bool]:
+    def done(glims_id: str) -> bool:
+        marker = paths.done(mode, glims_id)
+        if not marker.exists():
+            return False
+        try:
+            return json.loads(marker.read_text(encoding="utf-8")).get("request_key") == keys[glims_id]
+        except (json.JSONDecodeError, OSError):
+            return False
+    return done
+
+
+@dataclass(frozen=True)
+class _SourceFactory:
+    """Picklable: builds the source inside each (possibly remote) worker."""
+
+    name: str
+    config: ImageryConfig
+
+    def __call__(self) -> ImagerySource:
+        return make_source(self.name, self.config)
+
+
+def fetch_imagery(inventory: str | os.PathLike[str], out: str | os.PathLike[str], *, source: str | None = None,
+                  mode: str = "timeseries", start: dt.date | None = None, end: dt.date | None = None,
+                  glaciers: Sequence[str] | None = None, config: ImageryConfig | None = None,
+                  window_days: int = 50, workers: int | None = None, scheduler: str = "local",
+                  dask_workers: int | None = None, refresh: bool = False, progress: bool = True,
+                  source_factory: Callable[[], ImagerySource] | None = None) -> TaskReport:
+    """Fetch the scenes and DEM of every inventory glacier into ``out`` (see the module docstring).
+
+    ``source``: ``earthengine``, ``stac`` or ``local`` (default: ``config.source``); ``mode``:
+    ``training`` (outline date +- ``window_days`` days) or ``timeseries`` (1984 to today, with the
+    provider-side cloud filter ``config.timeseries_max_cloud_cover``). ``source_factory`` replaces
+    the configured source (tests, custom providers).
+    """
+    config = config or ImageryConfig()
+    name = source or config.source
+    paths = FetchPaths.for_out(out, config)
+    cloud = config.timeseries_max_cloud_cover if mode == "timeseries" else None
+    requests = requests_from_inventory(inventory, mode=mode, start=start, end=end, window_days=window_days,
+                                       glaciers=list(glaciers) if glaciers else None, max_cloud_cover=cloud)
+    factory = source_factory or _SourceFactory(name, config)
+    if source_factory is None:
+        factory()  # fail fast (missing client library, bad settings) before any task starts
+    source_name = factory().name if source_factory is not None else name
+    write_json(paths.state / SETTINGS_FILE, {
+        "inventory": str(Path(inventory).resolve()), "source": source_name, "mode": mode,
+        "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
+        "window_days": window_days, "glaciers": list(glaciers) if glaciers else None, "time": _now()})
+    by_id = {r.glims_id: r for r in requests}
+    keys = {gid: request_key(r, source_name) for gid, r in by_id.items()}
+
+    return run_per_glacier(
+        _GlacierTask(by_id), list(by_id), stage=f"imagery ({source_name}, {mode})",
+        is_done=None if refresh else _is_done(paths, mode, keys), ledger=paths.ledger, scheduler=scheduler,
+        workers=dask_workers, progress=progress, source_factory=factory, paths=paths, mode=mode,
+        workers_per_glacier=workers or config.workers, refresh=refresh)
+
+
+@dataclass(frozen=True)
+class _GlacierTask:
+    """Picklable per-glacier task for :func:`run_per_glacier`."""
+
+    requests: dict[str, GlacierRequest]
+
+    def __call__(self, glims_id: str, *, workers_per_glacier: int, **kwargs: Any) -> GlacierFetch:
+        result = fetch_glacier(glims_id, request=self.requests[glims_id], workers=workers_per_glacier, **kwargs)
+        if result.failures:
+            # the glacier is incomplete: report it as failed so it is listed (its scenes are in the ledger)
+            raise IncompleteGlacierError(f"{result.failed} scene(s) failed, DEM {result.dem}; "
+                                         f"first: {result.failures[0]}")
+        return result
+
+
+class IncompleteGlacierError(InputError):
+    """Some scenes (or the DEM) of a glacier could not be fetched; see the imagery failure ledger."""
+
+
+def retry_failed(out: str | os.PathLike[str], *, config: ImageryConfig | None = None,
+                 source_factory: Callable[[], ImagerySource] | None = None, progress: bool = True,
+                 workers: int | None = None) -> TaskReport:
+    """Try the glaciers of the failure ledger again, with the settings of the last fetch in ``out``.
+
+    The old ledger is kept as ``failures.<time>.jsonl``; what still fails goes to a fresh ledger.
+    """
+    config = config or ImageryConfig()
+    paths = FetchPaths.for_out(out, config)
+    settings_file = paths.state / SETTINGS_FILE
+    if not settings_file.exists():
+        raise InputError(f"{out}: no previous fetch here ({settings_file} is missing)")
+    settings = json.loads(settings_file.read_text(encoding="utf-8"))
+    failed = sorted({r["glims_id"] for r in read_ledger(paths.ledger)})
+    if not failed:
+        log.info("no failures recorded in %s", paths.ledger)
+        return TaskReport(stage="imagery retry-failed")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    os.replace(paths.ledger, paths.ledger.with_name(f"failures.{stamp}.jsonl"))
+    date = (lambda v: dt.date.fromisoformat(v) if v else None)
+    return fetch_imagery(settings["inventory"], out, source=settings["source"], mode=settings["mode"],
+                         start=date(settings.get("start")), end=date(settings.get("end")), glaciers=failed,
+                         config=config, window_days=int(settings.get("window_days", 50)), workers=workers,
+                         progress=progress, source_factory=source_factory)
+
