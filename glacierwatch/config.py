@@ -104,7 +104,8 @@ class ImageryConfig:
 
     scenes_dir: str = _opt("scenes", "folder of scene files, scenes/<GLIMS_ID>/<GLIMS_ID>_<date>_<sat>_C02_T1_L2_SR.tif")
     dem_dir: str = _opt("dem", "folder of DEM GeoTIFFs on the glacier grid, dem/<GLIMS_ID>.tif (m)")
-    source: str = _opt("local", "earthengine, stac or local")
+    source: str = _opt("", "earthengine, stac or local: 'glacierwatch run' fetches with it ('' = scene files are already in scenes_dir)")
+    modes: list[str] = _opt(["training", "timeseries"], "what 'glacierwatch run' fetches: training (outline date +- window) and/or timeseries (1984-today)")
     timeseries_max_cloud_cover: float | None = _opt(
         10.0, "timeseries mode: ask the provider only for scenes with cloud cover below this, % (none = all)")
     workers: int = _opt(4, "scenes of one glacier read at the same time (threads)")

@@ -9,6 +9,7 @@ Work folder layout (``WORKDIR``):
 
 ==========================  ======================================================
 ``inventory.parquet``       selected glaciers (GeoParquet) + ``inventory_validation.parquet``
+``scenes/``, ``dem/``       scene files and DEMs on each glacier's grid (``imagery/``: fetch state)
 ``catalog.parquet``         one row per scene file
 ``chips/``                  training chips and their statistics
 ``model/model.pt``          U-Net checkpoint, with ``model/model_card.json``
@@ -35,7 +36,7 @@ from glacierwatch.io import write_json
 
 log = logging.getLogger(__name__)
 
-STAGES = ("inventory", "catalog", "chips", "train", "timeseries", "trends", "report")
+STAGES = ("inventory", "imagery", "catalog", "chips", "train", "timeseries", "trends", "report")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,30 @@ def _run_inventory(paths: WorkPaths, config: Config, progress: bool) -> None:
     log.info("inventory: %d glaciers selected -> %s", len(selection.inventory), paths.inventory)
 
 
+def _run_imagery(paths: WorkPaths, config: Config, progress: bool) -> None:
+    from glacierwatch.imagery import fetch_imagery
+
+    complete = paths.root / "imagery" / "complete.json"
+    complete.unlink(missing_ok=True)
+    if not config.imagery.source:
+        log.info("imagery: no [imagery] source set; using the scene files already in %s", paths.scenes)
+        write_json(complete, {"source": "", "note": f"nothing fetched: scene files are provided in {paths.scenes}"})
+        return
+    incomplete = 0
+    for mode in config.imagery.modes:
+        report = fetch_imagery(paths.inventory, paths.root, source=config.imagery.source, mode=mode,
+                               config=config.imagery, window_days=config.catalog.training_window_days,
+                               progress=progress)
+        if report.failed:
+            # the other glaciers' scenes are written; the run goes on with them, as the ledger says
+            log.warning("imagery (%s): %d glacier(s) incomplete, see %s; 'glacierwatch imagery retry-failed "
+                        "--out %s' fetches them again", mode, len(report.failed),
+                        paths.root / "imagery" / "failures.jsonl", paths.root)
+            incomplete += len(report.failed)
+    if not incomplete:  # only a complete fetch marks the stage done; otherwise the next run tries again
+        write_json(complete, {"source": config.imagery.source, "modes": config.imagery.modes})
+
+
 def _run_catalog(paths: WorkPaths, config: Config, progress: bool) -> None:
     from glacierwatch.catalog import build_catalog
 
@@ -178,6 +203,8 @@ def build_stages() -> list[Stage]:
     return [
         Stage("inventory", lambda p, c: [Path(o) for o in c.inventory.outlines], lambda p: [p.inventory],
               lambda c: asdict(c.inventory), _run_inventory),
+        Stage("imagery", lambda p, c: [p.inventory], lambda p: [p.root / "imagery" / "complete.json"],
+              lambda c: asdict(c.imagery) if c.imagery.source else {}, _run_imagery),
         Stage("catalog", lambda p, c: [p.scenes, p.inventory], lambda p: [p.catalog],
               lambda c: {}, _run_catalog),
         Stage("chips", lambda p, c: [p.catalog, p.inventory, p.dem], lambda p: [p.chips],

@@ -309,6 +309,8 @@ def fetch_imagery(inventory: str | os.PathLike[str], out: str | os.PathLike[str]
     """
     config = config or ImageryConfig()
     name = source or config.source
+    if not name and source_factory is None:
+        raise InputError("no imagery source: give --source earthengine|stac|local or set [imagery] source")
     paths = FetchPaths.for_out(out, config)
     cloud = config.timeseries_max_cloud_cover if mode == "timeseries" else None
     requests = requests_from_inventory(inventory, mode=mode, start=start, end=end, window_days=window_days,
