@@ -96,6 +96,7 @@ class LocalConfig:
                            "regular expression on the file name with groups year and month, and day or doy")
     satellite: str = _opt("", "L5, L7, L8 or L9 when the file name does not say (LT05/LE07/LC08/LC09, Landsat5 ...)")
     dem_file: str = _opt("", "a DEM GeoTIFF (any CRS) warped onto each glacier grid ('' = none)")
+    reflectance: str = _opt("auto", "values = physical: surface, toa, or auto (toa when qa_format = c1_bqa); recorded in the metadata")
 
 
 @dataclass
@@ -119,7 +120,7 @@ class CatalogConfig:
     """The scene catalog and the paper's scene selections."""
 
     max_cloud_cover: float = _opt(10.0, "inference: scene cloud cover below this, %")
-    image_quality: int = _opt(9, "inference: required IMAGE_QUALITY (IMAGE_QUALITY_OLI on L8/L9)")
+    image_quality: int | None = _opt(9, "inference: required IMAGE_QUALITY (IMAGE_QUALITY_OLI on L8/L9); none = not checked (STAC items and local files carry none)")
     min_pixels: int = _opt(50000, "inference: more than this many values (height x width x bands)")
     max_nodata_pixels: int = _opt(0, "inference: at most this many fill pixels")
     max_zero_pixel_pct: float = _opt(10.0, "inference: zero-pixel share below this, %")

@@ -64,7 +64,7 @@ def selection_params(config: CatalogConfig) -> dict[str, Any]:
     """The query parameters of the selections, from a catalog configuration."""
     return {
         "max_cloud_cover": float(config.max_cloud_cover),
-        "image_quality": int(config.image_quality),
+        "image_quality": None if config.image_quality is None else int(config.image_quality),
         "min_pixels": int(config.min_pixels),
         "max_nodata_pixels": int(config.max_nodata_pixels),
         "max_zero_pixel_pct": float(config.max_zero_pixel_pct),

@@ -26,7 +26,7 @@ STATUS_VALUES: Final[dict[str, str]] = {
                 "(or its folder is not its GLIMS id)",
     "unreadable": "GDAL cannot open or decode the file (corrupt or truncated)",
     "no_crs": "the GeoTIFF has no coordinate reference system",
-    "bad_band_count": "the file has a band count other than its sensor's (8 for L5/L7, 9 for L8/L9)",
+    "bad_band_count": "the file has a band count other than its sensor's (8 for L5/L7, 9 for L8/L9; 8 named bands without coastal also pass)",
     "missing_band": "band descriptions are set but a standard band (common name) is missing",
     "outside_box": "the glacier's box (from --inventory) does not overlap the file",
     "bad_metadata": "a metadata file beside the scene could not be parsed",

@@ -55,9 +55,11 @@ def _band_names(src: Any, satellite: str | None) -> list[str]:
     """Common names of the file's bands (from descriptions; sensor file order when none are set)."""
     sensor = SENSORS.get(satellite or "")
     expected = len(sensor.file_bands) if sensor else None
-    if expected is not None and src.count != expected:
-        raise StatusError("bad_band_count", f"{src.count} bands, a {satellite} scene has {expected}")
     descriptions = [d or "" for d in src.descriptions]
+    # named bands may omit the optional coastal band of L8/L9 (imported files often lack it)
+    allowed = {expected, len(SCENE_BANDS)} if any(descriptions) else {expected}
+    if expected is not None and src.count not in allowed:
+        raise StatusError("bad_band_count", f"{src.count} bands, a {satellite} scene has {expected}")
     if not any(descriptions):
         if sensor is None:
             raise StatusError("missing_band", "no band descriptions and no sensor to infer the band order from")

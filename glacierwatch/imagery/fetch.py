@@ -19,6 +19,7 @@ Per glacier (one task of :func:`glacierwatch.tasks.run_per_glacier`, so glaciers
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -91,9 +92,11 @@ class GlacierFetch:
     failures: list[str] = field(default_factory=list)
 
 
-def request_key(request: GlacierRequest, source: str) -> str:
-    """Hash of everything that decides a glacier's search (a changed request searches again)."""
-    text = json.dumps({"source": source, "grid": request.grid.to_dict(), "start": request.start.isoformat(),
+def request_key(request: GlacierRequest, source: str, settings: Any = None) -> str:
+    """Hash of everything that decides a glacier's search: the request and the source's settings
+    (a changed request, or e.g. another local folder or band map, searches again)."""
+    text = json.dumps({"source": source, "settings": settings, "grid": request.grid.to_dict(),
+                       "start": request.start.isoformat(),
                        "end": request.end.isoformat(), "max_cloud_cover": request.max_cloud_cover,
                        "satellites": list(request.satellites)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -112,9 +115,9 @@ def _record_from_json(data: dict[str, Any]) -> SceneRecord:
 
 
 def load_or_search_plan(source: ImagerySource, request: GlacierRequest, paths: FetchPaths, mode: str,
-                        *, refresh: bool = False) -> list[SceneRecord]:
+                        *, refresh: bool = False, settings: Any = None) -> list[SceneRecord]:
     """The glacier's records: from its saved plan when the request is unchanged, else searched and saved."""
-    key = request_key(request, source.name)
+    key = request_key(request, source.name, settings)
     plan_file = paths.plan(mode, request.glims_id)
     if plan_file.exists() and not refresh:
         try:
@@ -198,12 +201,12 @@ def read_manifest(paths: FetchPaths, glims_id: str) -> list[dict[str, Any]]:
 
 def fetch_glacier(glims_id: str, *, request: GlacierRequest, source_factory: Callable[[], ImagerySource],
                   paths: FetchPaths, mode: str, workers: int = 4, refresh: bool = False,
-                  progress: bool = False) -> GlacierFetch:
+                  progress: bool = False, settings: Any = None) -> GlacierFetch:
     """Fetch one glacier's scenes and DEM (the per-glacier task; see the module docstring)."""
     source = source_factory()
     result = GlacierFetch(glims_id=glims_id)
     journal = _Journal(paths, glims_id, source.name, mode)
-    records = load_or_search_plan(source, request, paths, mode, refresh=refresh)
+    records = load_or_search_plan(source, request, paths, mode, refresh=refresh, settings=settings)
     groups = group_records(records)
     result.planned = len(groups)
     grid = request.grid
@@ -266,7 +269,7 @@ def fetch_glacier(glims_id: str, *, request: GlacierRequest, source_factory: Cal
             result.failures.append(f"DEM: {type(exc).__name__}: {exc}")
             journal.failed(dem_file.name, ["dem"], exc)
     if result.failed == 0 and result.dem != "failed":
-        write_json(paths.done(mode, glims_id), {"request_key": request_key(request, source.name),
+        write_json(paths.done(mode, glims_id), {"request_key": request_key(request, source.name, settings),
                                                  "scenes": result.planned, "dem": result.dem, "time": _now()})
     return result
 
@@ -283,15 +286,28 @@ def _is_done(paths: FetchPaths, mode: str, keys: dict[str, str]) -> Callable[[st
     return done
 
 
+_SOURCES: dict[str, ImagerySource] = {}
+_SOURCES_LOCK = threading.Lock()
+
+
 @dataclass(frozen=True)
 class _SourceFactory:
-    """Picklable: builds the source inside each (possibly remote) worker."""
+    """Picklable: builds the source inside each (possibly remote) worker, once per process and
+    settings (a source may cache: the local folder index, an initialised Earth Engine client)."""
 
     name: str
     config: ImageryConfig
 
+    def settings(self) -> Any:
+        section = getattr(self.config, self.name, None)
+        return dataclasses.asdict(section) if dataclasses.is_dataclass(section) else None
+
     def __call__(self) -> ImagerySource:
-        return make_source(self.name, self.config)
+        key = json.dumps([self.name, self.settings()], sort_keys=True, default=str)
+        with _SOURCES_LOCK:
+            if key not in _SOURCES:
+                _SOURCES[key] = make_source(self.name, self.config)
+            return _SOURCES[key]
 
 
 def fetch_imagery(inventory: str | os.PathLike[str], out: str | os.PathLike[str], *, source: str | None = None,
@@ -324,13 +340,18 @@ def fetch_imagery(inventory: str | os.PathLike[str], out: str | os.PathLike[str]
         "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
         "window_days": window_days, "glaciers": list(glaciers) if glaciers else None, "time": _now()})
     by_id = {r.glims_id: r for r in requests}
-    keys = {gid: request_key(r, source_name) for gid, r in by_id.items()}
+    settings = factory.settings() if isinstance(factory, _SourceFactory) else None
+    if settings is not None and name == "earthengine":
+        settings = {k: v for k, v in settings.items() if k in ("dem_collection",)}  # not credentials or limits
+    elif settings is not None and name == "stac":
+        settings = {k: v for k, v in settings.items() if k in ("api_url", "collection", "dem_collection")}
+    keys = {gid: request_key(r, source_name, settings) for gid, r in by_id.items()}
 
     return run_per_glacier(
         _GlacierTask(by_id), list(by_id), stage=f"imagery ({source_name}, {mode})",
         is_done=None if refresh else _is_done(paths, mode, keys), ledger=paths.ledger, scheduler=scheduler,
         workers=dask_workers, progress=progress, source_factory=factory, paths=paths, mode=mode,
-        workers_per_glacier=workers or config.workers, refresh=refresh)
+        workers_per_glacier=workers or config.workers, refresh=refresh, settings=settings)
 
 
 @dataclass(frozen=True)
