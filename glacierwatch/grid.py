@@ -1,6 +1,7 @@
 """The per-glacier grid: one CRS, one 30 m pixel lattice, one extent for every scene and the DEM.
 
-A glacier's grid is fixed once (UTM zone of the outline centroid, 30 m, aligned to whole pixels,
+A glacier's grid is fixed once (UTM zone of the outline centroid, 30 m, pixel edges on the Landsat
+lattice (odd multiples of 15 m),
 covering the outline's bounding box plus a margin of 10 % of its size on each side), so that a time
 series stacks without resizing and the area of a pixel is known exactly (900 m² at 30 m).
 """
@@ -60,16 +61,27 @@ class GlacierGrid:
 
     @classmethod
     def from_projected_bounds(cls, crs: str, left: float, bottom: float, right: float, top: float,
-                              *, resolution: float = 30.0, margin: float = 0.1) -> GlacierGrid:
+                              *, resolution: float = 30.0, margin: float = 0.1,
+                              anchor: float | None = None) -> GlacierGrid:
         """Grid covering the box (in ``crs`` units) enlarged by ``margin`` x its size on each side,
-        snapped outwards to multiples of ``resolution``."""
+        its pixel edges snapped outwards to ``anchor`` + multiples of ``resolution``.
+
+        ``anchor`` (default: half a pixel, 15 m at 30 m) puts the edges on the Landsat Collection 2
+        UTM lattice, whose pixel edges lie at odd multiples of 15 m (pixel centres at multiples of
+        30 m; e.g. a STAC ``proj:transform`` origin of 353685). On that lattice a scene in the
+        glacier's own zone lands on the grid pixel for pixel; edges at multiples of 30 m would put
+        every grid pixel centre exactly between four Landsat pixels, where nearest-neighbour
+        resampling has ties that GDAL and Earth Engine may break differently.
+        """
+        if anchor is None:
+            anchor = resolution / 2.0
         dx, dy = (right - left) * margin, (top - bottom) * margin
         left, right = left - dx, right + dx
         bottom, top = bottom - dy, top + dy
-        x0 = math.floor(left / resolution) * resolution
-        y0 = math.ceil(top / resolution) * resolution
-        x1 = math.ceil(right / resolution) * resolution
-        y1 = math.floor(bottom / resolution) * resolution
+        x0 = math.floor((left - anchor) / resolution) * resolution + anchor
+        y0 = math.ceil((top - anchor) / resolution) * resolution + anchor
+        x1 = math.ceil((right - anchor) / resolution) * resolution + anchor
+        y1 = math.floor((bottom - anchor) / resolution) * resolution + anchor
         width = max(1, int(round((x1 - x0) / resolution)))
         height = max(1, int(round((y0 - y1) / resolution)))
         return cls(crs=crs, x0=x0, y0=y0, resolution=resolution, width=width, height=height)

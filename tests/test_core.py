@@ -71,7 +71,7 @@ def test_grid_for_lonlat_bounds() -> None:
     assert utm_epsg(7.0, 46.0) == 32632 and utm_epsg(-70.0, -33.0) == 32719
     grid = GlacierGrid.for_lonlat_bounds(7.0, 45.9, 7.05, 45.95)
     assert grid.crs == "EPSG:32632" and grid.pixel_area_m2 == 900.0
-    assert grid.x0 % 30 == 0 and grid.y0 % 30 == 0
+    assert grid.x0 % 30 == 15 and grid.y0 % 30 == 15  # pixel edges on the Landsat lattice
     # ~3.9 km x 5.6 km plus 10 % each side
     assert 140 < grid.width < 170 and 200 < grid.height < 240
     assert GlacierGrid.from_json(grid.to_json()) == grid
