@@ -54,7 +54,7 @@ class FakeSource:
 
     def __init__(self, dates: Sequence[str], *, satellite: str = "L7", fail: Sequence[str] = (),
                  transient: bool = False, delay_s: float = 0.0, extra_ids: Sequence[str] = (),
-                 with_dem: bool = True) -> None:
+                 with_dem: bool = True, dem_nan: bool = False) -> None:
         self.dates = [dt.date.fromisoformat(d) for d in dates]
         self.satellite = satellite
         self.fail = set(fail)
@@ -62,6 +62,7 @@ class FakeSource:
         self.delay_s = delay_s
         self.extra_ids = list(extra_ids)  # "<date>:<suffix>": a second image of the same overpass
         self.with_dem = with_dem
+        self.dem_nan = dem_nan  # a DEM with no data over the glacier (NASADEM north of 60 N)
         self.searches = 0
         self.reads: list[str] = []
 
@@ -102,5 +103,7 @@ class FakeSource:
     def read_dem(self, request: GlacierRequest) -> np.ndarray | None:
         if not self.with_dem:
             return None
+        if self.dem_nan:
+            return np.full(request.grid.shape, np.nan, dtype=np.float32)
         rows, cols = np.mgrid[0 : request.grid.height, 0 : request.grid.width]
         return (2500.0 + 10.0 * rows + cols).astype(np.float32)

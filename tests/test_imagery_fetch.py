@@ -217,3 +217,10 @@ def test_killed_fetch_resumes_with_nothing_lost_or_duplicated(inventory: Path, t
         assert (out / "scenes" / GA / path.name).read_bytes() == path.read_bytes()
         with rasterio.open(path) as src:
             assert list(src.descriptions) == list(SCENE_BANDS)
+
+
+def test_an_all_nodata_dem_is_not_written(inventory: Path, tmp_path: Path) -> None:
+    out = tmp_path / "work"
+    report = fetch(inventory, out, FakeSource(DATES, dem_nan=True))
+    assert sorted(report.done) == [GA, GB] and report.results[GA].dem == "none"
+    assert not (out / "dem" / f"{GA}.tif").exists()

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from glacierwatch.catalog.build import scene_path
 from glacierwatch.config import ImageryConfig
 from glacierwatch.errors import InputError
@@ -259,7 +261,11 @@ def fetch_glacier(glims_id: str, *, request: GlacierRequest, source_factory: Cal
     else:
         try:
             elevation = source.read_dem(request)
-            if elevation is not None:
+            if elevation is not None and np.isnan(elevation).all():
+                # e.g. NASADEM north of 60 N: an all-NaN file would only look like a DEM
+                log.warning("%s: the %s DEM has no data over the glacier grid; none written", glims_id, source.name)
+                result.dem = "none"
+            elif elevation is not None:
                 write_dem(paths.dem_dir, glims_id, elevation, grid, source=source.name)
                 result.dem = "written"
         except SourceAuthError:
