@@ -224,3 +224,61 @@ def test_an_all_nodata_dem_is_not_written(inventory: Path, tmp_path: Path) -> No
     report = fetch(inventory, out, FakeSource(DATES, dem_nan=True))
     assert sorted(report.done) == [GA, GB] and report.results[GA].dem == "none"
     assert not (out / "dem" / f"{GA}.tif").exists()
+
+
+def _local_folder(folder: Path, grid, dates: list[str]) -> None:
+    """Standard-encoded GeoTIFFs (C2 DN, bands named by common name) of the grid, one per date."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for day in dates:
+        bands = synthetic_bands(day, grid)
+        (folder / f"LE07_{day}.tif").unlink(missing_ok=True)
+        with rasterio.open(folder / f"LE07_{day}.tif", "w", driver="GTiff", width=grid.width, height=grid.height,
+                           count=len(SCENE_BANDS), dtype="uint16", crs=grid.crs, transform=grid.transform,
+                           nodata=0) as dst:
+            for i, band in enumerate(SCENE_BANDS, start=1):
+                dst.write(bands[band], i)
+                dst.set_band_description(i, band)
+
+
+def test_cli_fetch_local_then_retry_failed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from glacierwatch.cli import main
+
+    grid = tiny_grid()
+    inventory = write_tiny_inventory(tmp_path / "inventory.parquet", {GA: grid})
+    folder = tmp_path / "input"
+    _local_folder(folder, grid, DATES[:3])
+    (folder / "LE07_2003-08-18.tif").write_bytes(b"II*\x00 truncated")  # a corrupt download
+    out = tmp_path / "work"
+    args = ["imagery", "fetch", "--inventory", str(inventory), "--source", "local", "--input-dir", str(folder),
+            "--mode", "timeseries", "--out", str(out), "--no-progress"]
+    assert main(args) == 1  # one scene failed: non-zero status, the others written
+    printed = capsys.readouterr().out
+    assert "failures:" in printed and "retry-failed" in printed
+    assert len(list((out / "scenes" / GA).glob("*.tif"))) == 3
+    ledger = [json.loads(line) for line in (out / "imagery" / "failures.jsonl").read_text().splitlines()]
+    assert any(r.get("scene") == f"{GA}_2003-08-18_L7_C02_T1_L2_SR.tif" for r in ledger)
+    _local_folder(folder, grid, ["2003-08-18"])  # the file is downloaded again, complete
+    assert main(["imagery", "retry-failed", "--out", str(out), "--no-progress"]) == 0
+    assert len(list((out / "scenes" / GA).glob("*.tif"))) == 4
+    assert main(args) == 0  # everything done: a rerun skips the glacier
+    assert "1 already done" in capsys.readouterr().out
+
+
+def test_pipeline_runs_the_imagery_stage_when_a_source_is_set(tmp_path: Path) -> None:
+    from glacierwatch.config import Config
+    from glacierwatch.pipeline import run_pipeline
+
+    grid = tiny_grid()
+    work = tmp_path / "work"
+    work.mkdir()
+    write_tiny_inventory(work / "inventory.parquet", {GA: grid})
+    _local_folder(tmp_path / "input", grid, DATES)
+    (tmp_path / "run.toml").write_text(
+        f'workdir = "work"\n[imagery]\nsource = "local"\nmodes = ["timeseries"]\n'
+        f'[imagery.local]\ninput_dir = "input"\n', encoding="utf-8")
+    config = Config.from_toml(tmp_path / "run.toml")
+    status = run_pipeline(config, stages=["imagery", "catalog"], progress=False)
+    assert status["imagery"].startswith("ran") and status["catalog"].startswith("ran")
+    assert len(read_table(work / "catalog.parquet")) == len(DATES)
+    assert run_pipeline(config, stages=["imagery", "catalog"], progress=False) == {
+        "imagery": "up to date", "catalog": "up to date"}

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.set_defaults(func=_fetch)
     retry = sub.add_parser("retry-failed", help="fetch again the scenes listed in WORKDIR/imagery/failures.jsonl")
     retry.add_argument("--out", required=True, metavar="WORKDIR", help="work folder of the earlier fetch")
-    retry.add_argument("--config", help="TOML configuration (as for fetch)")
+    retry.add_argument("--config", help="TOML configuration (default: the settings the fetch saved in WORKDIR/imagery/fetch.json)")
     retry.add_argument("--workers", type=int, help="scenes read at once per glacier")
     retry.add_argument("--no-progress", action="store_true", help="no progress bars")
     retry.set_defaults(func=_retry)
@@ -85,6 +85,7 @@ def _fetch(args: argparse.Namespace) -> int:
 def _retry(args: argparse.Namespace) -> int:
     from glacierwatch.imagery.fetch import retry_failed
 
-    cfg = Config.from_toml(args.config) if args.config else Config()
-    report = retry_failed(args.out, config=cfg.imagery, workers=args.workers, progress=not args.no_progress)
+    # without --config, the settings saved by the fetch are used (e.g. its --input-dir)
+    config = Config.from_toml(args.config).imagery if args.config else None
+    report = retry_failed(args.out, config=config, workers=args.workers, progress=not args.no_progress)
     return _report(report, args.out)

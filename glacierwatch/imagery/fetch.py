@@ -344,7 +344,10 @@ def fetch_imagery(inventory: str | os.PathLike[str], out: str | os.PathLike[str]
     write_json(paths.state / SETTINGS_FILE, {
         "inventory": str(Path(inventory).resolve()), "source": source_name, "mode": mode,
         "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
-        "window_days": window_days, "glaciers": list(glaciers) if glaciers else None, "time": _now()})
+        "window_days": window_days, "glaciers": list(glaciers) if glaciers else None, "time": _now(),
+        # the imagery settings (folders, band maps, endpoints; key-file paths but never their contents),
+        # so that retry-failed reads from the same place
+        "imagery": dataclasses.asdict(config)})
     by_id = {r.glims_id: r for r in requests}
     settings = factory.settings() if isinstance(factory, _SourceFactory) else None
     if settings is not None and name == "earthengine":
@@ -382,16 +385,20 @@ class IncompleteGlacierError(InputError):
 def retry_failed(out: str | os.PathLike[str], *, config: ImageryConfig | None = None,
                  source_factory: Callable[[], ImagerySource] | None = None, progress: bool = True,
                  workers: int | None = None) -> TaskReport:
-    """Try the glaciers of the failure ledger again, with the settings of the last fetch in ``out``.
+    """Try the glaciers of the failure ledger again, with the settings of the last fetch in ``out``
+    (its source, mode, dates and ``[imagery]`` settings; ``config`` replaces the latter).
 
     The old ledger is kept as ``failures.<time>.jsonl``; what still fails goes to a fresh ledger.
     """
-    config = config or ImageryConfig()
-    paths = FetchPaths.for_out(out, config)
-    settings_file = paths.state / SETTINGS_FILE
+    settings_file = FetchPaths.for_out(out, config).state / SETTINGS_FILE
     if not settings_file.exists():
         raise InputError(f"{out}: no previous fetch here ({settings_file} is missing)")
     settings = json.loads(settings_file.read_text(encoding="utf-8"))
+    if config is None:
+        from glacierwatch.config import Config
+
+        config = Config.from_dict({"imagery": settings.get("imagery", {})}).imagery
+    paths = FetchPaths.for_out(out, config)
     failed = sorted({r["glims_id"] for r in read_ledger(paths.ledger)})
     if not failed:
         log.info("no failures recorded in %s", paths.ledger)
