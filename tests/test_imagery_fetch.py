@@ -282,3 +282,23 @@ def test_pipeline_runs_the_imagery_stage_when_a_source_is_set(tmp_path: Path) ->
     assert len(read_table(work / "catalog.parquet")) == len(DATES)
     assert run_pipeline(config, stages=["imagery", "catalog"], progress=False) == {
         "imagery": "up to date", "catalog": "up to date"}
+
+
+def test_fetch_on_a_dask_local_cluster_equals_in_process(tmp_path: Path) -> None:
+    """Glaciers as Dask tasks in 2 worker processes (the source is rebuilt in each from its settings)."""
+    from glacierwatch.config import ImageryConfig, LocalConfig
+
+    grids = {GA: tiny_grid(), GB: tiny_grid(x0=350_070.0, width=20, height=16)}
+    inventory = write_tiny_inventory(tmp_path / "inventory.parquet", grids)
+    _local_folder(tmp_path / "input", tiny_grid(width=30, height=24), DATES)
+    config = ImageryConfig(source="local", local=LocalConfig(input_dir=str(tmp_path / "input")))
+    serial = fetch_imagery(inventory, tmp_path / "serial", mode="timeseries", config=config, progress=False)
+    dask = fetch_imagery(inventory, tmp_path / "dask", mode="timeseries", config=config, progress=False,
+                         scheduler="processes", dask_workers=2)
+    assert sorted(serial.done) == sorted(dask.done) == [GA, GB] and not dask.failed
+    for gid in grids:
+        names = sorted(p.name for p in (tmp_path / "serial" / "scenes" / gid).glob("*.tif"))
+        assert len(names) == len(DATES)
+        for name in names:
+            a = (tmp_path / "serial" / "scenes" / gid / name).read_bytes()
+            assert (tmp_path / "dask" / "scenes" / gid / name).read_bytes() == a
