@@ -354,8 +354,10 @@ def build_geometry(req: GeometryRequest, rng: np.random.Generator, *,
     rows, cols = np.nonzero(m0)
     cx_local = float(x[rows, cols].mean())
     cy_local = float(y[rows, cols].mean())
-    canvas_x0 = math.floor((tx - cx_local - n / 2.0 * RESOLUTION_M) / RESOLUTION_M + 0.5) * RESOLUTION_M
-    canvas_y0 = math.floor((ty - cy_local + n / 2.0 * RESOLUTION_M) / RESOLUTION_M + 0.5) * RESOLUTION_M
+    # pixel edges on the Landsat UTM lattice (odd multiples of 15 m), like every glacier grid
+    anchor = RESOLUTION_M / 2.0
+    canvas_x0 = math.floor((tx - cx_local - n / 2.0 * RESOLUTION_M - anchor) / RESOLUTION_M + 0.5) * RESOLUTION_M + anchor
+    canvas_y0 = math.floor((ty - cy_local + n / 2.0 * RESOLUTION_M - anchor) / RESOLUTION_M + 0.5) * RESOLUTION_M + anchor
     canvas = GlacierGrid(crs=crs, x0=canvas_x0, y0=canvas_y0, resolution=RESOLUTION_M, width=n, height=n)
 
     outline_utm = mask_to_polygon(m0, canvas.transform)
