@@ -65,6 +65,8 @@ class EarthEngineConfig:
     max_concurrent_requests: int = _opt(8, "at most this many Earth Engine requests in flight (EE allows ~40 per user)")
     max_retries: int = _opt(5, "attempts per request on quota (429) and server (5xx) errors, exponential back-off")
     dem_collection: str = _opt("NASA/NASADEM_HGT/001", "DEM image (band 'elevation')")
+    endpoint: str = _opt("", "API endpoint ('' = the default; https://earthengine-highvolume.googleapis.com for many parallel pixel requests)")
+    request_timeout_s: float = _opt(300.0, "seconds before one Earth Engine request is abandoned (then retried)")
 
 
 @dataclass
@@ -78,6 +80,8 @@ class StacConfig:
     signing: str = _opt("auto", "asset signing: planetary-computer, none, or auto (planetary-computer for its API)")
     page_size: int = _opt(100, "items per search page")
     max_retries: int = _opt(4, "attempts per asset read on 5xx, timeouts and expired signatures")
+    http_timeout_s: float = _opt(60.0, "seconds before a search page or an asset read is abandoned (then retried)")
+    requester_pays: bool = _opt(True, "s3:// assets (Earth Search's usgs-landsat bucket) are read as requester pays (your AWS account)")
 
 
 @dataclass
@@ -178,6 +182,12 @@ class TimeseriesConfig:
     threshold: float = _opt(0.5, "glacier probability threshold")
     buffer_m: float | None = _opt(500.0, "count glacier pixels only within this distance of the outline, m (none: whole box)")
     batch_size: int = _opt(32, "images per model call")
+    unsmoothed: bool = _opt(True, "also compute area_km2_unsmoothed (the area without temporal smoothing): a second "
+                                  "model pass per scene, about doubling the segmentation time; false leaves that "
+                                  "column NaN (with smoothing = none both areas come from one pass anyway)")
+    max_stack_mb: float = _opt(1024.0, "largest per-glacier scene stack (at chip size, ~0.5 MB a scene) held in "
+                                       "memory, MB; a longer one goes to a temporary file beside the output. Scenes "
+                                       "are smoothed, segmented and counted in blocks of max_stack_mb / 8 (same areas)")
     scheduler: str = _opt("local", "local, processes or tcp://HOST:PORT (Dask)")
     workers: int = _opt(2, "Dask worker processes for scheduler = processes")
 

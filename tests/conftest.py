@@ -50,3 +50,14 @@ def tiny_catalog(tiny_world: WorldInfo, tmp_path_factory: pytest.TempPathFactory
                   progress=False)
     return {"inventory": work / "inventory.parquet", "catalog": work / "catalog.parquet",
             "dem": tiny_world.dem_dir}
+
+
+@pytest.fixture()
+def torch_two_threads():
+    """Run a test with torch on 2 threads (as on CI), restoring the previous setting afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)

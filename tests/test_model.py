@@ -35,12 +35,8 @@ NORWAY = SHARED / "glacierview_training_chips_norway"
 FAST = TrainConfig(encoder="resnet18", learning_rate=1e-3, batch_size=8, epochs=2, patience=5)
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
+# torch on 2 threads, whatever the machine (timings and bf16 paths as in CI)
+pytestmark = pytest.mark.usefixtures("torch_two_threads")
 
 
 @pytest.fixture(scope="module")

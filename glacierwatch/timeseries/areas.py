@@ -4,14 +4,24 @@
 The area counts glacier pixels on the glacier grid (``pixel_area_m2`` from the grid's transform:
 900 m² for 30 m pixels) inside the region of interest: the inventory outline buffered by
 ``buffer_m`` metres (or the whole box when ``buffer_m`` is None, as the seed did).
+
+Memory per glacier is bounded: the chip-size stack is held in memory up to
+``TimeseriesConfig.max_stack_mb`` and otherwise in memory-mapped files in a temporary folder (beside
+the output in a stage run), and a series is smoothed, segmented and counted block by block
+(:func:`segment_blocks`): probabilities exist for one block of scenes at a time, at full grid
+resolution only for one batch of images. The areas do not depend on the blocks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +33,14 @@ from shapely import Geometry
 from glacierwatch.chips.features import resize_stack
 from glacierwatch.config import TimeseriesConfig
 from glacierwatch.errors import InputError
-from glacierwatch.grid import GlacierGrid, outline_on_grid, to_grid_crs
+from glacierwatch.grid import GlacierGrid, outline_on_grid
 from glacierwatch.io import read_raster
+from glacierwatch.landsat import COMMON_BANDS
+from glacierwatch.model.predict import batch_bounds
 from glacierwatch.timeseries.segmenters import Segmenter
-from glacierwatch.timeseries.stack import SceneStack, read_stack, smooth_stack
+from glacierwatch.timeseries.stack import (
+    SceneStack, read_stack, smooth_block, smoothing_is_identity, stack_bytes_per_scene,
+)
 
 AREA_COLUMNS = (
     "glims_id", "region", "date", "satellite", "scene", "area_km2", "area_km2_unsmoothed",
@@ -46,22 +60,42 @@ def raster_grid(path: str) -> GlacierGrid:
         raise InputError(f"{path}: unreadable raster ({exc})") from exc
 
 
+def computes_unsmoothed(config: TimeseriesConfig) -> bool:
+    """Whether ``area_km2_unsmoothed`` is filled: asked for (``config.unsmoothed``), or free because
+    with smoothing ``none`` the smoothed and unsmoothed stacks are the same (one pass serves both)."""
+    return bool(config.unsmoothed) or config.smoothing == "none"
+
+
 def run_key(segmenter: Segmenter, config: TimeseriesConfig) -> str:
-    """A short hash of everything that changes the areas (model, smoothing, threshold, buffer)."""
+    """A short hash of everything that changes the areas table (model, smoothing, threshold, buffer,
+    whether the unsmoothed areas are computed); not of ``batch_size`` or ``max_stack_mb``, which change
+    the speed and memory use but not the numbers."""
     payload = json.dumps({"segmenter": segmenter.name, "fingerprint": segmenter.fingerprint,
                           "smoothing": config.smoothing, "sigma": config.sigma,
-                          "threshold": config.threshold, "buffer_m": config.buffer_m}, sort_keys=True)
+                          "threshold": config.threshold, "buffer_m": config.buffer_m,
+                          "unsmoothed": computes_unsmoothed(config)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _segment(segmenter: Segmenter, bands: np.ndarray, band_names: Sequence[str], dem: np.ndarray | None,
-             *, glims_id: str, dates: Sequence[Any], batch: int) -> np.ndarray:
-    out = np.empty((bands.shape[0], *bands.shape[-2:]), dtype=np.float32)
-    for start in range(0, bands.shape[0], batch):
-        chunk = bands[start:start + batch]
+def _segment(segmenter: Segmenter, stacks: Sequence[np.ndarray], band_names: Sequence[str],
+             dem: np.ndarray | None, *, glims_id: str, dates: Sequence[Any], batch: int) -> list[np.ndarray]:
+    """Glacier probabilities (n, S, S) for each of ``stacks`` (n, B, S, S) (all of the same scenes
+    ``dates``), in model calls of at most ``batch`` images that run across the stacks: the smoothed
+    and unsmoothed passes of a block share their batches (66 images as 3 x 22, not 2 x (32 + 1))."""
+    n = len(dates)
+    outs = [np.empty((n, *st.shape[-2:]), dtype=np.float32) for st in stacks]
+    for start, stop in batch_bounds(n * len(stacks), batch):
+        parts = [(k, max(start, k * n) - k * n, min(stop, (k + 1) * n) - k * n) for k in range(len(stacks))]
+        parts = [(k, a, b) for k, a, b in parts if a < b]
+        chunk = np.concatenate([np.asarray(stacks[k][a:b]) for k, a, b in parts])
+        chunk_dates = [d for _, a, b in parts for d in dates[a:b]]
         named = {name: chunk[:, i] for i, name in enumerate(band_names)}
-        out[start:start + batch] = segmenter(named, dem, glims_id=glims_id, dates=dates[start:start + batch])
-    return out
+        probs = segmenter(named, dem, glims_id=glims_id, dates=chunk_dates)
+        offset = 0
+        for k, a, b in parts:
+            outs[k][a:b] = probs[offset:offset + b - a]
+            offset += b - a
+    return outs
 
 
 def probabilities_on_grid(probs: np.ndarray, grid: GlacierGrid) -> np.ndarray:
@@ -111,71 +145,158 @@ def dem_at_chip_size(dem_path: str, grid: GlacierGrid, chip_size: int) -> np.nda
     return resize_stack(np.nan_to_num(dem, nan=float(np.nanmean(dem)))[None], chip_size).numpy()[0]
 
 
-@dataclass
-class GlacierProbabilities:
-    """A glacier's scene stack at chip size and the segmenter's glacier probabilities on it.
+#: A block of scenes may take ``max_stack_mb / _BLOCK_SHARE`` of stack-sized data. While a block is
+#: smoothed and segmented it holds a few arrays of its size (the smoothed bands, the input of both model
+#: passes, the halo's input in chunks), so blocks of an eighth of the budget keep the per-glacier peak
+#: near ``max_stack_mb`` for the stack plus about half of that for the block being worked on.
+_BLOCK_SHARE = 8
 
-    ``probs``: (T, S, S) from the temporally smoothed stack (what ``area_km2`` counts);
-    ``probs_raw``: from the unsmoothed stack (``area_km2_unsmoothed``): the same array when the
-    smoothing is ``none``, None when not asked for; ``support``: the smoothed weight (see
-    :func:`~glacierwatch.timeseries.stack.smooth_stack`); ``dates``: one per scene, in stack order.
+
+def block_length(n_scenes: int, bytes_per_scene: int, config: TimeseriesConfig) -> int:
+    """Scenes per block: ``config.max_stack_mb / 8`` worth of stack (``bytes_per_scene`` each),
+    rounded down to whole model batches (``config.batch_size``) and at least one batch; the whole
+    series when it is shorter."""
+    budget = float(config.max_stack_mb) * 2**20
+    batch = max(1, int(config.batch_size))
+    fit = int(budget / _BLOCK_SHARE / max(1, bytes_per_scene))
+    return max(1, min(n_scenes, max(batch, fit // batch * batch)))
+
+
+@contextlib.contextmanager
+def glacier_stack(scenes: pd.DataFrame, grid: GlacierGrid, outline: np.ndarray, *, config: TimeseriesConfig,
+                  chip_size: int = 128, threads: int = 2, scratch_dir: str | Path | None = None,
+                  glims_id: str = "glacier") -> Iterator[SceneStack]:
+    """Read a glacier's scenes (in :func:`prepare_glacier` order) into a chip-size :class:`SceneStack`.
+
+    The stack is in memory when it takes at most ``config.max_stack_mb`` MB (2^20 bytes), else in
+    memory-mapped files in a temporary folder ``.<glims_id>.stack-*`` inside ``scratch_dir`` (None:
+    the system's temporary folder), removed when the context ends, also on error. The raw bands are
+    read only for ``smoothing = seed``, the only mode using them.
+    """
+    keep_raw = config.smoothing == "seed"
+    per_scene = stack_bytes_per_scene(chip_size, len(COMMON_BANDS), keep_raw=keep_raw)
+    paths = list(scenes["path"])
+    if len(paths) * per_scene <= float(config.max_stack_mb) * 2**20:
+        yield read_stack(paths, grid, outline, size=chip_size, threads=threads, keep_raw=keep_raw)
+        return
+    if scratch_dir is not None:
+        Path(scratch_dir).mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix=f".{glims_id}.stack-", dir=scratch_dir)
+    try:
+        yield read_stack(paths, grid, outline, size=chip_size, threads=threads, keep_raw=keep_raw,
+                         scratch_dir=folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_stacks(scratch_dir: str | Path, glims_id: str) -> None:
+    """Delete temporary stack folders of ``glims_id`` left in ``scratch_dir`` by a killed run."""
+    for folder in Path(scratch_dir).glob(f".{glims_id}.stack-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class GlacierBlock:
+    """Scenes [start, stop) of a glacier: glacier probabilities at chip size and what goes with them.
+
+    ``probs``: (n, S, S) from the temporally smoothed stack (what ``area_km2`` counts); ``probs_raw``:
+    from the unsmoothed stack (``area_km2_unsmoothed``): the same array when smoothing changes nothing
+    (:func:`~glacierwatch.timeseries.stack.smoothing_is_identity`), None when not asked for;
+    ``support``: the smoothed weight (see :func:`~glacierwatch.timeseries.stack.smooth_stack`);
+    ``weight``: the observed share of each chip pixel.
     """
 
-    stack: SceneStack
-    support: np.ndarray
+    start: int
+    stop: int
     probs: np.ndarray
     probs_raw: np.ndarray | None
-    dates: list[Any]
+    support: np.ndarray
+    weight: np.ndarray
 
 
-def glacier_probabilities(glims_id: str, scenes: pd.DataFrame, *, grid: GlacierGrid, outline: np.ndarray,
-                          dem_small: np.ndarray | None, segmenter: Segmenter, config: TimeseriesConfig,
-                          chip_size: int = 128, threads: int = 2, unsmoothed: bool = True
-                          ) -> GlacierProbabilities:
-    """Read the scenes (already in :func:`prepare_glacier` order), smooth them over time
-    (``config.smoothing``, ``config.sigma``) and segment: glacier probabilities at chip size."""
-    stack = read_stack(list(scenes["path"]), grid, outline, size=chip_size, threads=threads)
-    smoothed, support = smooth_stack(stack, mode=config.smoothing, sigma=config.sigma)
-    dates = list(pd.to_datetime(scenes["date"]).dt.date)
-    probs = _segment(segmenter, smoothed, stack.band_names, dem_small, glims_id=glims_id, dates=dates,
-                     batch=config.batch_size)
-    if config.smoothing == "none":
-        probs_raw: np.ndarray | None = probs
-    elif unsmoothed:
-        probs_raw = _segment(segmenter, stack.bands, stack.band_names, dem_small, glims_id=glims_id,
-                             dates=dates, batch=config.batch_size)
-    else:
-        probs_raw = None
-    return GlacierProbabilities(stack, support, probs, probs_raw, dates)
+def segment_blocks(glims_id: str, stack: SceneStack, *, dates: Sequence[Any], dem_small: np.ndarray | None,
+                   segmenter: Segmenter, config: TimeseriesConfig, block: int | None = None,
+                   unsmoothed: bool = True) -> Iterator[GlacierBlock]:
+    """Smooth (``config.smoothing``, ``config.sigma``) and segment ``stack`` in blocks of ``block``
+    scenes (None: :func:`block_length`), one :class:`GlacierBlock` at a time, in order.
+
+    ``unsmoothed``: also segment the unsmoothed stack (a second model pass, batched with the first),
+    unless smoothing changes nothing, where the first pass serves both.
+    """
+    n = len(stack)
+    if block is None:
+        keep_raw = stack.raw is not None
+        block = block_length(n, stack_bytes_per_scene(stack.bands.shape[-1], len(stack.band_names),
+                                                      keep_raw=keep_raw), config)
+    same = smoothing_is_identity(config.smoothing, n, config.sigma)
+    for start in range(0, n, max(1, int(block))):
+        stop = min(n, start + max(1, int(block)))
+        smoothed, support = smooth_block(stack, start, stop, mode=config.smoothing, sigma=config.sigma)
+        stacks = [smoothed] if same or not unsmoothed else [smoothed, stack.bands[start:stop]]
+        probs = _segment(segmenter, stacks, stack.band_names, dem_small, glims_id=glims_id,
+                         dates=dates[start:stop], batch=config.batch_size)
+        probs_raw = probs[0] if same else (probs[1] if unsmoothed else None)
+        yield GlacierBlock(start, stop, probs[0], probs_raw, support, np.asarray(stack.weight[start:stop]))
+
+
+def smoothed_probabilities(glims_id: str, stack: SceneStack, indices: Sequence[int], *, dates: Sequence[Any],
+                           dem_small: np.ndarray | None, segmenter: Segmenter, config: TimeseriesConfig
+                           ) -> dict[int, np.ndarray]:
+    """The chip-size glacier probability (S, S) from the smoothed stack of each scene in ``indices``
+    (positions in ``stack``): the values :func:`segment_blocks` gives those scenes, computed for them
+    alone (smoothing reads only their neighbourhood; one model pass over just these images)."""
+    wanted = sorted(set(int(i) for i in indices))
+    if any(not 0 <= i < len(stack) for i in wanted):
+        raise IndexError(f"scene index outside a stack of {len(stack)} scenes")
+    if not wanted:
+        return {}
+    smoothed = np.concatenate([smooth_block(stack, i, i + 1, mode=config.smoothing, sigma=config.sigma)[0]
+                               for i in wanted])
+    (probs,) = _segment(segmenter, [smoothed], stack.band_names, dem_small, glims_id=glims_id,
+                        dates=[dates[i] for i in wanted], batch=config.batch_size)
+    return {i: probs[k] for k, i in enumerate(wanted)}
 
 
 def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, region_name: str,
                   grid: GlacierGrid | None, dem_path: str | None, segmenter: Segmenter,
-                  config: TimeseriesConfig, chip_size: int = 128, threads: int = 2) -> pd.DataFrame:
+                  config: TimeseriesConfig, chip_size: int = 128, threads: int = 2,
+                  scratch_dir: str | Path | None = None) -> pd.DataFrame:
     """Area of one glacier on every scene in ``scenes`` (columns path, date, satellite).
 
     ``grid``: the glacier grid every scene must be on; None takes the grid of the first scene file
     (scenes written by the imagery stage or the synthetic world all share their glacier's grid).
-    Returns one row per scene with the columns of :data:`AREA_COLUMNS`.
+    ``scratch_dir``: where a stack over ``config.max_stack_mb`` is kept on disk (see :func:`glacier_stack`).
+    Returns one row per scene with the columns of :data:`AREA_COLUMNS`; ``area_km2_unsmoothed`` is
+    NaN when ``config.unsmoothed`` is False (and smoothing is not ``none``).
     """
     scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, grid)
     region = count_region(geometry, grid, config.buffer_m)
     dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
-    result = glacier_probabilities(glims_id, scenes, grid=grid, outline=outline, dem_small=dem_small,
-                                   segmenter=segmenter, config=config, chip_size=chip_size, threads=threads)
-    stack, support, probs, probs_raw = result.stack, result.support, result.probs, result.probs_raw
-    assert probs_raw is not None
-    areas = _areas_on_grid(probs, grid, region, config.threshold)
-    areas_raw = areas if probs_raw is probs else _areas_on_grid(probs_raw, grid, region, config.threshold)
-
+    dates = list(pd.to_datetime(scenes["date"]).dt.date)
     # share of the outline (at chip size) that was not observed but got a value from its neighbours
     outline_small = resize_stack(outline.astype(np.float32)[None], chip_size).numpy()[0] >= 0.5
-    unobserved = stack.weight < 0.5
-    filled = unobserved & (support > 1e-6) if config.smoothing == "masked" else unobserved
     n_out = max(int(outline_small.sum()), 1)
-    filled_fraction = (filled & outline_small[None]).sum(axis=(1, 2)) / n_out
 
-    key = run_key(segmenter, config)
+    n = len(scenes)
+    areas = np.empty(n, dtype=np.float64)
+    areas_raw = np.full(n, np.nan, dtype=np.float64)
+    filled_fraction = np.zeros(n, dtype=np.float64)
+    with glacier_stack(scenes, grid, outline, config=config, chip_size=chip_size, threads=threads,
+                       scratch_dir=scratch_dir, glims_id=glims_id) as stack:
+        for blk in segment_blocks(glims_id, stack, dates=dates, dem_small=dem_small, segmenter=segmenter,
+                                  config=config, unsmoothed=computes_unsmoothed(config)):
+            rows = slice(blk.start, blk.stop)
+            areas[rows] = _areas_on_grid(blk.probs, grid, region, config.threshold)
+            if blk.probs_raw is blk.probs:
+                areas_raw[rows] = areas[rows]
+            elif blk.probs_raw is not None:
+                areas_raw[rows] = _areas_on_grid(blk.probs_raw, grid, region, config.threshold)
+            if config.smoothing != "none":
+                unobserved = blk.weight < 0.5
+                filled = unobserved & (blk.support > 1e-6) if config.smoothing == "masked" else unobserved
+                filled_fraction[rows] = (filled & outline_small[None]).sum(axis=(1, 2)) / n_out
+        valid_fraction = np.array(stack.valid_fraction, dtype=np.float64)
+
     return pd.DataFrame({
         "glims_id": glims_id,
         "region": region_name,
@@ -184,15 +305,13 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
         "scene": [str(p).rsplit("/", 1)[-1] for p in scenes["path"]],
         "area_km2": areas,
         "area_km2_unsmoothed": areas_raw,
-        "valid_fraction": stack.valid_fraction,
-        "filled_fraction": filled_fraction.astype(np.float64) if config.smoothing != "none" else 0.0,
+        "valid_fraction": valid_fraction,
+        "filled_fraction": filled_fraction,
         "pixel_area_m2": grid.pixel_area_m2,
         "segmenter": segmenter.name,
         "model_fingerprint": segmenter.fingerprint,
         "smoothing": config.smoothing,
         "sigma": float(config.sigma),
         "buffer_m": float(config.buffer_m) if config.buffer_m else np.nan,
-        "run_key": key,
+        "run_key": run_key(segmenter, config),
     }, columns=list(AREA_COLUMNS))
-
-

@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--buffer-m", help=f"count pixels within this distance of the outline, m, or 'none' (default {d.buffer_m:g})")
     run.add_argument("--scheduler", help="local, processes or tcp://HOST:PORT (Dask)")
     run.add_argument("--workers", type=int, help="Dask workers for --scheduler processes")
+    run.add_argument("--no-unsmoothed", dest="unsmoothed", action="store_false", default=None,
+                     help="skip area_km2_unsmoothed (left NaN): one model pass per scene instead of two")
+    run.add_argument("--max-stack-mb", type=float,
+                     help=f"larger per-glacier stacks go to a temporary file, MB (default {d.max_stack_mb:g})")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     run.set_defaults(func=_run)
 
@@ -52,7 +56,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = Config.from_toml(args.config) if args.config else Config()
     overrides = {k: v for k, v in {
         "segmenter": args.segmenter, "smoothing": args.smoothing, "sigma": args.sigma,
-        "scheduler": args.scheduler, "workers": args.workers,
+        "scheduler": args.scheduler, "workers": args.workers, "unsmoothed": args.unsmoothed,
+        "max_stack_mb": args.max_stack_mb,
     }.items() if v is not None}
     if args.buffer_m is not None:
         overrides["buffer_m"] = None if args.buffer_m.lower() == "none" else float(args.buffer_m)

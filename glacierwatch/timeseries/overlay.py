@@ -7,9 +7,10 @@ threshold contour, the inventory outline and the counting region (outline + ``bu
 glacier id, date, satellite and area.
 
 The probability is recomputed with the stage's own code (:func:`~glacierwatch.timeseries.areas.
-glacier_probabilities`) from the settings stored in the areas rows (segmenter, smoothing, sigma,
+smoothed_probabilities`) from the settings stored in the areas rows (segmenter, smoothing, sigma,
 buffer) and the glacier's scenes listed in ``<areas stem>.scenes.parquet``: the smoothed
-probability of a date depends on every scene of the series, so all of them are read again. The
+probability of a date depends on the scenes around it, so the series is read again (only the
+requested dates are smoothed and segmented). The
 area counted from the redrawn probability is compared with the table's; a difference (another
 model, threshold or scene list than the run's) is logged and shown in the title.
 """
@@ -43,7 +44,7 @@ from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import atomic_path, read_scene, read_table
 from glacierwatch.landsat import QA, QA_BAND, to_physical
 from glacierwatch.timeseries.areas import (
-    count_region, dem_at_chip_size, glacier_probabilities, prepare_glacier, probabilities_on_grid,
+    count_region, dem_at_chip_size, glacier_stack, prepare_glacier, probabilities_on_grid, smoothed_probabilities,
 )
 from glacierwatch.timeseries.run import TimeseriesOutputs, find_dem, inventory_row
 from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
@@ -222,18 +223,21 @@ def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: s
     scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, None)
     dem_path = find_dem(glims_id, dem_dir, segmenter)
     dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
-    probs = glacier_probabilities(glims_id, scenes, grid=grid, outline=outline, dem_small=dem_small,
-                                  segmenter=segmenter, config=run_config, chip_size=chip_size, threads=threads,
-                                  unsmoothed=False).probs
+    position = {Path(str(p)).name: i for i, p in enumerate(scenes["path"])}
+    dates_all = list(pd.to_datetime(scenes["date"]).dt.date)
+    with glacier_stack(scenes, grid, outline, config=run_config, chip_size=chip_size, threads=threads,
+                       glims_id=glims_id) as stack:
+        wanted = [position[name] for name in chosen["scene"]]
+        probs = smoothed_probabilities(glims_id, stack, wanted, dates=dates_all, dem_small=dem_small,
+                                       segmenter=segmenter, config=run_config)
     region = count_region(geometry, grid, run_config.buffer_m)
     outline_xy = to_grid_crs(geometry, grid)
     region_xy = outline_xy.buffer(run_config.buffer_m) if run_config.buffer_m else None
-    position = {Path(str(p)).name: i for i, p in enumerate(scenes["path"])}
 
     out = []
     for row in chosen.itertuples(index=False):
         i = position[row.scene]
-        probability = probabilities_on_grid(probs[i:i + 1], grid)[0]
+        probability = probabilities_on_grid(probs[i][None], grid)[0]
         redrawn = float(((probability > run_config.threshold) & region).sum() * grid.pixel_area_m2 / 1e6)
         rgb, fill = _true_colour(scenes["path"].iloc[i])
         item = OverlayScene(glims_id=glims_id, date=row.date, satellite=str(row.satellite), scene=str(row.scene),

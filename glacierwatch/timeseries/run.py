@@ -8,7 +8,10 @@ Outputs (``OUT`` = e.g. ``areas.parquet``):
   is done: a killed run started again skips the glaciers whose part exists with the same settings
   (``run_key``) and finishes with every glacier exactly once;
 * ``<OUT stem>.scenes.parquet`` — the scenes selected for the run (the catalog's inference filter);
-* ``<OUT stem>.failures.jsonl`` — the ledger: one line per failed glacier (error class, message).
+* ``<OUT stem>.failures.jsonl`` — the ledger: one line per failed glacier (error class, message);
+* ``<OUT stem>.parts/.<GLIMS_ID>.stack-*/`` — while a glacier whose stack exceeds
+  ``TimeseriesConfig.max_stack_mb`` is processed: its chip-size stack as memory-mapped files (removed
+  when the glacier is done or fails, and by the next run if the process was killed).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from glacierwatch.errors import InputError
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import read_table, write_table
 from glacierwatch.tasks import TaskReport, run_per_glacier
-from glacierwatch.timeseries.areas import AREA_COLUMNS, glacier_areas, run_key
+from glacierwatch.timeseries.areas import AREA_COLUMNS, glacier_areas, remove_stale_stacks, run_key
 from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
 
 log = logging.getLogger(__name__)
@@ -88,15 +91,20 @@ def find_dem(glims_id: str, dem_dir: str | Path | None, segmenter: Segmenter) ->
 def _glacier_task(glims_id: str, *, scenes_path: str, inventory_path: str, dem_dir: str | None,
                   parts_dir: str, spec: SegmenterSpec | None, segmenter: Segmenter | None,
                   config: TimeseriesConfig, chip_size: int) -> int:
-    """One glacier: read its scenes and outline, compute its areas, write its part atomically."""
+    """One glacier: read its scenes and outline, compute its areas, write its part atomically.
+
+    A stack too long for memory (``config.max_stack_mb``) goes to a temporary folder in ``parts_dir``,
+    removed afterwards; one left there by a killed run of this glacier is removed first.
+    """
     validate_glims_id(glims_id)
+    remove_stale_stacks(parts_dir, glims_id)
     seg = segmenter if segmenter is not None else make_segmenter(spec)  # type: ignore[arg-type]
     scenes = pd.read_parquet(scenes_path, filters=[("glims_id", "==", glims_id)])
     row = inventory_row(inventory_path, glims_id)
     dem_path = find_dem(glims_id, dem_dir, seg)
     areas = glacier_areas(glims_id, scenes, geometry=row.geometry, region_name=str(row["region"]),
                           grid=None, dem_path=dem_path, segmenter=seg,
-                          config=config, chip_size=chip_size)
+                          config=config, chip_size=chip_size, scratch_dir=parts_dir)
     write_table(areas, Path(parts_dir) / f"{glims_id}.parquet")
     return len(areas)
 

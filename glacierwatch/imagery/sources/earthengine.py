@@ -171,7 +171,8 @@ class EarthEngineSource:
         before any glacier starts); credentials are checked lazily, on the first request."""
         if kw.get("client") is None and not ee_available():
             raise SourceUnavailableError(f"the Earth Engine source needs earthengine-api: {INSTALL_HINT}")
-        return cls(config=cfg, **kw)
+        options = {"endpoint": cfg.endpoint, "request_timeout_s": cfg.request_timeout_s, **kw}
+        return cls(config=cfg, **options)
 
     def __repr__(self) -> str:
         return f"EarthEngineSource({self.client!r})"

@@ -473,8 +473,10 @@ class StacSource:
     @classmethod
     def from_config(cls, cfg: StacConfig, **kw: Any) -> StacSource:
         """A source from the ``[imagery.stac]`` section; ``kw`` are the extra constructor options."""
-        return cls(api_url=cfg.api_url, collection=cfg.collection, dem_collection=cfg.dem_collection,
-                   signing=cfg.signing, page_size=cfg.page_size, max_retries=cfg.max_retries, **kw)
+        options = {"api_url": cfg.api_url, "collection": cfg.collection, "dem_collection": cfg.dem_collection,
+                   "signing": cfg.signing, "page_size": cfg.page_size, "max_retries": cfg.max_retries,
+                   "http_timeout_s": cfg.http_timeout_s, "requester_pays": cfg.requester_pays, **kw}
+        return cls(**options)
 
     # -------------------------------------------------------------- search
 
