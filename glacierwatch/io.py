@@ -54,6 +54,40 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
 
 
+def append_json_line(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
+    """Append one JSON record as a line (ledgers, manifests) and flush it to disk.
+
+    A line torn by a killed writer is never glued to the next record: if the file does not end in a
+    newline, one is written first. Callers appending from several threads hold their own lock.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(dict(record), sort_keys=True, default=str).encode() + b"\n"
+    with open(target, "ab") as fh:
+        if fh.tell() > 0:
+            with open(target, "rb") as check:
+                check.seek(-1, os.SEEK_END)
+                if check.read(1) != b"\n":
+                    line = b"\n" + line
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_json_lines(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (empty if it does not exist); a torn line is skipped."""
+    target = Path(path)
+    if not target.exists():
+        return []
+    rows = []
+    for line in target.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 # ---------------------------------------------------------------- rasters
 
 def write_raster(path: str | os.PathLike[str], data: np.ndarray, grid: GlacierGrid, *,

@@ -10,16 +10,16 @@ With ``scheduler="processes"`` or ``"tcp://host:port"`` the same tasks run on Da
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from glacierwatch.io import append_json_line, read_json_lines
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +39,20 @@ class TaskReport:
                 f"{len(self.failed)} failed")
 
 
-def append_ledger(ledger: str | os.PathLike[str], *, glims_id: str, stage: str, error: BaseException) -> None:
-    """Append one failure record (a JSON line) to the ledger file."""
-    path = Path(ledger)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {
+def append_ledger(ledger: str | os.PathLike[str], *, glims_id: str, stage: str, error: BaseException,
+                  **extra: Any) -> None:
+    """Append one failure record (a JSON line: glims_id, stage, error_class, message, time, plus
+    ``extra`` fields a stage adds, e.g. the scene) to the ledger file."""
+    append_json_line(ledger, {
         "glims_id": glims_id, "stage": stage, "error_class": type(error).__name__,
         "message": str(error), "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+        **extra,
+    })
 
 
-def read_ledger(ledger: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """All failure records of a ledger (empty if it does not exist)."""
-    path = Path(ledger)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_ledger(ledger: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All failure records of a ledger (empty if it does not exist; a line torn by a kill is skipped)."""
+    return read_json_lines(ledger)
 
 
 def _call(func: Callable[..., Any], glims_id: str, kwargs: dict[str, Any]) -> tuple[str, bool, Any]:

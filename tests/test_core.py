@@ -190,3 +190,15 @@ def test_cli_init_writes_loadable_config(tmp_path: Path) -> None:
     assert cli.main(["init", str(path)]) == 0
     assert Config.from_toml(path).train.learning_rate == 1e-5
     assert cli.main(["init", str(path)]) == 2  # refuses to overwrite
+
+
+def test_ledger_survives_a_line_torn_by_a_kill(tmp_path: Path) -> None:
+    from glacierwatch.tasks import append_ledger
+
+    ledger = tmp_path / "failures.jsonl"
+    append_ledger(ledger, glims_id="G1", stage="s", error=ValueError("a"))
+    with open(ledger, "a", encoding="utf-8") as fh:
+        fh.write('{"glims_id": "G2", "sta')  # the writer was killed mid-line
+    append_ledger(ledger, glims_id="G3", stage="s", error=ValueError("c"), scene="x.tif")
+    rows = read_ledger(ledger)
+    assert [r["glims_id"] for r in rows] == ["G1", "G3"] and rows[1]["scene"] == "x.tif"

@@ -42,8 +42,8 @@ from glacierwatch.imagery.records import GlacierRequest, SceneRecord, requests_f
 from glacierwatch.imagery.sources import make_source
 from glacierwatch.imagery.sources.base import ImagerySource, SourceAuthError
 from glacierwatch.imagery.standard import dem_path, mosaic, write_dem, write_standard_scene
-from glacierwatch.io import write_json
-from glacierwatch.tasks import TaskReport, read_ledger, run_per_glacier
+from glacierwatch.io import append_json_line, read_json_lines, write_json
+from glacierwatch.tasks import TaskReport, append_ledger, read_ledger, run_per_glacier
 
 log = logging.getLogger(__name__)
 
@@ -155,50 +155,28 @@ def _now() -> str:
 
 
 class _Journal:
-    """Appends manifest lines and ledger lines (JSON lines; a torn last line is ignored on reading)."""
+    """Appends a glacier's manifest lines and its failure-ledger lines (from the reading threads)."""
 
     def __init__(self, paths: FetchPaths, glims_id: str, source: str, mode: str) -> None:
         self.paths, self.glims_id, self.source, self.mode = paths, glims_id, source, mode
         self.lock = threading.Lock()
 
-    def _append(self, path: Path, record: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock, open(path, "ab") as fh:
-            line = json.dumps(record, sort_keys=True).encode() + b"\n"
-            if fh.tell() > 0:
-                with open(path, "rb") as check:  # a torn last line (killed mid-write) must stay alone
-                    check.seek(-1, os.SEEK_END)
-                    if check.read(1) != b"\n":
-                        line = b"\n" + line
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
-
     def written(self, file: Path, group: Sequence[SceneRecord]) -> None:
-        self._append(self.paths.manifest(self.glims_id), {
-            "scene": file.name, "date": group[0].date.isoformat(), "satellite": group[0].satellite,
-            "source": self.source, "scene_ids": [r.scene_id for r in group], "bytes": file.stat().st_size,
-            "time": _now()})
+        with self.lock:
+            append_json_line(self.paths.manifest(self.glims_id), {
+                "scene": file.name, "date": group[0].date.isoformat(), "satellite": group[0].satellite,
+                "source": self.source, "scene_ids": [r.scene_id for r in group], "bytes": file.stat().st_size,
+                "time": _now()})
 
     def failed(self, scene: str | None, scene_ids: Sequence[str], error: BaseException) -> None:
-        self._append(self.paths.ledger, {
-            "glims_id": self.glims_id, "stage": "imagery", "mode": self.mode, "source": self.source,
-            "scene": scene, "scene_ids": list(scene_ids), "error_class": type(error).__name__,
-            "message": str(error), "time": _now()})
+        with self.lock:
+            append_ledger(self.paths.ledger, glims_id=self.glims_id, stage="imagery", error=error,
+                          mode=self.mode, source=self.source, scene=scene, scene_ids=list(scene_ids))
 
 
 def read_manifest(paths: FetchPaths, glims_id: str) -> list[dict[str, Any]]:
     """The manifest lines of a glacier (a torn last line from a killed run is skipped)."""
-    path = paths.manifest(glims_id)
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return read_json_lines(paths.manifest(glims_id))
 
 
 def fetch_glacier(glims_id: str, *, request: GlacierRequest, source_factory: Callable[[], ImagerySource],
