@@ -51,7 +51,6 @@ import rasterio
 from pyproj import CRS
 from rasterio.errors import RasterioError
 from rasterio.warp import Resampling, transform_bounds
-from rasterio.windows import Window, from_bounds
 
 from glacierwatch.catalog.metadata import (
     SIDECAR_SUFFIXES, MetadataError, ProviderRecord, deduplicate, parse_metadata_file,
@@ -61,7 +60,7 @@ from glacierwatch.errors import ConfigError, DatasetNotFoundError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.records import GlacierRequest, SceneRecord
 from glacierwatch.imagery.sources.base import SourceError
-from glacierwatch.imagery.standard import normalise_fill, warp_to_grid
+from glacierwatch.imagery.standard import grid_window, normalise_fill, warp_to_grid
 from glacierwatch.landsat import (
     FILL_DN, QA, QA_BAND, QA_CONFIDENCE_SHIFT, REFLECTIVE_BANDS, SCENE_BANDS, SENSORS, THERMAL_BAND,
     common_band_name, kelvin_to_dn, reflectance_to_dn,
@@ -557,7 +556,7 @@ class LocalSource:
                 if src.crs is None:
                     raise SourceError(f"{path}: the GeoTIFF has no CRS")
                 indexes = [self.band_map[n].resolve(src.descriptions, src.count, str(path)) for n in names]
-                window = grid_window(src, grid)
+                window = grid_window(src, grid, pad=_PAD_PX)
                 if window is None:  # the file's footprint misses the grid: nothing observed
                     empty = {n: np.zeros(grid.shape, np.uint16) for n in (*names, QA_BAND)}
                     return normalise_fill(empty)
@@ -624,7 +623,7 @@ class LocalSource:
             with rasterio.open(path) as src:
                 if src.crs is None:
                     raise SourceError(f"{path}: the DEM GeoTIFF has no CRS")
-                window = grid_window(src, grid)
+                window = grid_window(src, grid, pad=_PAD_PX)
                 if window is None:
                     return np.full(grid.shape, np.nan, dtype=np.float32)
                 data = src.read(1, window=window).astype(np.float32)
@@ -643,25 +642,6 @@ class LocalSource:
 
 # ------------------------------------------------------------------ helpers
 
-def grid_window(src: Any, grid: GlacierGrid, pad: int = _PAD_PX) -> Window | None:
-    """The window of an open raster covering ``grid`` (bounds transformed into the raster's CRS with
-    densified edges, plus ``pad`` pixels), clipped to the raster; None if they do not overlap."""
-    bounds = grid.bounds
-    src_crs = CRS.from_user_input(src.crs.to_wkt())
-    if src_crs != CRS.from_user_input(grid.crs):
-        bounds = transform_bounds(CRS.from_user_input(grid.crs), src_crs, *bounds, densify_pts=21)
-    win = from_bounds(*bounds, transform=src.transform)
-    col0 = int(np.floor(win.col_off)) - pad
-    row0 = int(np.floor(win.row_off)) - pad
-    col1 = int(np.ceil(win.col_off + win.width)) + pad
-    row1 = int(np.ceil(win.row_off + win.height)) + pad
-    col0, row0 = max(col0, 0), max(row0, 0)
-    col1, row1 = min(col1, src.width), min(row1, src.height)
-    if col1 <= col0 or row1 <= row0:
-        return None
-    return Window(col0, row0, col1 - col0, row1 - row0)
-
-
 def cloud_cover_pct(qa: np.ndarray) -> float | None:
     """% of the observed (non-fill) pixels of a QA_PIXEL array with the cloud bit set; None if none observed."""
     qa = np.asarray(qa, dtype=np.uint16)
@@ -673,5 +653,5 @@ def cloud_cover_pct(qa: np.ndarray) -> float | None:
     return round(100.0 * cloudy / n, 4)
 
 
-__all__ = ["LocalSource", "c1_bqa_to_qa_pixel", "cloud_cover_pct", "date_from_name", "grid_window",
+__all__ = ["LocalSource", "c1_bqa_to_qa_pixel", "cloud_cover_pct", "date_from_name",
            "parse_band_map", "qa_from_validity", "satellite_from_name"]

@@ -635,9 +635,7 @@ class StacSource:
 
     def _read_band(self, href: str, grid: GlacierGrid, what: str) -> np.ndarray:
         """One band asset on ``grid``: uint16 DN, fill 0 (nearest neighbour, via warp_to_grid)."""
-        from rasterio.warp import transform_bounds
-
-        from glacierwatch.imagery.standard import warp_to_grid
+        from glacierwatch.imagery.standard import grid_window, warp_to_grid
 
         def read(ds: Any) -> np.ndarray:
             if ds.crs is None:
@@ -645,7 +643,7 @@ class StacSource:
             dtype = np.dtype(ds.dtypes[0])
             if dtype.kind != "u" or dtype.itemsize > 2:
                 raise SourceError(f"{what}: asset is {dtype}, not uint16 Collection 2 digital numbers")
-            window = self._window(ds, transform_bounds(grid.crs, ds.crs, *grid.bounds, densify_pts=21))
+            window = grid_window(ds, grid, pad=self.margin_px)
             if window is None:  # the asset does not reach the grid: all fill
                 return np.full(grid.shape, FILL_DN, dtype=np.uint16)
             data = ds.read(1, window=window).astype(np.uint16, copy=False)
@@ -653,23 +651,6 @@ class StacSource:
                                 src_nodata=FILL_DN, dst_nodata=FILL_DN)
 
         return self._with_assets([href], what, lambda datasets: read(datasets[0]))
-
-    def _window(self, ds: Any, bounds: Sequence[float]) -> Any:
-        """The pixel window of ``ds`` covering ``bounds`` (in its CRS) plus ``margin_px``, clipped to the
-        raster; None when they do not overlap."""
-        from rasterio.windows import Window
-
-        inverse = ~ds.transform
-        left, bottom, right, top = bounds
-        cols, rows = zip(*(inverse @ (x, y) for x, y in ((left, top), (right, top), (left, bottom), (right, bottom))),
-                         strict=True)
-        col0 = max(0, math.floor(min(cols)) - self.margin_px)
-        row0 = max(0, math.floor(min(rows)) - self.margin_px)
-        col1 = min(ds.width, math.ceil(max(cols)) + self.margin_px)
-        row1 = min(ds.height, math.ceil(max(rows)) + self.margin_px)
-        if col1 <= col0 or row1 <= row0:
-            return None
-        return Window(col0, row0, col1 - col0, row1 - row0)
 
     def read(self, record: SceneRecord, grid: GlacierGrid) -> dict[str, np.ndarray]:
         """The scene's bands on ``grid`` (uint16 DN; ``coastal`` too on Landsat 8/9 when the item has it)."""
