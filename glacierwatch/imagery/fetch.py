@@ -272,6 +272,13 @@ def _is_done(paths: FetchPaths, mode: str, keys: dict[str, str]) -> Callable[[st
 
 _SOURCES: dict[str, ImagerySource] = {}
 _SOURCES_LOCK = threading.Lock()
+#: The settings of a source section that decide what a search finds (others, such as credentials,
+#: limits and timeouts, do not, and changing them must not search again); None = all of them.
+_SEARCH_SETTINGS: dict[str, tuple[str, ...] | None] = {
+    "earthengine": ("dem_collection",),
+    "stac": ("api_url", "collection", "dem_collection"),
+    "local": None,
+}
 
 
 @dataclass(frozen=True)
@@ -283,8 +290,16 @@ class _SourceFactory:
     config: ImageryConfig
 
     def settings(self) -> Any:
+        """The source section's settings (all of them: one source instance per distinct section)."""
         section = getattr(self.config, self.name, None)
         return dataclasses.asdict(section) if dataclasses.is_dataclass(section) else None
+
+    def search_settings(self) -> Any:
+        """The settings that decide what a search finds (part of every plan's request key)."""
+        settings, wanted = self.settings(), _SEARCH_SETTINGS.get(self.name)
+        if settings is None or wanted is None:
+            return settings
+        return {k: v for k, v in settings.items() if k in wanted}
 
     def __call__(self) -> ImagerySource:
         key = json.dumps([self.name, self.settings()], sort_keys=True, default=str)
@@ -316,9 +331,9 @@ def fetch_imagery(inventory: str | os.PathLike[str], out: str | os.PathLike[str]
     requests = requests_from_inventory(inventory, mode=mode, start=start, end=end, window_days=window_days,
                                        glaciers=list(glaciers) if glaciers else None, max_cloud_cover=cloud)
     factory = source_factory or _SourceFactory(name, config)
-    if source_factory is None:
-        factory()  # fail fast (missing client library, bad settings) before any task starts
-    source_name = factory().name if source_factory is not None else name
+    # built here once (and kept per process): a missing client library or a bad setting fails now,
+    # before any glacier starts
+    source_name = factory().name
     write_json(paths.state / SETTINGS_FILE, {
         "inventory": str(Path(inventory).resolve()), "source": source_name, "mode": mode,
         "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
@@ -327,11 +342,7 @@ def fetch_imagery(inventory: str | os.PathLike[str], out: str | os.PathLike[str]
         # so that retry-failed reads from the same place
         "imagery": dataclasses.asdict(config)})
     by_id = {r.glims_id: r for r in requests}
-    settings = factory.settings() if isinstance(factory, _SourceFactory) else None
-    if settings is not None and name == "earthengine":
-        settings = {k: v for k, v in settings.items() if k in ("dem_collection",)}  # not credentials or limits
-    elif settings is not None and name == "stac":
-        settings = {k: v for k, v in settings.items() if k in ("api_url", "collection", "dem_collection")}
+    settings = factory.search_settings() if isinstance(factory, _SourceFactory) else None
     keys = {gid: request_key(r, source_name, settings) for gid, r in by_id.items()}
 
     return run_per_glacier(
