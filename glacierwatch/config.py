@@ -177,14 +177,32 @@ class TimeseriesConfig:
     """Per-glacier area time series."""
 
     segmenter: str = _opt("unet", "unet (the trained model) or ndsi (NDSI > 0.4 baseline)")
-    smoothing: str = _opt("masked", "masked (cloud/shadow/fill excluded, weights renormalised), seed (plain), none")
-    sigma: float = _opt(20.0, "Gaussian smoothing over time, in images (not days)")
+    smoothing: str = _opt("none", "none (default: annual areas from several end-of-season scenes fill gaps "
+                                  "instead; see docs/timeseries.md), time (Gaussian over dates, sigma_days, "
+                                  "cloud/shadow/fill excluded), masked (Gaussian over images, sigma), seed "
+                                  "(the paper's plain smoothing over images)")
+    sigma: float = _opt(20.0, "smoothing masked/seed: Gaussian sigma in images (the paper's 20)")
+    sigma_days: float = _opt(30.0, "smoothing time: Gaussian sigma in days (scenes within 4 sigma contribute)")
     threshold: float = _opt(0.5, "glacier probability threshold")
-    buffer_m: float | None = _opt(500.0, "count glacier pixels only within this distance of the outline, m (none: whole box)")
+    buffer_m: float | None = _opt(500.0, "count glacier pixels within this distance of the outline, m, and only "
+                                         "in the glacier's own territory (no neighbour's ice; 0 = the outline "
+                                         "itself; none = the whole box, the seed's)")
+    season: str = _opt("end_of_ablation", "scenes counted in the annual areas: end_of_ablation (northern "
+                                          "months season_months_north, southern season_months_south, all "
+                                          "months within tropics_lat of the equator), seed (May-Oct / "
+                                          "Nov-Apr, the paper's window) or all")
+    season_months_north: list[int] = _opt([8, 9, 10], "end_of_ablation season, northern hemisphere (months)")
+    season_months_south: list[int] = _opt([2, 3, 4], "end_of_ablation season, southern hemisphere (months)")
+    tropics_lat: float = _opt(23.5, "within this latitude (degrees) there is no single ablation season: all months")
+    min_valid_fraction: float = _opt(0.9, "a scene counts in the annual areas only if at least this share of "
+                                          "the outline was observed (no cloud, shadow, fill, SLC-off gap)")
+    annual_statistic: str = _opt("median", "annual area from a year's counted scenes: median, min, q25 "
+                                           "(25th percentile), mean or least_snow (the scene with the least "
+                                           "snow off the glacier)")
+    interval_spread: float = _opt(0.25, "per-scene interval: glacier areas at threshold -/+ this probability")
     batch_size: int = _opt(32, "images per model call")
-    unsmoothed: bool = _opt(True, "also compute area_km2_unsmoothed (the area without temporal smoothing): a second "
-                                  "model pass per scene, about doubling the segmentation time; false leaves that "
-                                  "column NaN (with smoothing = none both areas come from one pass anyway)")
+    unsmoothed: bool = _opt(False, "also compute area_km2_unsmoothed with smoothing on: a second model pass "
+                                   "per scene (with smoothing none it is the same pass, always filled)")
     max_stack_mb: float = _opt(1024.0, "largest per-glacier scene stack (at chip size, ~0.5 MB a scene) held in "
                                        "memory, MB; a longer one goes to a temporary file beside the output. Scenes "
                                        "are smoothed, segmented and counted in blocks of max_stack_mb / 8 (same areas)")

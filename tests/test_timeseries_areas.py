@@ -96,7 +96,7 @@ def test_ndsi_series_with_cloud_and_neighbouring_ice(series) -> None:
     scenes, truth = series
     outline = _outline(1000.0)
     # buffered count: the neighbouring patch (far from the outline) is left out
-    cfg = TimeseriesConfig(smoothing="masked", sigma=1.0, buffer_m=500.0)
+    cfg = TimeseriesConfig(smoothing="masked", sigma=1.0, buffer_m=500.0, unsmoothed=True)
     areas = glacier_areas("G007000E46000N", scenes, geometry=outline, region_name="Europe", grid=GRID,
                           dem_path=None, segmenter=NDSISegmenter(), config=cfg)
     assert list(areas.columns)[:6] == ["glims_id", "region", "date", "satellite", "scene", "area_km2"]
@@ -114,15 +114,40 @@ def test_ndsi_series_with_cloud_and_neighbouring_ice(series) -> None:
     assert np.all(extra > 0.2)
 
 
-def test_scene_on_another_grid_is_refused(series, tmp_path: Path) -> None:
-    scenes, _ = series
-    other = GlacierGrid("EPSG:32632", 350030.0, 5100000.0, 30.0, 150, 120)
-    bad = tmp_path / "G007000E46000N_2015-08-01_L8_C02_T1_L2_SR.tif"
-    write_raster(bad, np.ones((8, *other.shape), np.uint16), other, band_names=list(SCENE_BANDS), nodata=0)
-    mixed = pd.concat([scenes, pd.DataFrame([{"path": str(bad), "date": dt.date(2015, 8, 1), "satellite": "L8"}])])
-    with pytest.raises(InputError, match="differs from the glacier grid"):
-        glacier_areas("G007000E46000N", mixed, geometry=_outline(1000.0), region_name="Europe", grid=GRID,
-                      dem_path=None, segmenter=NDSISegmenter(), config=TimeseriesConfig())
+def test_bad_scenes_are_isolated_and_shifted_scenes_are_put_on_the_grid(series, tmp_path: Path) -> None:
+    """The glacier's grid comes from the caller (the inventory), never from a scene: a scene one pixel
+    off the grid is put onto it and measured, a scene elsewhere and an unreadable file are kept with
+    their reason and no area, and every good scene is measured as before."""
+    scenes, truth = series
+    shifted_grid = GlacierGrid("EPSG:32632", 350030.0, 5100030.0, 30.0, 160, 130)
+    rows, cols = np.mgrid[0:shifted_grid.height, 0:shifted_grid.width]
+    x = shifted_grid.x0 + (cols + 0.5) * 30.0
+    y = shifted_grid.y0 - (rows + 0.5) * 30.0
+    disc = (x - CENTER[0]) ** 2 + (y - CENTER[1]) ** 2 <= 1000.0**2
+    layers = [reflectance_to_dn(np.where(disc, ICE[b], ROCK[b])) for b in SCENE_BANDS[:6]]
+    layers += [kelvin_to_dn(np.where(disc, 270.0, 285.0)), np.full(disc.shape, int(QA.CLEAR), np.uint16)]
+    shifted = tmp_path / "G007000E46000N_2015-08-01_L8_C02_T1_L2_SR.tif"
+    write_raster(shifted, np.stack(layers).astype(np.uint16), shifted_grid, band_names=list(SCENE_BANDS), nodata=0)
+    far_grid = GlacierGrid("EPSG:32633", 350000.0, 5100000.0, 30.0, 150, 120)
+    far = tmp_path / "G007000E46000N_2015-08-02_L8_C02_T1_L2_SR.tif"
+    write_raster(far, np.ones((8, *far_grid.shape), np.uint16), far_grid, band_names=list(SCENE_BANDS), nodata=0)
+    broken = tmp_path / "G007000E46000N_2015-08-03_L8_C02_T1_L2_SR.tif"
+    broken.write_bytes(b"not a GeoTIFF")
+    extra = pd.DataFrame([{"path": str(f), "date": dt.date(2015, 8, d), "satellite": "L8"}
+                          for f, d in ((shifted, 1), (far, 2), (broken, 3))])
+    areas = glacier_areas("G007000E46000N", pd.concat([scenes, extra]), geometry=_outline(1000.0),
+                          region_name="Europe", grid=GRID, dem_path=None, segmenter=NDSISegmenter(),
+                          config=TimeseriesConfig(smoothing="none", buffer_m=500.0))
+    by_scene = areas.set_index("scene")
+    assert by_scene.loc[shifted.name, "skip_reason"] == ""
+    assert by_scene.loc[shifted.name, "area_km2"] == pytest.approx(np.pi * 1.0**2, rel=0.03)
+    assert "does not overlap" in by_scene.loc[far.name, "skip_reason"]
+    assert by_scene.loc[broken.name, "skip_reason"].startswith("SceneReadError")
+    assert np.isnan(by_scene.loc[[far.name, broken.name], "area_km2"]).all()
+    assert not by_scene.loc[[far.name, broken.name], "use"].any()
+    good = areas[~areas["scene"].isin([shifted.name, far.name, broken.name])]
+    clear = good.index != 5
+    assert np.allclose(good.loc[clear, "area_km2"], np.array(truth)[clear], rtol=0.02)
 
 
 def test_outline_outside_grid_is_an_error(series) -> None:

@@ -179,7 +179,7 @@ class RecordingSegmenter:
 
 
 def _areas(series: pd.DataFrame, seg: RecordingSegmenter, **settings: Any) -> pd.DataFrame:
-    cfg = TimeseriesConfig(segmenter="ndsi", buffer_m=300.0, **settings)
+    cfg = TimeseriesConfig(segmenter="ndsi", buffer_m=300.0, **{"unsmoothed": True, **settings})
     return glacier_areas(GLIMS_ID, series, geometry=_outline(700.0), region_name="Europe", grid=GRID,
                          dem_path=None, segmenter=seg, config=cfg, scratch_dir=seg.scratch)
 
@@ -261,7 +261,8 @@ def test_cli_flags_reach_the_stage(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setattr(run_module, "run_timeseries", fake_run)
     common = ["timeseries", "run", "--catalog", "c", "--inventory", "i", "--out", str(tmp_path / "a.parquet"),
               "--segmenter", "ndsi"]
-    for extra, unsmoothed, mb in ((["--no-unsmoothed", "--max-stack-mb", "64"], False, 64.0), ([], True, 1024.0)):
+    for extra, unsmoothed, mb in ((["--no-unsmoothed", "--max-stack-mb", "64"], False, 64.0),
+                                  (["--unsmoothed"], True, 1024.0), ([], False, 1024.0)):
         args = build_parser().parse_args(common + extra)
         assert args.func(args) == 0
         assert seen["config"].unsmoothed is unsmoothed and seen["config"].max_stack_mb == mb

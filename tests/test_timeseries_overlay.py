@@ -19,7 +19,7 @@ from glacierwatch.synth import WorldInfo, true_mask
 from glacierwatch.timeseries import OracleSegmenter, glacier_areas
 
 CATALOG_CONFIG = CatalogConfig(min_inference_scenes=3, min_pixels=1000)
-TS_CONFIG = TimeseriesConfig(segmenter="ndsi", sigma=3.0)
+TS_CONFIG = TimeseriesConfig(segmenter="ndsi", smoothing="masked", sigma=3.0)
 
 
 @pytest.fixture(scope="module")

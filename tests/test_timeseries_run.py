@@ -19,7 +19,7 @@ from glacierwatch.config import CatalogConfig, TimeseriesConfig
 from glacierwatch.synth import WorldInfo
 
 CATALOG_CONFIG = CatalogConfig(min_inference_scenes=3, min_pixels=1000)
-TS_CONFIG = TimeseriesConfig(segmenter="ndsi", sigma=3.0)
+TS_CONFIG = TimeseriesConfig(segmenter="ndsi", smoothing="masked", sigma=3.0)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ import sys, dataclasses
 from glacierwatch.config import CatalogConfig, TimeseriesConfig
 from glacierwatch.timeseries import run_timeseries
 run_timeseries(catalog=sys.argv[1], inventory=sys.argv[2], out=sys.argv[3], dem_dir=sys.argv[4],
-               config=TimeseriesConfig(segmenter="ndsi", sigma=3.0),
+               config=TimeseriesConfig(segmenter="ndsi", smoothing="masked", sigma=3.0),
                catalog_config=CatalogConfig(min_inference_scenes=3, min_pixels=1000), progress=False)
 """
 
@@ -121,7 +121,7 @@ def test_local_cluster_with_two_workers_equals_in_process(prepared, tmp_path: Pa
 def test_single_pass_and_disk_stacks_through_the_stage(prepared, tmp_path: Path) -> None:
     """``unsmoothed = False`` and a stack budget below one scene: the same smoothed areas as the default
     run, NaN unsmoothed areas, no stack folder left in the parts, and run keys that keep the two apart."""
-    reference = _run(prepared, tmp_path / "ref" / "areas.parquet").areas
+    reference = _run(prepared, tmp_path / "ref" / "areas.parquet", unsmoothed=True).areas
     out = tmp_path / "one" / "areas.parquet"
     parts = out.with_suffix("").with_name("areas.parts")
     parts.mkdir(parents=True)
@@ -140,4 +140,4 @@ def test_single_pass_and_disk_stacks_through_the_stage(prepared, tmp_path: Path)
     # the memory budget does not change the numbers, so it does not make the parts stale
     assert _run(prepared, out, unsmoothed=False).report.done == []
     # with the unsmoothed areas asked for again, every glacier is recomputed
-    assert len(_run(prepared, out).report.done) == n
+    assert len(_run(prepared, out, unsmoothed=True).report.done) == n

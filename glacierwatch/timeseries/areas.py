@@ -43,9 +43,10 @@ from glacierwatch.timeseries.stack import (
 )
 
 AREA_COLUMNS = (
-    "glims_id", "region", "date", "satellite", "scene", "area_km2", "area_km2_unsmoothed",
-    "valid_fraction", "filled_fraction", "pixel_area_m2", "segmenter", "model_fingerprint",
-    "smoothing", "sigma", "buffer_m", "run_key",
+    "glims_id", "region", "date", "satellite", "scene", "area_km2", "area_km2_low", "area_km2_high",
+    "area_km2_unsmoothed", "valid_fraction", "filled_fraction", "snow_fraction", "season_ok", "use",
+    "skip_reason", "pixel_area_m2", "segmenter", "model_fingerprint", "smoothing", "sigma", "buffer_m",
+    "run_key",
 )
 
 
@@ -66,14 +67,37 @@ def computes_unsmoothed(config: TimeseriesConfig) -> bool:
     return bool(config.unsmoothed) or config.smoothing == "none"
 
 
+def smoothing_sigma(config: TimeseriesConfig) -> float:
+    """The sigma the smoothing uses: days for ``time``, images for ``masked``/``seed``, 0 for ``none``."""
+    if config.smoothing == "time":
+        return float(config.sigma_days)
+    return float(config.sigma) if config.smoothing != "none" else 0.0
+
+
+def season_months(config: TimeseriesConfig, latitude: float) -> frozenset[int]:
+    """The months whose scenes count in the annual areas of a glacier at ``latitude`` (degrees)."""
+    if config.season == "all" or (config.season == "end_of_ablation" and abs(latitude) < config.tropics_lat):
+        return frozenset(range(1, 13))
+    south = latitude < 0
+    if config.season == "seed":
+        return frozenset([11, 12, 1, 2, 3, 4] if south else [5, 6, 7, 8, 9, 10])
+    if config.season == "end_of_ablation":
+        return frozenset(config.season_months_south if south else config.season_months_north)
+    raise InputError(f"unknown season {config.season!r}; choose end_of_ablation, seed or all")
+
+
 def run_key(segmenter: Segmenter, config: TimeseriesConfig) -> str:
     """A short hash of everything that changes the areas table (model, smoothing, threshold, buffer,
     whether the unsmoothed areas are computed); not of ``batch_size`` or ``max_stack_mb``, which change
     the speed and memory use but not the numbers."""
     payload = json.dumps({"segmenter": segmenter.name, "fingerprint": segmenter.fingerprint,
-                          "smoothing": config.smoothing, "sigma": config.sigma,
+                          "smoothing": config.smoothing, "sigma": smoothing_sigma(config),
                           "threshold": config.threshold, "buffer_m": config.buffer_m,
-                          "unsmoothed": computes_unsmoothed(config)}, sort_keys=True)
+                          "unsmoothed": computes_unsmoothed(config), "season": config.season,
+                          "season_months": [config.season_months_north, config.season_months_south,
+                                            config.tropics_lat],
+                          "min_valid_fraction": config.min_valid_fraction,
+                          "interval_spread": config.interval_spread, "areas_version": 2}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -103,15 +127,42 @@ def probabilities_on_grid(probs: np.ndarray, grid: GlacierGrid) -> np.ndarray:
     return resize_stack(probs[:, None], grid.shape).numpy()[:, 0]
 
 
+@dataclass(frozen=True)
+class BlockAreas:
+    """Areas (km²) of a block of scenes: at the threshold and the bounds of its interval."""
+
+    area: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
 def _areas_on_grid(probs: np.ndarray, grid: GlacierGrid, region: np.ndarray, threshold: float,
-                   batch: int = 64) -> np.ndarray:
-    """Resize chip-size probabilities back to the grid, threshold, count pixels in ``region`` -> km²."""
+                   batch: int = 64, *, weight: np.ndarray | None = None, outline: np.ndarray | None = None,
+                   spread: float = 0.0) -> BlockAreas:
+    """Resize chip-size probabilities back to the grid, threshold, count pixels in ``region`` -> km².
+
+    The interval: ``low`` counts the pixels above ``threshold + spread`` that were observed (none of
+    the unobserved part glacier); ``high`` counts those above ``threshold - spread`` plus every
+    unobserved pixel of the outline (all of it glacier as the inventory saw it). ``weight``: the
+    chip-size observed share (unobserved where resized back below 0.5); None: all observed.
+    """
     km2_per_pixel = grid.pixel_area_m2 / 1e6
-    areas = np.empty(len(probs), dtype=np.float64)
-    for start in range(0, len(probs), batch):
-        glacier = probabilities_on_grid(probs[start:start + batch], grid) > threshold
-        areas[start:start + batch] = (glacier & region[None]).sum(axis=(1, 2)) * km2_per_pixel
-    return areas
+    n = len(probs)
+    areas, low, high = (np.empty(n, dtype=np.float64) for _ in range(3))
+    lo_t, hi_t = min(threshold + spread, 0.999), max(threshold - spread, 0.001)
+    for start in range(0, n, batch):
+        stop = min(n, start + batch)
+        on_grid = probabilities_on_grid(probs[start:stop], grid)
+        inside = region[None]
+        areas[start:stop] = ((on_grid > threshold) & inside).sum(axis=(1, 2)) * km2_per_pixel
+        if weight is None:
+            observed = np.ones_like(on_grid, dtype=bool)
+        else:
+            observed = probabilities_on_grid(np.asarray(weight[start:stop], dtype=np.float32), grid) >= 0.5
+        low[start:stop] = ((on_grid > lo_t) & observed & inside).sum(axis=(1, 2)) * km2_per_pixel
+        unseen_ice = ~observed & inside & (outline[None] if outline is not None else True)
+        high[start:stop] = (((on_grid > hi_t) | unseen_ice) & inside).sum(axis=(1, 2)) * km2_per_pixel
+    return BlockAreas(areas, np.minimum(low, areas), np.maximum(high, areas))
 
 
 def prepare_glacier(glims_id: str, scenes: pd.DataFrame, geometry: Geometry, grid: GlacierGrid | None
@@ -129,9 +180,29 @@ def prepare_glacier(glims_id: str, scenes: pd.DataFrame, geometry: Geometry, gri
     return scenes, grid, outline
 
 
-def count_region(geometry: Geometry, grid: GlacierGrid, buffer_m: float | None) -> np.ndarray:
-    """Where glacier pixels are counted: the outline buffered by ``buffer_m`` m, or the whole box (None/0)."""
-    return outline_on_grid(geometry, grid, buffer_m=buffer_m) if buffer_m else np.ones(grid.shape, bool)
+def count_region(geometry: Geometry, grid: GlacierGrid, buffer_m: float | None,
+                 territory: np.ndarray | None = None) -> np.ndarray:
+    """Where glacier pixels are counted: the outline buffered by ``buffer_m`` m (0: the outline itself)
+    within the glacier's own ``territory`` (bool on the grid: no neighbouring glacier; None: no
+    exclusion), or the whole box when ``buffer_m`` is None (the seed's)."""
+    if buffer_m is None:
+        return np.ones(grid.shape, bool)
+    if buffer_m < 0:
+        raise InputError(f"buffer_m must be >= 0 or none, got {buffer_m}")
+    region = outline_on_grid(geometry, grid, buffer_m=buffer_m or None)
+    return region & territory if territory is not None else region
+
+
+#: The snow measure is taken on the box farther than this from the outline (m): the margin zone
+#: nearer the outline may hold glacier ice the outline missed.
+SNOW_ZONE_DISTANCE_M = 300.0
+
+
+def snow_zone(geometry: Geometry, grid: GlacierGrid, territory: np.ndarray | None = None) -> np.ndarray:
+    """Where a scene's seasonal snow is measured: the glacier's territory (the box without other
+    glaciers) farther than :data:`SNOW_ZONE_DISTANCE_M` from its outline."""
+    zone = ~outline_on_grid(geometry, grid, buffer_m=SNOW_ZONE_DISTANCE_M)
+    return zone & territory if territory is not None else zone
 
 
 def dem_at_chip_size(dem_path: str, grid: GlacierGrid, chip_size: int) -> np.ndarray:
@@ -165,7 +236,7 @@ def block_length(n_scenes: int, bytes_per_scene: int, config: TimeseriesConfig) 
 @contextlib.contextmanager
 def glacier_stack(scenes: pd.DataFrame, grid: GlacierGrid, outline: np.ndarray, *, config: TimeseriesConfig,
                   chip_size: int = 128, threads: int = 2, scratch_dir: str | Path | None = None,
-                  glims_id: str = "glacier") -> Iterator[SceneStack]:
+                  glims_id: str = "glacier", snow_zone: np.ndarray | None = None) -> Iterator[SceneStack]:
     """Read a glacier's scenes (in :func:`prepare_glacier` order) into a chip-size :class:`SceneStack`.
 
     The stack is in memory when it takes at most ``config.max_stack_mb`` MB (2^20 bytes), else in
@@ -177,14 +248,15 @@ def glacier_stack(scenes: pd.DataFrame, grid: GlacierGrid, outline: np.ndarray, 
     per_scene = stack_bytes_per_scene(chip_size, len(COMMON_BANDS), keep_raw=keep_raw)
     paths = list(scenes["path"])
     if len(paths) * per_scene <= float(config.max_stack_mb) * 2**20:
-        yield read_stack(paths, grid, outline, size=chip_size, threads=threads, keep_raw=keep_raw)
+        yield read_stack(paths, grid, outline, size=chip_size, threads=threads, keep_raw=keep_raw,
+                         snow_zone=snow_zone)
         return
     if scratch_dir is not None:
         Path(scratch_dir).mkdir(parents=True, exist_ok=True)
     folder = tempfile.mkdtemp(prefix=f".{glims_id}.stack-", dir=scratch_dir)
     try:
         yield read_stack(paths, grid, outline, size=chip_size, threads=threads, keep_raw=keep_raw,
-                         scratch_dir=folder)
+                         scratch_dir=folder, snow_zone=snow_zone)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -193,6 +265,12 @@ def remove_stale_stacks(scratch_dir: str | Path, glims_id: str) -> None:
     """Delete temporary stack folders of ``glims_id`` left in ``scratch_dir`` by a killed run."""
     for folder in Path(scratch_dir).glob(f".{glims_id}.stack-*"):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def scene_days(dates: Sequence[Any]) -> np.ndarray:
+    """Scene dates as days since 1970-01-01 (float64), the time axis of ``smoothing = time``."""
+    stamps = pd.to_datetime(pd.Series(list(dates)))
+    return ((stamps - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64)
 
 
 @dataclass
@@ -228,10 +306,12 @@ def segment_blocks(glims_id: str, stack: SceneStack, *, dates: Sequence[Any], de
         keep_raw = stack.raw is not None
         block = block_length(n, stack_bytes_per_scene(stack.bands.shape[-1], len(stack.band_names),
                                                       keep_raw=keep_raw), config)
-    same = smoothing_is_identity(config.smoothing, n, config.sigma)
+    sigma = smoothing_sigma(config)
+    same = smoothing_is_identity(config.smoothing, n, sigma)
+    days = scene_days(dates)
     for start in range(0, n, max(1, int(block))):
         stop = min(n, start + max(1, int(block)))
-        smoothed, support = smooth_block(stack, start, stop, mode=config.smoothing, sigma=config.sigma)
+        smoothed, support = smooth_block(stack, start, stop, mode=config.smoothing, sigma=sigma, days=days)
         stacks = [smoothed] if same or not unsmoothed else [smoothed, stack.bands[start:stop]]
         probs = _segment(segmenter, stacks, stack.band_names, dem_small, glims_id=glims_id,
                          dates=dates[start:stop], batch=config.batch_size)
@@ -250,7 +330,8 @@ def smoothed_probabilities(glims_id: str, stack: SceneStack, indices: Sequence[i
         raise IndexError(f"scene index outside a stack of {len(stack)} scenes")
     if not wanted:
         return {}
-    smoothed = np.concatenate([smooth_block(stack, i, i + 1, mode=config.smoothing, sigma=config.sigma)[0]
+    sigma, days = smoothing_sigma(config), scene_days(dates)
+    smoothed = np.concatenate([smooth_block(stack, i, i + 1, mode=config.smoothing, sigma=sigma, days=days)[0]
                                for i in wanted])
     (probs,) = _segment(segmenter, [smoothed], stack.band_names, dem_small, glims_id=glims_id,
                         dates=[dates[i] for i in wanted], batch=config.batch_size)
@@ -260,43 +341,68 @@ def smoothed_probabilities(glims_id: str, stack: SceneStack, indices: Sequence[i
 def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, region_name: str,
                   grid: GlacierGrid | None, dem_path: str | None, segmenter: Segmenter,
                   config: TimeseriesConfig, chip_size: int = 128, threads: int = 2,
-                  scratch_dir: str | Path | None = None) -> pd.DataFrame:
+                  scratch_dir: str | Path | None = None, territory: np.ndarray | None = None,
+                  latitude: float | None = None) -> pd.DataFrame:
     """Area of one glacier on every scene in ``scenes`` (columns path, date, satellite).
 
-    ``grid``: the glacier grid every scene must be on; None takes the grid of the first scene file
-    (scenes written by the imagery stage or the synthetic world all share their glacier's grid).
-    ``scratch_dir``: where a stack over ``config.max_stack_mb`` is kept on disk (see :func:`glacier_stack`).
+    ``grid``: the glacier grid (the inventory's); a scene on another grid is put onto it, a scene
+    that cannot be read or placed is kept with its ``skip_reason`` and no area. None takes the grid
+    of the first scene file (tests). ``territory``: the glacier's own part of the box (bool on the
+    grid; None: no neighbour exclusion). ``latitude``: of the glacier (degrees; decides the season
+    window; None: the outline's centroid). ``scratch_dir``: where a stack over ``config.max_stack_mb``
+    is kept on disk (see :func:`glacier_stack`).
     Returns one row per scene with the columns of :data:`AREA_COLUMNS`; ``area_km2_unsmoothed`` is
     NaN when ``config.unsmoothed`` is False (and smoothing is not ``none``).
     """
     scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, grid)
-    region = count_region(geometry, grid, config.buffer_m)
+    region = count_region(geometry, grid, config.buffer_m, territory)
+    zone = snow_zone(geometry, grid, territory)
     dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
     dates = list(pd.to_datetime(scenes["date"]).dt.date)
     # share of the outline (at chip size) that was not observed but got a value from its neighbours
     outline_small = resize_stack(outline.astype(np.float32)[None], chip_size).numpy()[0] >= 0.5
     n_out = max(int(outline_small.sum()), 1)
+    if latitude is None:
+        latitude = float(geometry.centroid.y)
 
     n = len(scenes)
-    areas = np.empty(n, dtype=np.float64)
+    areas, low, high = (np.full(n, np.nan, dtype=np.float64) for _ in range(3))
     areas_raw = np.full(n, np.nan, dtype=np.float64)
     filled_fraction = np.zeros(n, dtype=np.float64)
     with glacier_stack(scenes, grid, outline, config=config, chip_size=chip_size, threads=threads,
-                       scratch_dir=scratch_dir, glims_id=glims_id) as stack:
+                       scratch_dir=scratch_dir, glims_id=glims_id, snow_zone=zone) as stack:
         for blk in segment_blocks(glims_id, stack, dates=dates, dem_small=dem_small, segmenter=segmenter,
                                   config=config, unsmoothed=computes_unsmoothed(config)):
             rows = slice(blk.start, blk.stop)
-            areas[rows] = _areas_on_grid(blk.probs, grid, region, config.threshold)
+            # the interval's "unobserved" is what the segmented stack lacked: after smoothing, the
+            # pixels no observed neighbour filled (support), else the scene's own gaps
+            seen = blk.support if config.smoothing in ("masked", "time") else blk.weight
+            got = _areas_on_grid(blk.probs, grid, region, config.threshold, weight=seen, outline=outline,
+                                 spread=config.interval_spread)
+            areas[rows], low[rows], high[rows] = got.area, got.low, got.high
             if blk.probs_raw is blk.probs:
                 areas_raw[rows] = areas[rows]
             elif blk.probs_raw is not None:
-                areas_raw[rows] = _areas_on_grid(blk.probs_raw, grid, region, config.threshold)
+                areas_raw[rows] = _areas_on_grid(blk.probs_raw, grid, region, config.threshold).area
             if config.smoothing != "none":
                 unobserved = blk.weight < 0.5
-                filled = unobserved & (blk.support > 1e-6) if config.smoothing == "masked" else unobserved
+                filled = unobserved & (blk.support > 1e-6) if config.smoothing in ("masked", "time") else unobserved
                 filled_fraction[rows] = (filled & outline_small[None]).sum(axis=(1, 2)) / n_out
         valid_fraction = np.array(stack.valid_fraction, dtype=np.float64)
+        snow = (np.array(stack.snow_fraction, dtype=np.float64) if stack.snow_fraction is not None
+                else np.full(n, np.nan))
+        reasons = list(stack.skip_reason) if stack.skip_reason else [""] * n
 
+    for i in range(n):  # a scene with nothing observed has no area (smoothing none: nothing to fill from)
+        if not reasons[i] and valid_fraction[i] <= 0.0 and config.smoothing in ("none", "seed"):
+            reasons[i] = "no observed pixel on the outline"
+    bad = np.array([bool(r) for r in reasons], dtype=bool)
+    for arr in (areas, low, high, areas_raw):
+        arr[bad] = np.nan
+    months = season_months(config, latitude)
+    season_ok = np.array([d.month in months for d in dates], dtype=bool)
+    use = season_ok & ~bad & (valid_fraction >= config.min_valid_fraction) & np.isfinite(areas)
+    sigma = smoothing_sigma(config)
     return pd.DataFrame({
         "glims_id": glims_id,
         "region": region_name,
@@ -304,14 +410,20 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
         "satellite": scenes["satellite"].astype(str).to_numpy(),
         "scene": [str(p).rsplit("/", 1)[-1] for p in scenes["path"]],
         "area_km2": areas,
+        "area_km2_low": low,
+        "area_km2_high": high,
         "area_km2_unsmoothed": areas_raw,
         "valid_fraction": valid_fraction,
         "filled_fraction": filled_fraction,
+        "snow_fraction": snow,
+        "season_ok": season_ok,
+        "use": use,
+        "skip_reason": reasons,
         "pixel_area_m2": grid.pixel_area_m2,
         "segmenter": segmenter.name,
         "model_fingerprint": segmenter.fingerprint,
         "smoothing": config.smoothing,
-        "sigma": float(config.sigma),
-        "buffer_m": float(config.buffer_m) if config.buffer_m else np.nan,
+        "sigma": sigma,
+        "buffer_m": float(config.buffer_m) if config.buffer_m is not None else np.nan,
         "run_key": run_key(segmenter, config),
     }, columns=list(AREA_COLUMNS))

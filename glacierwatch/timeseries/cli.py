@@ -23,13 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--glaciers", nargs="+", metavar="GLIMS_ID", help="default: the inference-glaciers selection")
     run.add_argument("--config", help="TOML configuration; its [timeseries] and [catalog] tables are used")
     run.add_argument("--segmenter", choices=["unet", "ndsi"], help=f"default {d.segmenter}")
-    run.add_argument("--smoothing", choices=["masked", "seed", "none"], help=f"default {d.smoothing}")
-    run.add_argument("--sigma", type=float, help=f"Gaussian sigma over time, images (default {d.sigma:g})")
+    run.add_argument("--smoothing", choices=["time", "masked", "seed", "none"], help=f"default {d.smoothing}")
+    run.add_argument("--sigma", type=float, help=f"smoothing masked/seed: Gaussian sigma, images (default {d.sigma:g})")
+    run.add_argument("--sigma-days", type=float,
+                     help=f"smoothing time: Gaussian sigma, days (default {d.sigma_days:g})")
+    run.add_argument("--season", choices=["end_of_ablation", "seed", "all"],
+                     help=f"scenes counted in the annual areas (default {d.season})")
     run.add_argument("--buffer-m", help=f"count pixels within this distance of the outline, m, or 'none' (default {d.buffer_m:g})")
     run.add_argument("--scheduler", help="local, processes or tcp://HOST:PORT (Dask)")
     run.add_argument("--workers", type=int, help="Dask workers for --scheduler processes")
+    run.add_argument("--unsmoothed", dest="unsmoothed", action="store_true", default=None,
+                     help="with smoothing on, also compute area_km2_unsmoothed: a second model pass per scene")
     run.add_argument("--no-unsmoothed", dest="unsmoothed", action="store_false", default=None,
-                     help="skip area_km2_unsmoothed (left NaN): one model pass per scene instead of two")
+                     help="skip area_km2_unsmoothed (left NaN; the default): one model pass per scene")
     run.add_argument("--max-stack-mb", type=float,
                      help=f"larger per-glacier stacks go to a temporary file, MB (default {d.max_stack_mb:g})")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -56,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = Config.from_toml(args.config) if args.config else Config()
     overrides = {k: v for k, v in {
         "segmenter": args.segmenter, "smoothing": args.smoothing, "sigma": args.sigma,
+        "sigma_days": args.sigma_days, "season": args.season,
         "scheduler": args.scheduler, "workers": args.workers, "unsmoothed": args.unsmoothed,
         "max_stack_mb": args.max_stack_mb,
     }.items() if v is not None}

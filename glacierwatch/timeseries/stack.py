@@ -19,16 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import rasterio.errors
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from glacierwatch.chips.features import physical_bands, resize_stack
-from glacierwatch.errors import InputError
+from glacierwatch.chips.features import (
+    NDSI_GLACIER_THRESHOLD, normalized_difference, physical_bands, resize_stack,
+)
+from glacierwatch.errors import GlacierwatchError, InputError, SceneReadError
 from glacierwatch.grid import GlacierGrid
-from glacierwatch.io import read_scene
-from glacierwatch.landsat import COMMON_BANDS, QA_BAND, SCENE_BANDS, qa_invalid_mask
+from glacierwatch.io import Scene, read_scene
+from glacierwatch.landsat import COMMON_BANDS, FILL_DN, QA_BAND, SCENE_BANDS, qa_invalid_mask
 
-SMOOTHING_MODES = ("masked", "seed", "none")
+#: ``time``: Gaussian over dates (sigma in days), renormalised over the observed pixels of the scenes
+#: within 4 sigma: no reflection at the series ends. ``masked``/``seed``: Gaussian over image positions
+#: (sigma in images), the seed's kernel (``seed``: clouds and fill smoothed in). ``none``: no smoothing.
+SMOOTHING_MODES = ("time", "masked", "seed", "none")
 
 
 @dataclass
@@ -39,7 +46,11 @@ class SceneStack:
     pixel contributed); ``raw``: the same but with clouds and shadows left in and fill as 0, the way
     the seed read them (for ``smoothing = seed``; None when not read); ``weight``: (T, S, S) share of
     valid full-resolution pixels behind each chip pixel; ``valid_fraction``: (T,) share of the outline
-    that was observed. ``bands``, ``raw`` and ``weight`` may be :class:`numpy.memmap` (see :func:`read_stack`).
+    that was observed; ``snow_fraction``: (T,) seasonal-snow measure (see :func:`reduce_scene`);
+    ``skip_reason``: (T,) why a scene could not be read or placed on the grid ("" for a good one; a
+    skipped scene has zero weight, NaN bands and valid fraction 0); ``warped``: (T,) scenes that were
+    not on the glacier grid and were put onto it. ``bands``, ``raw`` and ``weight`` may be
+    :class:`numpy.memmap` (see :func:`read_stack`).
     """
 
     band_names: tuple[str, ...]
@@ -48,6 +59,9 @@ class SceneStack:
     weight: np.ndarray
     valid_fraction: np.ndarray
     grid: GlacierGrid
+    snow_fraction: np.ndarray | None = None
+    skip_reason: tuple[str, ...] = ()
+    warped: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.bands.shape[0])
@@ -59,17 +73,73 @@ def stack_bytes_per_scene(size: int, n_bands: int = len(COMMON_BANDS), *, keep_r
     return 4 * size * size * (n_bands * (2 if keep_raw else 1) + 1)
 
 
-def _reduce_scene(path: str, grid: GlacierGrid, outline: np.ndarray, size: int, band_names: Sequence[str],
-                  keep_raw: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, float]:
-    scene = read_scene(path, bands=SCENE_BANDS)
-    if scene.grid != grid:
-        raise InputError(f"{path}: scene grid {scene.grid} differs from the glacier grid {grid}; "
-                         "import scenes onto the glacier grid first")
+#: NDSI above which an observed pixel counts as snow or ice in the per-scene snow measure (the same
+#: threshold as the NDSI glacier baseline, :data:`glacierwatch.chips.features.NDSI_GLACIER_THRESHOLD`).
+SNOW_NDSI = NDSI_GLACIER_THRESHOLD
+
+
+def scene_on_grid(path: str, grid: GlacierGrid) -> tuple[Scene, bool]:
+    """A scene file's bands on ``grid``: the file itself when it is on the grid, otherwise only the
+    window of the file that covers the grid, put onto it by nearest neighbour (the one resampling of
+    scenes, :func:`glacierwatch.imagery.standard.warp_to_grid`); grid pixels the file does not cover are
+    fill. Memory is bounded by the grid whatever the file's size. SceneReadError when the file cannot
+    be read or does not overlap the grid. Returns (scene, whether it was warped)."""
+    from glacierwatch.imagery.standard import grid_window, warp_to_grid
+
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise SceneReadError(f"{path}: no CRS")
+            file_grid = GlacierGrid.from_rasterio(src.crs, src.transform, src.width, src.height)
+            window = None if file_grid == grid else grid_window(src, grid, pad=2)
+            if file_grid != grid and window is None:
+                raise SceneReadError(f"{path}: does not overlap the glacier grid {grid}")
+    except rasterio.errors.RasterioIOError as exc:
+        raise SceneReadError(f"{path}: unreadable GeoTIFF ({exc})") from exc
+    scene = read_scene(path, bands=SCENE_BANDS, window=window)
+    if scene.grid == grid:
+        return scene, False
+    bands = {}
+    for name, values in scene.bands.items():
+        # QA fill is bit 0 set (1); reflective and thermal fill is DN 0
+        fill = 1 if name == QA_BAND else FILL_DN
+        bands[name] = warp_to_grid(values, src_crs=scene.grid.crs, src_transform=scene.grid.transform,
+                                   grid=grid, src_nodata=fill, dst_nodata=fill)
+    return Scene(path=scene.path, grid=grid, bands=bands, tags=scene.tags), True
+
+
+@dataclass(frozen=True)
+class ReducedScene:
+    """One scene reduced to chip size (see :func:`reduce_scene`)."""
+
+    bands: np.ndarray
+    raw: np.ndarray | None
+    weight: np.ndarray
+    valid_fraction: float
+    snow_fraction: float
+    warped: bool
+
+
+def reduce_scene(path: str, grid: GlacierGrid, outline: np.ndarray, size: int, band_names: Sequence[str],
+                 keep_raw: bool = True, snow_zone: np.ndarray | None = None) -> ReducedScene:
+    """Read one scene onto ``grid`` (:func:`scene_on_grid`) and reduce it to ``size`` x ``size``.
+
+    ``valid_fraction``: share of ``outline`` pixels observed (not fill, cloud, shadow or cirrus);
+    ``snow_fraction``: share of the observed pixels of ``snow_zone`` (the box away from the glacier)
+    with NDSI > 0.4, a measure of seasonal snow (NaN when none of the zone is observed or no zone given).
+    """
+    scene, warped = scene_on_grid(path, grid)
     phys = physical_bands(scene, band_names)
     stacked = np.stack([phys[b] for b in band_names])  # (B, H, W), NaN at fill
-    invalid = qa_invalid_mask(scene.bands[QA_BAND]) | np.isnan(stacked).any(axis=0)
+    invalid = qa_invalid_mask(scene.bands[QA_BAND]) | ~np.isfinite(stacked).all(axis=0)
     valid = (~invalid).astype(np.float32)
     observed = float(valid[outline].mean()) if outline.any() else float(valid.mean())
+    snow = float("nan")
+    if snow_zone is not None and "green" in phys and "swir16" in phys:
+        seen = snow_zone & ~invalid
+        if seen.any():
+            ndsi = normalized_difference(phys["green"], phys["swir16"])
+            snow = float((np.nan_to_num(ndsi[seen], nan=-1.0) > SNOW_NDSI).mean())
     clean = np.where(invalid[None], 0.0, stacked).astype(np.float32)
     small_w = resize_stack(valid[None], size).numpy()[0]
     small_sum = resize_stack(clean, size).numpy()
@@ -77,19 +147,22 @@ def _reduce_scene(path: str, grid: GlacierGrid, outline: np.ndarray, size: int, 
         small = np.where(small_w[None] > 1e-3, small_sum / np.maximum(small_w[None], 1e-12), np.nan)
     small_raw = None
     if keep_raw:  # only the seed's smoothing uses the raw bands: skip their resize otherwise
-        small_raw = resize_stack(np.nan_to_num(stacked, nan=0.0).astype(np.float32), size).numpy()
-    return small.astype(np.float32), small_raw, small_w.astype(np.float32), observed
+        raw_values = np.where(np.isfinite(stacked), stacked, 0.0).astype(np.float32)
+        small_raw = resize_stack(raw_values, size).numpy()
+    return ReducedScene(small.astype(np.float32), small_raw, small_w.astype(np.float32), observed, snow, warped)
 
 
 def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, size: int = 128,
                band_names: Sequence[str] = COMMON_BANDS, threads: int = 2, keep_raw: bool = True,
-               scratch_dir: str | Path | None = None) -> SceneStack:
+               scratch_dir: str | Path | None = None, snow_zone: np.ndarray | None = None) -> SceneStack:
     """Read scenes (already in date order) into a :class:`SceneStack` at ``size`` x ``size``.
 
+    Each scene is placed on ``grid`` on its own (:func:`scene_on_grid`); one that cannot be read or
+    placed is kept as an unobserved scene with its ``skip_reason``, and the others go on.
     ``keep_raw``: also keep the raw bands (only ``smoothing = seed`` uses them; False halves the stack).
     ``scratch_dir``: an existing folder to hold the stack arrays as memory-mapped files
     (``bands.f32``, ``raw.f32``, ``weight.f32``) instead of memory, for series too long to hold; the
-    caller removes the folder when done with the stack.
+    caller removes the folder when done with the stack. ``snow_zone``: where the snow measure is taken.
     """
     n = len(paths)
     shape = (n, len(band_names), size, size)
@@ -103,19 +176,36 @@ def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, 
     raw = alloc("raw", shape) if keep_raw else None
     weight = alloc("weight", (n, size, size))
     valid_fraction = np.empty(n, dtype=np.float64)
+    snow_fraction = np.full(n, np.nan, dtype=np.float64)
+    warped = np.zeros(n, dtype=bool)
+    reasons = [""] * n
+
+    def reduce(path: str) -> ReducedScene | str:
+        try:
+            return reduce_scene(path, grid, outline, size, band_names, keep_raw, snow_zone)
+        except (GlacierwatchError, OSError, ValueError, rasterio.errors.RasterioError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
     # at most a few scenes read ahead (pool.map would queue every scene's result of a long series)
     ahead = 2 * max(1, threads)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        pending: deque[Future[tuple[np.ndarray, np.ndarray | None, np.ndarray, float]]] = deque()
+        pending: deque[Future[ReducedScene | str]] = deque()
         for i in range(n):
             while len(pending) < ahead and i + len(pending) < n:
-                pending.append(pool.submit(_reduce_scene, paths[i + len(pending)], grid, outline, size,
-                                           band_names, keep_raw))
-            small, small_raw, w, observed = pending.popleft().result()
-            bands[i], weight[i], valid_fraction[i] = small, w, observed
+                pending.append(pool.submit(reduce, paths[i + len(pending)]))
+            result = pending.popleft().result()
+            if isinstance(result, str):
+                reasons[i] = result
+                bands[i], weight[i], valid_fraction[i] = np.nan, 0.0, 0.0
+                if raw is not None:
+                    raw[i] = 0.0
+                continue
+            bands[i], weight[i], valid_fraction[i] = result.bands, result.weight, result.valid_fraction
+            snow_fraction[i], warped[i] = result.snow_fraction, result.warped
             if raw is not None:
-                raw[i] = small_raw
-    return SceneStack(tuple(band_names), bands, raw, weight, valid_fraction, grid)
+                raw[i] = result.raw
+    return SceneStack(tuple(band_names), bands, raw, weight, valid_fraction, grid,
+                      snow_fraction=snow_fraction, skip_reason=tuple(reasons), warped=warped)
 
 
 def gaussian_radius(sigma: float, truncate: float = 4.0) -> int:
@@ -128,7 +218,7 @@ def gaussian_radius(sigma: float, truncate: float = 4.0) -> int:
 def smoothing_is_identity(mode: str, n_scenes: int, sigma: float) -> bool:
     """Whether ``smooth_block`` returns the unsmoothed bands unchanged (no smoothing, a series of one
     scene or sigma 0 with ``masked``): then segmenting the smoothed stack is segmenting the unsmoothed one."""
-    return mode == "none" or (mode == "masked" and (n_scenes < 2 or sigma <= 0))
+    return mode == "none" or (mode in ("masked", "time") and (n_scenes < 2 or sigma <= 0))
 
 
 #: Output images per matrix product in :func:`_gaussian_rows`: small enough that the product's extra
@@ -153,7 +243,7 @@ def _one_torch_thread() -> Iterator[None]:
 
 
 def _gaussian_rows(x: np.ndarray, start: int, stop: int, sigma: float, *,
-                   weight: np.ndarray | None = None) -> np.ndarray:
+                   weight: np.ndarray | None = None, days: np.ndarray | None = None) -> np.ndarray:
     """Rows [start, stop) of ``gaussian_filter1d(x', sigma, axis=0, mode="reflect")`` as float32, where
     ``x'`` is ``x`` (T, S, S) or (T, B, S, S) float32, or ``nan_to_num(x) * weight[:, None]`` (the
     masked numerator) when ``weight`` (T, S, S) is given.
@@ -163,6 +253,9 @@ def _gaussian_rows(x: np.ndarray, start: int, stop: int, sigma: float, *,
     range: the very weights scipy uses, reflection at the series ends included) with the input; done
     in float64 like scipy's accumulation, it gives scipy's float32 results (equal in the tests) at a
     fraction of the time (scipy's line-by-line filtering along the first axis is slow).
+
+    ``days`` (T,): scene dates in days; the kernel is then a Gaussian of ``sigma`` days over dates
+    (:func:`time_kernel_rows`) instead of images.
     """
     t = x.shape[0]
     radius = gaussian_radius(sigma)
@@ -170,21 +263,37 @@ def _gaussian_rows(x: np.ndarray, start: int, stop: int, sigma: float, *,
     w_flat = weight.reshape(t, 1, -1) if weight is not None else None
     out = np.empty((stop - start, *flat.shape[1:]), dtype=np.float32)
     with _one_torch_thread():
-        _gaussian_products(flat, w_flat, out, start, stop, sigma, radius)
+        _gaussian_products(flat, w_flat, out, start, stop, sigma, radius, days)
     return out.reshape(stop - start, *x.shape[1:])
 
 
+def time_kernel_rows(days: np.ndarray, r0: int, r1: int, sigma_days: float) -> tuple[int, int, np.ndarray]:
+    """Rows [r0, r1) of the Gaussian-in-time kernel over scenes dated ``days`` (sorted, days): weight
+    ``exp(-(d_r - d_j)^2 / (2 sigma^2))`` for scenes within 4 sigma, 0 beyond. Returns (lo, hi,
+    weights (r1 - r0, hi - lo)): only scenes [lo, hi) can contribute."""
+    d = np.asarray(days, dtype=np.float64)
+    reach = 4.0 * float(sigma_days)
+    lo = int(np.searchsorted(d, d[r0] - reach, side="left"))
+    hi = int(np.searchsorted(d, d[r1 - 1] + reach, side="right"))
+    diff = (d[r0:r1, None] - d[None, lo:hi]) / float(sigma_days)
+    weights = np.where(np.abs(diff) <= 4.0, np.exp(-0.5 * diff * diff), 0.0)
+    return lo, hi, weights
+
+
 def _gaussian_products(flat: np.ndarray, w_flat: np.ndarray | None, out: np.ndarray, start: int, stop: int,
-                       sigma: float, radius: int) -> None:
+                       sigma: float, radius: int, days: np.ndarray | None = None) -> None:
     """The loop of :func:`_gaussian_rows`: ``out`` (stop - start, B, pixels) from ``flat`` (T, B, pixels)."""
     t, n_pix = flat.shape[0], flat.shape[-1]
     for r0 in range(start, stop, _ROWS_PER_PRODUCT):
         r1 = min(stop, r0 + _ROWS_PER_PRODUCT)
-        lo, hi = max(0, r0 - radius), min(t, r1 + radius)
-        # output r depends only on inputs within radius of r; the reflection at a series end lands
-        # inside [lo, hi) too, so filtering the sub-range reproduces the whole-series weights
-        weights = gaussian_filter1d(np.eye(hi - lo), sigma, axis=0, mode="reflect")[r0 - lo:r1 - lo]
-        kernel = torch.from_numpy(weights)
+        if days is not None:
+            lo, hi, weights = time_kernel_rows(days, r0, r1, sigma)
+        else:
+            lo, hi = max(0, r0 - radius), min(t, r1 + radius)
+            # output r depends only on inputs within radius of r; the reflection at a series end lands
+            # inside [lo, hi) too, so filtering the sub-range reproduces the whole-series weights
+            weights = gaussian_filter1d(np.eye(hi - lo), sigma, axis=0, mode="reflect")[r0 - lo:r1 - lo]
+        kernel = torch.from_numpy(np.ascontiguousarray(weights))
         for p0 in range(0, n_pix, _PIXELS_PER_PRODUCT):
             p1 = min(n_pix, p0 + _PIXELS_PER_PRODUCT)
             chunk = np.asarray(flat[lo:hi, :, p0:p1])
@@ -199,10 +308,11 @@ def _gaussian_products(flat: np.ndarray, w_flat: np.ndarray | None, out: np.ndar
             out[r0 - start:r1 - start, :, p0:p1] = prod.reshape(r1 - r0, *chunk.shape[1:])
 
 
-def smooth_block(stack: SceneStack, start: int, stop: int, *, mode: str = "masked", sigma: float = 20.0
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def smooth_block(stack: SceneStack, start: int, stop: int, *, mode: str = "masked", sigma: float = 20.0,
+                 days: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Scenes [start, stop) of :func:`smooth_stack` (same values), reading only the scenes within one
-    kernel radius (:func:`gaussian_radius`) of the block: (smoothed bands (n, B, S, S), support (n, S, S))."""
+    kernel radius (:func:`gaussian_radius`, or 4 sigma days for ``time``) of the block: (smoothed bands
+    (n, B, S, S), support (n, S, S)). ``days`` (T,): the scenes' dates in days (``time`` only)."""
     if mode not in SMOOTHING_MODES:
         raise InputError(f"unknown smoothing {mode!r}; choose one of {SMOOTHING_MODES}")
     t = len(stack)
@@ -210,6 +320,8 @@ def smooth_block(stack: SceneStack, start: int, stop: int, *, mode: str = "maske
         raise ValueError(f"block [{start}, {stop}) outside a stack of {t} scenes")
     if mode == "seed" and stack.raw is None:
         raise InputError("smoothing 'seed' needs the raw bands: read the stack with keep_raw=True")
+    if mode == "time" and days is None:
+        raise InputError("smoothing 'time' needs the scene dates (days)")
     if mode == "none" or t < 2 or sigma <= 0:
         data = stack.raw if mode == "seed" else stack.bands
         return np.array(data[start:stop], dtype=np.float32), np.array(stack.weight[start:stop], dtype=np.float32)
@@ -217,8 +329,9 @@ def smooth_block(stack: SceneStack, start: int, stop: int, *, mode: str = "maske
         assert stack.raw is not None
         smoothed = _gaussian_rows(stack.raw, start, stop, sigma)
         return smoothed, np.ones((stop - start, *stack.weight.shape[1:]), dtype=np.float32)
-    num = _gaussian_rows(stack.bands, start, stop, sigma, weight=stack.weight)
-    den = _gaussian_rows(stack.weight, start, stop, sigma)
+    time_days = days if mode == "time" else None
+    num = _gaussian_rows(stack.bands, start, stop, sigma, weight=stack.weight, days=time_days)
+    den = _gaussian_rows(stack.weight, start, stop, sigma, days=time_days)
     # in place (no block-sized temporaries): G*(w x) / G*(w), NaN where no valid neighbour contributes
     with np.errstate(invalid="ignore", divide="ignore"):
         np.divide(num, np.maximum(den, np.float32(1e-12))[:, None], out=num)
@@ -226,8 +339,8 @@ def smooth_block(stack: SceneStack, start: int, stop: int, *, mode: str = "maske
     return num, den
 
 
-def smooth_stack(stack: SceneStack, *, mode: str = "masked", sigma: float = 20.0
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def smooth_stack(stack: SceneStack, *, mode: str = "masked", sigma: float = 20.0,
+                 days: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Smooth each pixel over time with a Gaussian of ``sigma`` images (not days).
 
     * ``masked``: invalid pixels are left out and the weights renormalised over valid neighbours:
@@ -239,6 +352,7 @@ def smooth_stack(stack: SceneStack, *, mode: str = "masked", sigma: float = 20.0
     the series is mirrored at both ends, ``d c b a | a b c d | d c b a``).
     Returns (smoothed bands (T, B, S, S), support (T, S, S)): the smoothed weight, i.e. how much
     valid data stands behind each value (1 = fully observed neighbourhood). The whole stack as one
-    :func:`smooth_block`.
+    :func:`smooth_block`. ``time``: as ``masked`` but the Gaussian is over the scene dates ``days``
+    with ``sigma`` in days (no reflection: the weights are renormalised over the observed scenes).
     """
-    return smooth_block(stack, 0, len(stack), mode=mode, sigma=sigma)
+    return smooth_block(stack, 0, len(stack), mode=mode, sigma=sigma, days=days)
