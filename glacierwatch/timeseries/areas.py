@@ -206,13 +206,21 @@ def snow_zone(geometry: Geometry, grid: GlacierGrid, territory: np.ndarray | Non
 
 
 def dem_at_chip_size(dem_path: str, grid: GlacierGrid, chip_size: int) -> np.ndarray:
-    """The DEM (m) on ``grid`` reduced to ``chip_size``; nodata is filled with the mean elevation."""
+    """The DEM (m) on ``grid`` reduced to ``chip_size``; nodata is filled with the mean elevation.
+    A DEM on another grid (a larger box, another CRS) is put onto the glacier grid bilinearly."""
     dem, dem_grid, nodata = read_raster(dem_path)
-    if dem_grid != grid:
-        raise InputError(f"{dem_path}: DEM grid differs from the glacier grid")
     dem = dem.astype(np.float32)
     if nodata is not None:
         dem[dem == nodata] = np.nan
+    if dem_grid != grid:
+        from rasterio.enums import Resampling
+
+        from glacierwatch.imagery.standard import warp_to_grid
+
+        dem = warp_to_grid(dem, src_crs=dem_grid.crs, src_transform=dem_grid.transform, grid=grid,
+                           src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
+    if not np.isfinite(dem).any():
+        raise InputError(f"{dem_path}: the DEM has no value on the glacier grid {grid}")
     return resize_stack(np.nan_to_num(dem, nan=float(np.nanmean(dem)))[None], chip_size).numpy()[0]
 
 

@@ -46,7 +46,8 @@ from glacierwatch.landsat import QA, QA_BAND, to_physical
 from glacierwatch.timeseries.areas import (
     count_region, dem_at_chip_size, glacier_stack, prepare_glacier, probabilities_on_grid, smoothed_probabilities,
 )
-from glacierwatch.timeseries.run import TimeseriesOutputs, find_dem, inventory_row
+from glacierwatch.glacier import read_glaciers
+from glacierwatch.timeseries.run import TimeseriesOutputs, find_dem
 from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _run_settings(rows: pd.DataFrame, glims_id: str) -> dict[str, Any]:
                              f"({list(values)}); rerun the stage")
         settings[column] = values.iloc[0]
     buffer_m = settings["buffer_m"]
-    settings["buffer_m"] = None if buffer_m is None or not np.isfinite(buffer_m) or buffer_m == 0 else float(buffer_m)
+    settings["buffer_m"] = None if buffer_m is None or not np.isfinite(buffer_m) else float(buffer_m)
     settings["sigma"] = float(settings["sigma"])
     return settings
 
@@ -211,16 +212,20 @@ def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: s
     rows = _glacier_rows(areas_path, glims_id)
     chosen = _requested_rows(rows, dates, glims_id, areas_path)
     settings = _run_settings(rows, glims_id)
-    run_config = dataclasses.replace(config, smoothing=str(settings["smoothing"]), sigma=settings["sigma"],
-                                     buffer_m=settings["buffer_m"])
+    smoothing = str(settings["smoothing"])
+    sigma_key = "sigma_days" if smoothing == "time" else "sigma"
+    run_config = dataclasses.replace(config, smoothing=smoothing, buffer_m=settings["buffer_m"],
+                                     **({sigma_key: settings["sigma"]} if smoothing != "none" else {}))
     scenes = _glacier_scenes(areas_path, rows, glims_id)
     if not Path(inventory_path).exists():
         raise DatasetNotFoundError(f"inventory not found: {inventory_path}")
     if segmenter is None:
         segmenter = _segmenter_for(settings, model=model, config=config, device=device, glims_id=glims_id)
-    geometry = inventory_row(inventory_path, glims_id).geometry
+    glacier = read_glaciers(inventory_path, [glims_id])[glims_id]
+    geometry = glacier.outline
+    territory = glacier.territory_mask()
 
-    scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, None)
+    scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, glacier.grid)
     dem_path = find_dem(glims_id, dem_dir, segmenter)
     dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
     position = {Path(str(p)).name: i for i, p in enumerate(scenes["path"])}
@@ -230,7 +235,7 @@ def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: s
         wanted = [position[name] for name in chosen["scene"]]
         probs = smoothed_probabilities(glims_id, stack, wanted, dates=dates_all, dem_small=dem_small,
                                        segmenter=segmenter, config=run_config)
-    region = count_region(geometry, grid, run_config.buffer_m)
+    region = count_region(geometry, grid, run_config.buffer_m, territory)
     outline_xy = to_grid_crs(geometry, grid)
     region_xy = outline_xy.buffer(run_config.buffer_m) if run_config.buffer_m else None
 

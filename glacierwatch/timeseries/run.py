@@ -7,6 +7,8 @@ Outputs (``OUT`` = e.g. ``areas.parquet``):
 * ``<OUT stem>.parts/<GLIMS_ID>.parquet`` — each glacier's rows, written atomically when the glacier
   is done: a killed run started again skips the glaciers whose part exists with the same settings
   (``run_key``) and finishes with every glacier exactly once;
+* ``<OUT stem>.annual.parquet`` — one row per glacier and year: the annual area from the year's
+  counted end-of-season scenes (:mod:`glacierwatch.timeseries.annual`), what the trends are fitted on;
 * ``<OUT stem>.scenes.parquet`` — the scenes selected for the run (the catalog's inference filter);
 * ``<OUT stem>.failures.jsonl`` — the ledger: one line per failed glacier (error class, message);
 * ``<OUT stem>.parts/.<GLIMS_ID>.stack-*/`` — while a glacier whose stack exceeds
@@ -17,19 +19,20 @@ Outputs (``OUT`` = e.g. ``areas.parquet``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import geopandas as gpd
 import pandas as pd
 import pyarrow.parquet as pq
 
 from glacierwatch.config import CatalogConfig, TimeseriesConfig
 from glacierwatch.errors import InputError
+from glacierwatch.glacier import Glacier, read_glaciers
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import read_table, write_table
 from glacierwatch.tasks import TaskReport, run_per_glacier
+from glacierwatch.timeseries.annual import annual_areas
 from glacierwatch.timeseries.areas import AREA_COLUMNS, glacier_areas, remove_stale_stacks, run_key
 from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
 
@@ -42,12 +45,14 @@ class TimeseriesOutputs:
     parts: Path
     scenes: Path
     ledger: Path
+    annual: Path
 
     @classmethod
     def for_path(cls, out: str | Path) -> TimeseriesOutputs:
         out = Path(out)
         stem = out.with_suffix("")
-        return cls(out, Path(f"{stem}.parts"), Path(f"{stem}.scenes.parquet"), Path(f"{stem}.failures.jsonl"))
+        return cls(out, Path(f"{stem}.parts"), Path(f"{stem}.scenes.parquet"), Path(f"{stem}.failures.jsonl"),
+                   Path(f"{stem}.annual.parquet"))
 
 
 @dataclass
@@ -55,6 +60,7 @@ class TimeseriesResult:
     outputs: TimeseriesOutputs
     report: TaskReport
     areas: pd.DataFrame
+    annual: pd.DataFrame
 
 
 def _part_done(part: Path, key: str) -> bool:
@@ -65,15 +71,6 @@ def _part_done(part: Path, key: str) -> bool:
     except Exception:  # an unreadable part is redone
         return False
     return keys == [key]
-
-
-def inventory_row(inventory_path: str | Path, glims_id: str) -> pd.Series:
-    """The inventory row (outline in ``geometry``, ``region`` ...) of one glacier; InputError if absent."""
-    inv = gpd.read_parquet(inventory_path)
-    row = inv.loc[inv["glims_id"] == glims_id]
-    if row.empty:
-        raise InputError(f"{glims_id}: not in the inventory {inventory_path}")
-    return row.iloc[0]
 
 
 def find_dem(glims_id: str, dem_dir: str | Path | None, segmenter: Segmenter) -> str | None:
@@ -88,10 +85,10 @@ def find_dem(glims_id: str, dem_dir: str | Path | None, segmenter: Segmenter) ->
     return dem_path
 
 
-def _glacier_task(glims_id: str, *, scenes_path: str, inventory_path: str, dem_dir: str | None,
+def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Glacier], dem_dir: str | None,
                   parts_dir: str, spec: SegmenterSpec | None, segmenter: Segmenter | None,
                   config: TimeseriesConfig, chip_size: int) -> int:
-    """One glacier: read its scenes and outline, compute its areas, write its part atomically.
+    """One glacier: read its scenes, compute its areas on its inventory grid, write its part atomically.
 
     A stack too long for memory (``config.max_stack_mb``) goes to a temporary folder in ``parts_dir``,
     removed afterwards; one left there by a killed run of this glacier is removed first.
@@ -100,11 +97,12 @@ def _glacier_task(glims_id: str, *, scenes_path: str, inventory_path: str, dem_d
     remove_stale_stacks(parts_dir, glims_id)
     seg = segmenter if segmenter is not None else make_segmenter(spec)  # type: ignore[arg-type]
     scenes = pd.read_parquet(scenes_path, filters=[("glims_id", "==", glims_id)])
-    row = inventory_row(inventory_path, glims_id)
+    glacier = glaciers[glims_id]
     dem_path = find_dem(glims_id, dem_dir, seg)
-    areas = glacier_areas(glims_id, scenes, geometry=row.geometry, region_name=str(row["region"]),
-                          grid=None, dem_path=dem_path, segmenter=seg,
-                          config=config, chip_size=chip_size, scratch_dir=parts_dir)
+    areas = glacier_areas(glims_id, scenes, geometry=glacier.outline, region_name=glacier.region,
+                          grid=glacier.grid, dem_path=dem_path, segmenter=seg, config=config,
+                          chip_size=chip_size, scratch_dir=parts_dir, territory=glacier.territory_mask(),
+                          latitude=glacier.latitude)
     write_table(areas, Path(parts_dir) / f"{glims_id}.parquet")
     return len(areas)
 
@@ -148,6 +146,7 @@ def run_timeseries(*, catalog: str | Path, inventory: str | Path, out: str | Pat
         chosen = select(catalog, "inference-glaciers", config=catalog_config, inventory=inventory)
         glaciers = list(dict.fromkeys(chosen["glims_id"]))
     glaciers = [validate_glims_id(g) for g in glaciers]
+    facts = read_glaciers(inventory, glaciers)  # the inventory is read once, not once per glacier
     scenes = scenes[scenes["glims_id"].isin(glaciers)]
     write_table(scenes[["glims_id", "path", "date", "satellite"]].reset_index(drop=True), outputs.scenes)
 
@@ -168,15 +167,23 @@ def run_timeseries(*, catalog: str | Path, inventory: str | Path, out: str | Pat
         _glacier_task, glaciers, stage="timeseries",
         is_done=lambda gid: _part_done(outputs.parts / f"{gid}.parquet", key),
         ledger=outputs.ledger, scheduler=config.scheduler, workers=config.workers, progress=progress,
-        scenes_path=str(outputs.scenes), inventory_path=str(inventory),
+        scenes_path=str(outputs.scenes), glaciers=facts,
         dem_dir=str(dem_dir) if dem_dir is not None else None, parts_dir=str(outputs.parts),
         spec=spec, segmenter=segmenter, config=config, chip_size=chip_size,
     )
     areas = collect_parts(outputs, glaciers)
     write_table(areas, outputs.areas)
-    log.info("%s: %d rows for %d glaciers -> %s", report.summary(), len(areas),
-             areas["glims_id"].nunique() if len(areas) else 0, outputs.areas)
-    return TimeseriesResult(outputs, report, areas)
+    annual = annual_areas(areas, statistic=config.annual_statistic,
+                          latitude={g: f.latitude for g, f in facts.items()})
+    write_table(annual, outputs.annual)
+    skipped = int((areas["skip_reason"].astype(str) != "").sum()) if "skip_reason" in areas else 0
+    if skipped:
+        log.warning("%d scene(s) could not be read or placed on their glacier grid; their reasons are in "
+                    "the skip_reason column of %s", skipped, outputs.areas)
+    log.info("%s: %d rows for %d glaciers -> %s; %d annual areas (%s of the counted %s scenes) -> %s",
+             report.summary(), len(areas), areas["glims_id"].nunique() if len(areas) else 0, outputs.areas,
+             len(annual), config.annual_statistic, config.season, outputs.annual)
+    return TimeseriesResult(outputs, report, areas, annual)
 
 
 def read_areas(path: str | Path) -> pd.DataFrame:
