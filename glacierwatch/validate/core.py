@@ -173,7 +173,7 @@ def _match_wgms(ref: ReferenceSet, glaciers: Glaciers, names: dict[str, tuple[st
     """WGMS id -> glims_id, by (1) the link table's GLIMS id, (2) its coordinates within
     ``max_distance_m`` of our glacier with the same name, (3) the same name (our name, or the name
     of the SGI glacier it was matched to) in the same country (CH for SGI names). A name whose key
-    (:func:`name_key`) belongs to several SGI glaciers (``ambiguous``) is not matched by name."""
+    (:func:`name_key`) belongs to several SGI glaciers (``ambiguous``) is matched only with coordinates."""
     rows = []
     ours = set(glaciers.table["glims_id"])
     links = ref.wgms_links
@@ -189,7 +189,7 @@ def _match_wgms(ref: ReferenceSet, glaciers: Glaciers, names: dict[str, tuple[st
     our_keys: dict[str, list[tuple[str, str]]] = {}
     for gid, (name, origin) in names.items():
         key = name_key(name)
-        if key and key not in ambiguous:
+        if key:
             our_keys.setdefault(key, []).append((gid, origin))
     link_xy = {}
     if links is not None:
@@ -206,7 +206,7 @@ def _match_wgms(ref: ReferenceSet, glaciers: Glaciers, names: dict[str, tuple[st
                 if d > max_distance_m:
                     continue
                 rows.append((r.reference_id, gid, f"name + location ({origin} name)", round(d, 1)))
-            else:
+            elif not (origin == "SGI" and r.key in ambiguous):
                 rows.append((r.reference_id, gid, f"name only ({origin} name; no WGMS coordinates)", np.nan))
     return pd.DataFrame(rows, columns=["reference_id", "glims_id", "match_method", "match_distance_m"])
 
