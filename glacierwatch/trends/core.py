@@ -20,10 +20,12 @@ serially correlated residuals and systematic error (see :class:`TrendOptions` an
 
 * ``rel_change_se_hac``: Newey-West (HAC) standard error of the OLS slope, lag tied to the data
   spacing (``hac_lag_years`` of observations), small-sample corrected;
+* ``rel_change_se_ar1``: the OLS SE scaled by sqrt((1 + rho) / (1 - rho)), rho the lag-1
+  autocorrelation of the residuals clipped to 0..0.99 (AR(1) effective sample size);
 * ``rel_change_se_sys``: the slope error implied by the per-observation intervals
   (``area_km2_low`` .. ``area_km2_high`` read as 95 % intervals of ln(area)), propagated through the
-  OLS weights and inflated by the residuals' HAC/OLS variance ratio (errors correlated as the residuals);
-* ``rel_change_se_total`` = sqrt(hac² + sys²) and the 95 % interval ``rel_change_ci95_low/high``
+  OLS weights and inflated by the residuals' correlated/OLS variance ratio (errors correlated as the residuals);
+* ``rel_change_se_total`` = sqrt(max(hac, ar1)² + sys²) and the 95 % interval ``rel_change_ci95_low/high``
   (Student t with n - 2 degrees of freedom).
 
 Regional rows add ``se_glaciers`` (the weighted mean's error from the glaciers' own total SEs),
@@ -63,7 +65,7 @@ GLACIER_COLUMNS: tuple[str, ...] = (
     "glims_id", "region", "n_obs", "first_date", "last_date", "rel_change_per_year", "rel_change_se",
     "intercept", "r2", "flagged", "flag_reason",
     # ours (docs/trends.md): fraction per year like rel_change_per_year
-    "rel_change_se_hac", "rel_change_se_sys", "rel_change_se_total", "rel_change_ci95_low",
+    "rel_change_se_hac", "rel_change_se_ar1", "rel_change_se_sys", "rel_change_se_total", "rel_change_ci95_low",
     "rel_change_ci95_high", "hac_lag", "residual_lag1_autocorr", "span_years", "n_years",
     "poor_scene_share",
 )
@@ -296,7 +298,8 @@ def _interval_fit(t: np.ndarray, ln_area: np.ndarray, low: np.ndarray | None, hi
                   lag_years: float) -> dict[str, float]:
     """HAC and systematic standard errors of the OLS slope of ln(area) on t (``t`` sorted)."""
     nan = float("nan")
-    out = {"rel_change_se_hac": nan, "rel_change_se_sys": nan, "hac_lag": nan, "residual_lag1_autocorr": nan}
+    out = {"rel_change_se_hac": nan, "rel_change_se_ar1": nan, "rel_change_se_sys": nan, "hac_lag": nan,
+           "residual_lag1_autocorr": nan}
     n = t.size
     if np.unique(t).size < 2 or n < 3:
         return out
@@ -310,13 +313,19 @@ def _interval_fit(t: np.ndarray, ln_area: np.ndarray, low: np.ndarray | None, hi
         resid = ols.resid
         rho = float(np.corrcoef(resid[:-1], resid[1:])[0, 1]) if n > 3 and np.std(resid) > 0 else nan
     se_ols, se_hac = float(ols.bse[1]), float(hac.bse[1])
-    out.update(rel_change_se_hac=se_hac, hac_lag=float(lag), residual_lag1_autocorr=rho)
+    # AR(1) effective sample size (Santer et al. 2000): n_eff = n (1 - rho) / (1 + rho); a Bartlett HAC
+    # with a short lag cannot see residuals that stay correlated for many observations (rho ~ 0.9+
+    # after temporal smoothing), this can.
+    r = min(max(rho, 0.0), 0.99) if np.isfinite(rho) else 0.0
+    se_ar1 = se_ols * float(np.sqrt((1 + r) / (1 - r)))
+    out.update(rel_change_se_hac=se_hac, rel_change_se_ar1=se_ar1, hac_lag=float(lag), residual_lag1_autocorr=rho)
     if low is not None and high is not None:
         ok = np.isfinite(low) & np.isfinite(high) & (low > 0) & (high > 0)
         if ok.all():
             sigma = (np.log(high) - np.log(low)) / 2.0 / Z95  # 95 % interval -> 1 sigma of ln(area)
             w = (t - t.mean()) / np.sum((t - t.mean()) ** 2)
-            inflation = max(1.0, (se_hac / se_ols) ** 2) if se_ols > 0 and np.isfinite(se_hac) else 1.0
+            se_corr = max(se_hac, se_ar1)
+            inflation = max(1.0, (se_corr / se_ols) ** 2) if se_ols > 0 and np.isfinite(se_corr) else 1.0
             out["rel_change_se_sys"] = float(np.sqrt(np.sum((w * sigma) ** 2) * inflation))
     return out
 
@@ -334,7 +343,8 @@ def _glacier_table(clean: pd.DataFrame, *, min_obs: int, by: str,
                               g["area_km2_low"].to_numpy() if has_interval else None,
                               g["area_km2_high"].to_numpy() if has_interval else None, options.hac_lag_years)
         se_hac, se_sys = extra["rel_change_se_hac"], extra["rel_change_se_sys"]
-        se_total = float(np.hypot(se_hac, se_sys)) if np.isfinite(se_sys) else se_hac
+        se_corr = float(np.fmax(se_hac, extra["rel_change_se_ar1"]))
+        se_total = float(np.hypot(se_corr, se_sys)) if np.isfinite(se_sys) else se_corr
         q = float(stats.t.ppf(0.975, n_obs - 2)) if n_obs > 2 else nan_value()
         span = float(t[-1] - t[0]) if n_obs else 0.0
         n_years = int(g["year"].nunique())
@@ -360,7 +370,7 @@ def _glacier_table(clean: pd.DataFrame, *, min_obs: int, by: str,
         row.update(n_obs=n_obs, first_date=g["date"].min(), last_date=g["date"].max(),
                    rel_change_per_year=slope, rel_change_se=se, intercept=intercept, r2=r2,
                    flagged=bool(reasons), flag_reason="; ".join(reasons),
-                   rel_change_se_hac=se_hac, rel_change_se_sys=se_sys, rel_change_se_total=se_total,
+                   rel_change_se_hac=se_hac, rel_change_se_ar1=extra["rel_change_se_ar1"], rel_change_se_sys=se_sys, rel_change_se_total=se_total,
                    rel_change_ci95_low=slope - q * se_total, rel_change_ci95_high=slope + q * se_total,
                    hac_lag=extra["hac_lag"], residual_lag1_autocorr=extra["residual_lag1_autocorr"],
                    span_years=span, n_years=n_years, poor_scene_share=poor)
