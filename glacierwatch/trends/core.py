@@ -311,7 +311,8 @@ def _interval_fit(t: np.ndarray, ln_area: np.ndarray, low: np.ndarray | None, hi
         ols = sm.OLS(ln_area, x).fit()
         hac = sm.OLS(ln_area, x).fit(cov_type="HAC", cov_kwds={"maxlags": lag, "use_correction": True})
         resid = ols.resid
-        rho = float(np.corrcoef(resid[:-1], resid[1:])[0, 1]) if n > 3 and np.std(resid) > 0 else nan
+        exact = np.std(resid) < 1e-10  # a perfect fit: residuals are rounding noise, not data
+        rho = float(np.corrcoef(resid[:-1], resid[1:])[0, 1]) if n > 3 and not exact else nan
     se_ols, se_hac = float(ols.bse[1]), float(hac.bse[1])
     # AR(1) effective sample size (Santer et al. 2000): n_eff = n (1 - rho) / (1 + rho); a Bartlett HAC
     # with a short lag cannot see residuals that stay correlated for many observations (rho ~ 0.9+
@@ -325,7 +326,8 @@ def _interval_fit(t: np.ndarray, ln_area: np.ndarray, low: np.ndarray | None, hi
             sigma = (np.log(high) - np.log(low)) / 2.0 / Z95  # 95 % interval -> 1 sigma of ln(area)
             w = (t - t.mean()) / np.sum((t - t.mean()) ** 2)
             se_corr = max(se_hac, se_ar1)
-            inflation = max(1.0, (se_corr / se_ols) ** 2) if se_ols > 0 and np.isfinite(se_corr) else 1.0
+            inflation = (max(1.0, (se_corr / se_ols) ** 2)
+                         if not exact and se_ols > 0 and np.isfinite(se_corr) else 1.0)
             out["rel_change_se_sys"] = float(np.sqrt(np.sum((w * sigma) ** 2) * inflation))
     return out
 
