@@ -347,10 +347,10 @@ def _glacier_table(clean: pd.DataFrame, *, min_obs: int, by: str,
         se_hac, se_sys = extra["rel_change_se_hac"], extra["rel_change_se_sys"]
         se_corr = float(np.fmax(se_hac, extra["rel_change_se_ar1"]))
         se_total = float(np.hypot(se_corr, se_sys)) if np.isfinite(se_sys) else se_corr
-        q = float(stats.t.ppf(0.975, n_obs - 2)) if n_obs > 2 else nan_value()
+        q = float(stats.t.ppf(0.975, n_obs - 2)) if n_obs > 2 else float("nan")
         span = float(t[-1] - t[0]) if n_obs else 0.0
         n_years = int(g["year"].nunique())
-        poor = nan_value()
+        poor = float("nan")
         if "valid_fraction" in g.columns and g["valid_fraction"].notna().any():
             poor = float((g["valid_fraction"] < options.min_valid_fraction).mean())
         reasons = []
@@ -387,10 +387,6 @@ def _glacier_table(clean: pd.DataFrame, *, min_obs: int, by: str,
     table["first_date"] = pd.to_datetime(table["first_date"])
     table["last_date"] = pd.to_datetime(table["last_date"])
     return table
-
-
-def nan_value() -> float:
-    return float("nan")
 
 
 def _check_min_obs(min_obs: int) -> int:

@@ -66,8 +66,7 @@ class SgiLocations:
     names: dict[str, str] = field(default_factory=dict)
 
     def add(self, other: SgiLocations) -> None:
-        import pandas as pd  # noqa: F811 (local for clarity)
-
+        """Take ``other``'s outlines, points and names too."""
         for attr in ("outlines", "points"):
             mine, theirs = getattr(self, attr), getattr(other, attr)
             if theirs is not None:
