@@ -243,3 +243,20 @@ def test_inventory_validation_outlines_match_by_glims_id(tmp_path) -> None:
     assert v["glims_id"].tolist() == [TRIENT, TRIENT] and v["reference_id"].tolist() == ["11", "12"]
     assert v["match_method"].eq("glims_id").all()
     assert summary.iloc[0]["source"] == "GLIMS" and summary.iloc[0]["n_reference_rows"] == 3
+
+
+def test_inventory_names_match_wgms_without_sgi(tmp_path) -> None:
+    """With --inventory, our glacier's name (and centroid) come from the inventory."""
+    inv = pd.DataFrame({"glims_id": [TRIENT], "name": ["Glacier du Trient"], "centroid_lon": [7.03], "centroid_lat": [45.99]})
+    inv_path = tmp_path / "inventory.parquet"
+    inv.to_parquet(inv_path)
+    state = tmp_path / "state.csv"
+    state.write_text("country,glacier_name,glacier_id,date,date_unc,area\nCH,TRIENT,457,2010-07-02,182,5823000\n")
+    ours = tmp_path / "areas.parquet"
+    annual_areas().to_parquet(ours)
+    without = write_validation(ours, [state], tmp_path / "a")
+    assert without.validation.empty  # no name known for our glacier
+    result = write_validation(ours, [state], tmp_path / "b", inventory=inv_path)
+    row = result.validation.iloc[0]
+    assert row["glims_id"] == TRIENT and row["match_method"] == "name only (our name; no WGMS coordinates)"
+    assert row["reference_area_km2"] == pytest.approx(5.823)
