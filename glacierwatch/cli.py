@@ -27,6 +27,7 @@ STAGE_CLIS = (
     "glacierwatch.model.cli",
     "glacierwatch.timeseries.cli",
     "glacierwatch.trends.cli",
+    "glacierwatch.validate.cli",
     "glacierwatch.report.cli",
     "glacierwatch.pipeline_cli",
 )

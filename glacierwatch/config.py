@@ -217,6 +217,17 @@ class TrendsConfig:
     min_obs: int = _opt(10, "glaciers with fewer valid observations are flagged and left out of regional figures")
     by: str = _opt("region", "column the regional statistics group by")
     max_glacier_figures: int = _opt(50, "write at most this many per-glacier figures (Figure 16); 0 = none")
+    fit_on: str = _opt("annual", "fit the log-linear trend on the annual areas (annual, needs the annual table) "
+                                 "or on every scene (scenes: the paper's method)")
+    min_span_years: float = _opt(5.0, "flag glaciers whose record spans fewer years (the paper: 0 = off)")
+    min_years: int = _opt(5, "flag glaciers with an area in fewer calendar years (the paper: 0 = off)")
+    min_r2: float = _opt(0.0, "flag glaciers whose fit has a lower r² (0 = off, the paper; a stable glacier "
+                              "has r² near 0, so this rule drops stable glaciers and biases regions)")
+    max_poor_share: float = _opt(0.5, "flag glaciers with a larger share of observations whose valid_fraction "
+                                      "is below min_valid_fraction (the paper: 1 = off)")
+    min_valid_fraction: float = _opt(0.5, "an observation with less of the counting region observed (0-1) is poorly observed")
+    hac_lag_years: float = _opt(2.0, "the Newey-West (HAC) lag of the trend SE covers this many years of "
+                                     "observations; set it to at least the temporal smoothing's reach")
 
 
 @dataclass

@@ -513,3 +513,151 @@ def test_region_whose_glaciers_are_all_flagged_still_gets_figures(tmp_path) -> N
     result = write_trends(pd.concat([long, short]), tmp_path / "out", min_obs=10)
     assert (tmp_path / "out" / "figures" / "region_caucasus.png").exists()
     assert result.annual["mean_ln_area"].dtype == "float64"
+
+
+# ---------------------------------------------------------------- intervals, quality flags (issue 13)
+
+from glacierwatch.trends import PAPER_OPTIONS, TrendOptions, annual_table_path  # noqa: E402
+
+
+def test_hac_se_is_statsmodels_newey_west_with_the_lag_of_two_years_of_data() -> None:
+    """AR(1) residuals (rho 0.8), 4 scenes a year: the HAC SE is statsmodels' Newey-West with
+    lag = ceil(2 years x observations per year), and it exceeds the classical SE."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(3)
+    dates = [dt.date(1990 + i // 4, 4 + 2 * (i % 4), 10) for i in range(80)]
+    e = np.zeros(len(dates))
+    for i in range(1, len(e)):
+        e[i] = 0.8 * e[i - 1] + rng.normal(0, 0.01)
+    rows = [{"glims_id": "G001000E45000N", "region": "Alps", "date": d.isoformat(),
+             "area_km2": 5.0 * np.exp(-0.01 * (np_decimal_year(d) - 2000) + e[i])} for i, d in enumerate(dates)]
+    g = glacier_trends(pd.DataFrame(rows), min_obs=10).iloc[0]
+    t = np.array([np_decimal_year(d) for d in dates])
+    y = np.log([r["area_km2"] for r in rows])
+    lag = int(np.ceil(2.0 * (len(t) - 1) / (t[-1] - t[0])))
+    ref = sm.OLS(y, sm.add_constant(t)).fit(cov_type="HAC", cov_kwds={"maxlags": lag, "use_correction": True})
+    assert g["hac_lag"] == lag
+    assert g["rel_change_se_hac"] == pytest.approx(float(ref.bse[1]), rel=1e-9)
+    assert g["rel_change_se_hac"] > 1.5 * g["rel_change_se"]
+    resid = y - np.polyval(np.polyfit(t, y, 1), t)
+    assert g["residual_lag1_autocorr"] == pytest.approx(np.corrcoef(resid[:-1], resid[1:])[0, 1], rel=1e-9)
+    assert g["residual_lag1_autocorr"] > 0.5
+    assert g["rel_change_se_ar1"] == pytest.approx(
+        g["rel_change_se"] * np.sqrt((1 + g["residual_lag1_autocorr"]) / (1 - g["residual_lag1_autocorr"])), rel=1e-9)
+    q = float(__import__("scipy").stats.t.ppf(0.975, len(t) - 2))
+    total = max(g["rel_change_se_hac"], g["rel_change_se_ar1"])
+    assert g["rel_change_se_total"] == pytest.approx(total, rel=1e-12)  # no interval columns: no systematic term
+    assert g["rel_change_ci95_low"] == pytest.approx(g["rel_change_per_year"] - q * total, rel=1e-12)
+
+
+def test_systematic_term_from_the_intervals_closed_form() -> None:
+    """Exact exponential, intervals +-h in ln(area): residuals vanish, so the systematic SE is
+    (h / 1.96) / sqrt(sum (t - mean t)²) and it is the whole error bar."""
+    dates = [dt.date(y, 8, 1) for y in range(1990, 2021)]
+    rows = exact_glacier("G001000E45000N", "Alps", -0.005, dates)
+    h = 0.05
+    for r in rows:
+        r["area_km2_low"], r["area_km2_high"] = r["area_km2"] * np.exp(-h), r["area_km2"] * np.exp(h)
+    g = glacier_trends(pd.DataFrame(rows), min_obs=10).iloc[0]
+    t = np.array([np_decimal_year(d) for d in dates])
+    expected = (h / 1.96) / np.sqrt(((t - t.mean()) ** 2).sum())
+    assert g["rel_change_se_sys"] == pytest.approx(expected, rel=1e-9)
+    assert g["rel_change_se_total"] == pytest.approx(expected, rel=1e-6)
+    assert g["rel_change_ci95_low"] < -0.005 < g["rel_change_ci95_high"]
+
+
+def trient_like(poor: bool = True) -> pd.DataFrame:
+    """1.7 years of scenes (1990-05 .. 1991-12), one observing 2.5 % of the outline at a high area."""
+    dates = [dt.date(1990, 5, 1) + dt.timedelta(days=21 * i) for i in range(29)]
+    rows = exact_glacier("G007026E45991N", "Europe", -0.01, dates, area0=6.4)
+    for i, r in enumerate(rows):
+        r["valid_fraction"] = 0.025 if (poor and i % 2 == 0) else 0.9
+    rows[3]["area_km2"] = 0.947
+    return pd.DataFrame(rows)
+
+
+def test_short_poorly_observed_record_is_flagged_by_the_config_defaults_not_by_the_paper() -> None:
+    from glacierwatch.config import TrendsConfig
+
+    options = TrendOptions.from_config(TrendsConfig())
+    g = compute_trends(trient_like(), min_obs=10, options=options).glaciers.iloc[0]
+    assert g["flagged"]
+    assert "record spans 1.6 years (< 5)" in g["flag_reason"]
+    assert "areas in 2 year(s) (< 5)" in g["flag_reason"]
+    assert "of observations with valid_fraction < 0.5" in g["flag_reason"]
+    assert g["span_years"] == pytest.approx(1.6, abs=0.05) and g["n_years"] == 2
+    assert g["poor_scene_share"] == pytest.approx(15 / 29)
+    paper = compute_trends(trient_like(), min_obs=10, options=PAPER_OPTIONS).glaciers.iloc[0]
+    assert not paper["flagged"] and paper["flag_reason"] == ""
+
+
+def test_min_r2_rule_and_flag_reason_in_the_csv(tmp_path, caplog) -> None:
+    areas, _ = make_areas(5, regions={"Europe": -0.002}, per_region=4, obs=(20, 30), noise=0.05)
+    options = TrendOptions(min_r2=0.99)
+    with caplog.at_level(logging.WARNING):
+        result = write_trends(areas, tmp_path / "out", min_obs=5, options=options, fit_on="scenes", figures=False)
+    gl = result.glaciers
+    assert gl["flagged"].all() and gl["flag_reason"].str.contains("r² ").all()
+    csv = pd.read_csv(tmp_path / "out" / "glacier_trends.csv")
+    assert csv["flag_reason"].str.contains("< 0.99").all()
+    assert "flagged G" in caplog.text and "not a headline figure" in caplog.text
+
+
+def test_geometric_mean_sign_disagreement_is_warned(caplog) -> None:
+    """A small glacier seen only early and a large one only late, both shrinking: the geometric mean
+    of the year grows while every glacier shrinks."""
+    early = exact_glacier("G001000E45000N", "Alps", -0.01, [dt.date(y, 7, 1) for y in range(1990, 2000)], area0=1.0)
+    late = exact_glacier("G001001E45000N", "Alps", -0.01, [dt.date(y, 7, 1) for y in range(2000, 2010)], area0=20.0)
+    with caplog.at_level(logging.WARNING):
+        result = compute_trends(pd.DataFrame(early + late), min_obs=5)
+    alps = result.regions.set_index("region").loc["Alps"]
+    assert alps["rel_change_per_year"] < 0 < alps["geomean_rel_change_per_year"]
+    assert alps["sign_disagrees"]
+    assert "has the other sign than the glacier-weighted mean" in caplog.text
+    assert result.summary()["sign_disagrees"] == ["Alps", TOTAL]
+
+
+def test_regional_combined_se_adds_the_glaciers_own_errors(areas_truth) -> None:
+    areas, _ = areas_truth
+    result = compute_trends(areas, min_obs=15)
+    gl = result.glaciers[~result.glaciers["flagged"]]
+    europe = result.regions.set_index("region").loc["Europe"]
+    e = gl[gl["region"] == "Europe"]
+    w = e["n_obs"].to_numpy(float)
+    own = np.sqrt(((w * e["rel_change_se_total"]) ** 2).sum()) / w.sum()
+    assert europe["se_glaciers"] == pytest.approx(own, rel=1e-9)
+    assert europe["se_combined"] == pytest.approx(np.hypot(europe["se"], own), rel=1e-9)
+    assert europe["ci95_low_combined"] < europe["ci95_low"] < europe["rel_change_per_year"]
+
+
+def test_fit_on_annual_uses_the_annual_table_beside_the_areas(tmp_path) -> None:
+    """A generated annual table next to areas.parquet (``areas.annual.parquet``) is what is fitted."""
+    areas, _ = make_areas(2, regions={"Europe": -0.003}, per_region=3, obs=(30, 40))
+    areas_path = tmp_path / "areas.parquet"
+    areas.to_parquet(areas_path)
+    a = areas.assign(year=pd.to_datetime(areas["date"]).dt.year)
+    annual = (a.groupby(["glims_id", "region", "year"], as_index=False)
+              .agg(area_km2=("area_km2", "mean"), n_scenes=("area_km2", "size")))
+    annual["date"] = pd.to_datetime(annual["year"].astype(str) + "-07-01")
+    annual["area_km2_low"], annual["area_km2_high"] = annual["area_km2"] * 0.97, annual["area_km2"] * 1.03
+    annual["valid_fraction"] = 0.95
+    annual.to_parquet(annual_table_path(areas_path))
+    assert annual_table_path(areas_path).name == "areas.annual.parquet"
+    result = write_trends(areas_path, tmp_path / "out", min_obs=5, figures=False)
+    assert result.fit_on == "annual"
+    n_years = annual.groupby("glims_id").size()
+    assert result.glaciers.set_index("glims_id")["n_obs"].to_dict() == n_years.to_dict()
+    assert result.glaciers["rel_change_se_sys"].notna().all()
+    scenes = write_trends(areas_path, tmp_path / "out2", min_obs=5, figures=False, fit_on="scenes")
+    assert scenes.fit_on == "scenes" and scenes.glaciers["n_obs"].sum() == len(areas)
+    summary = json.loads((tmp_path / "out" / "trends_summary.json").read_text())
+    assert summary["fit_on"] == "annual" and summary["options"]["min_span_years"] == 5.0
+
+
+def test_bad_fit_on_is_a_config_error(tmp_path) -> None:
+    from glacierwatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fit_on"):
+        write_trends(trient_like(), tmp_path / "o", fit_on="monthly")
+    assert not (tmp_path / "o").exists()

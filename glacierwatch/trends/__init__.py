@@ -7,7 +7,9 @@ Rates are fractions per year (the slope of ln(area) on the decimal year): -0.01 
 from glacierwatch.trends.core import (
     REQUIRED_COLUMNS,
     TOTAL,
+    PAPER_OPTIONS,
     AreaCounts,
+    TrendOptions,
     TrendResult,
     annual_geomean,
     compute_trends,
@@ -22,10 +24,10 @@ from glacierwatch.trends.core import (
     weighted_mean_rate,
 )
 from glacierwatch.trends.figures import glacier_figure, inventory_figure, make_figures, region_figure
-from glacierwatch.trends.stage import read_areas, write_trends
+from glacierwatch.trends.stage import annual_table_path, read_areas, write_trends
 
 __all__ = [
-    "REQUIRED_COLUMNS", "TOTAL", "AreaCounts", "TrendResult", "annual_geomean", "compute_trends",
+    "PAPER_OPTIONS", "REQUIRED_COLUMNS", "TOTAL", "AreaCounts", "TrendOptions", "annual_table_path", "TrendResult", "annual_geomean", "compute_trends",
     "decimal_year", "geomean_rate", "glacier_figure", "glacier_trends", "inventory_figure",
     "make_figures", "panel_rate", "prepare_areas", "read_areas", "region_figure", "region_trends",
     "table2", "table2_markdown", "weighted_mean_rate", "write_trends",

@@ -51,16 +51,40 @@ def register(subparsers: Any) -> None:
                    metavar="N|all", help="draw at most N per-glacier figures, those with the most "
                                          f"observations (default {DEFAULT_MAX_GLACIER_FIGURES}; 0: none)")
     p.add_argument("--no-figures", action="store_true", help="write the tables only")
+    p.add_argument("--annual", metavar="FILE", default=None,
+                   help="annual areas table (default: <AREAS stem>.annual.parquet beside AREAS, if present)")
+    p.add_argument("--fit-on", choices=("annual", "scenes"), default=defaults.fit_on,
+                   help=f"fit the annual areas or every scene (the paper's method); default {defaults.fit_on}")
+    p.add_argument("--min-span-years", type=float, default=defaults.min_span_years, metavar="YEARS",
+                   help=f"flag glaciers whose record spans fewer years (default {defaults.min_span_years:g}; 0: off)")
+    p.add_argument("--min-years", type=int, default=defaults.min_years, metavar="N",
+                   help=f"flag glaciers with an area in fewer calendar years (default {defaults.min_years}; 0: off)")
+    p.add_argument("--min-r2", type=float, default=defaults.min_r2, metavar="R2",
+                   help=f"flag glaciers whose fit has a lower r² (default {defaults.min_r2:g}: off)")
+    p.add_argument("--paper-flags", action="store_true",
+                   help="the paper's rules only (min-obs): no span, years, r² or poorly-observed flags")
     p.set_defaults(func=handler)
 
 
 def handler(args: argparse.Namespace) -> int:
     from glacierwatch.trends.stage import write_trends
 
+    from glacierwatch.trends.core import PAPER_OPTIONS, TrendOptions
+
+    defaults = TrendsConfig()
+    options = PAPER_OPTIONS if args.paper_flags else TrendOptions.from_config(defaults)
+    if not args.paper_flags:
+        options = TrendOptions(min_span_years=args.min_span_years, min_years=args.min_years, min_r2=args.min_r2,
+                               max_poor_share=options.max_poor_share,
+                               min_valid_fraction=options.min_valid_fraction, hac_lag_years=options.hac_lag_years)
     result = write_trends(args.areas, args.out, min_obs=args.min_obs, by=args.by,
-                          figures=not args.no_figures, max_glacier_figures=args.glacier_figures)
+                          figures=not args.no_figures, max_glacier_figures=args.glacier_figures,
+                          options=options, fit_on=args.fit_on, annual=args.annual)
     print(result.table2_markdown().split("\n\n")[0])
     n_flagged = int(result.glaciers["flagged"].sum())
+    for warning in result.warnings:
+        if warning.startswith("WARNING"):
+            print(warning)
     print(f"\n{len(result.glaciers)} glaciers ({n_flagged} flagged), {result.counts.n_valid} observations; "
           f"outputs in {result.out_dir}")
     return 0

@@ -15,6 +15,23 @@ Every rate is the slope of ln(area) against the decimal year, i.e. a *fraction p
   3. ``panel_rel_change_per_year`` / ``panel_se``: glacier fixed effects, ln(area) = a_glacier + b t,
      with standard errors clustered by glacier.
 
+Beside the paper's columns (kept as they are), every glacier gets an interval that is honest about
+serially correlated residuals and systematic error (see :class:`TrendOptions` and docs/trends.md):
+
+* ``rel_change_se_hac``: Newey-West (HAC) standard error of the OLS slope, lag tied to the data
+  spacing (``hac_lag_years`` of observations), small-sample corrected;
+* ``rel_change_se_ar1``: the OLS SE scaled by sqrt((1 + rho) / (1 - rho)), rho the lag-1
+  autocorrelation of the residuals clipped to 0..0.99 (AR(1) effective sample size);
+* ``rel_change_se_sys``: the slope error implied by the per-observation intervals
+  (``area_km2_low`` .. ``area_km2_high`` read as 95 % intervals of ln(area)), propagated through the
+  OLS weights and inflated by the residuals' correlated/OLS variance ratio (errors correlated as the residuals);
+* ``rel_change_se_total`` = sqrt(max(hac, ar1)² + sys²) and the 95 % interval ``rel_change_ci95_low/high``
+  (Student t with n - 2 degrees of freedom).
+
+Regional rows add ``se_glaciers`` (the weighted mean's error from the glaciers' own total SEs),
+``se_combined`` = sqrt(se² + se_glaciers²) and its 95 % interval, and ``sign_disagrees`` (the
+geometric-mean slope has the other sign than the glacier-weighted mean: a warning is logged).
+
 All fits use statsmodels.
 """
 
@@ -31,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
+from scipy import stats
 
 from glacierwatch.errors import InputError
 
@@ -46,12 +64,53 @@ Z95 = 1.96
 GLACIER_COLUMNS: tuple[str, ...] = (
     "glims_id", "region", "n_obs", "first_date", "last_date", "rel_change_per_year", "rel_change_se",
     "intercept", "r2", "flagged", "flag_reason",
+    # ours (docs/trends.md): fraction per year like rel_change_per_year
+    "rel_change_se_hac", "rel_change_se_ar1", "rel_change_se_sys", "rel_change_se_total", "rel_change_ci95_low",
+    "rel_change_ci95_high", "hac_lag", "residual_lag1_autocorr", "span_years", "n_years",
+    "poor_scene_share",
 )
 REGION_STAT_COLUMNS: tuple[str, ...] = (
     "n_glaciers", "n_obs", "rel_change_per_year", "se", "rel_se", "ci95_low", "ci95_high",
     "geomean_rel_change_per_year", "geomean_se", "panel_rel_change_per_year", "panel_se",
     "n_glaciers_flagged", "n_years",
+    # ours (docs/trends.md)
+    "se_glaciers", "se_combined", "ci95_low_combined", "ci95_high_combined", "sign_disagrees",
 )
+
+#: Optional numeric columns of an areas table carried to the fits.
+OPTIONAL_COLUMNS: tuple[str, ...] = ("area_km2_low", "area_km2_high", "valid_fraction", "n_scenes")
+
+
+@dataclass(frozen=True)
+class TrendOptions:
+    """Quality rules and interval settings of the per-glacier fits (defaults: the paper's rules, no
+    extra flags; :meth:`from_config` gives glacierwatch's defaults from ``[trends]``).
+
+    ``min_span_years``: flag a glacier whose first and last observation are closer (years).
+    ``min_years``: flag a glacier with fewer calendar years holding an area.
+    ``min_r2``: flag a glacier whose fit explains less (0 = off).
+    ``max_poor_share`` / ``min_valid_fraction``: flag a glacier more than this share of whose scenes
+    (or annual areas) have ``valid_fraction`` below ``min_valid_fraction`` (needs that column).
+    ``hac_lag_years``: the Newey-West lag covers this many years of observations (at least 1 lag).
+    """
+
+    min_span_years: float = 0.0
+    min_years: int = 0
+    min_r2: float = 0.0
+    max_poor_share: float = 1.0
+    min_valid_fraction: float = 0.5
+    hac_lag_years: float = 2.0
+
+    @classmethod
+    def from_config(cls, config: Any) -> TrendOptions:
+        """From a :class:`~glacierwatch.config.TrendsConfig`."""
+        return cls(min_span_years=float(config.min_span_years), min_years=int(config.min_years),
+                   min_r2=float(config.min_r2), max_poor_share=float(config.max_poor_share),
+                   min_valid_fraction=float(config.min_valid_fraction),
+                   hac_lag_years=float(config.hac_lag_years))
+
+
+PAPER_OPTIONS = TrendOptions()
 
 
 # ---------------------------------------------------------------- time
@@ -175,6 +234,9 @@ def prepare_areas(areas: pd.DataFrame, *, by: str = "region", source: str = "are
     })
     if by != "region":
         clean[by] = frame[by].astype(str).str.strip()
+    for column in OPTIONAL_COLUMNS:
+        if column in frame.columns:
+            clean[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     reserved = (clean[by] == TOTAL).to_numpy()
     if reserved.any():
         raise row_error(reserved, f"{by} {TOTAL!r} is reserved for the row over all glaciers")
@@ -203,6 +265,7 @@ def prepare_areas(areas: pd.DataFrame, *, by: str = "region", source: str = "are
 
 def _ensure_clean(areas: pd.DataFrame, by: str) -> pd.DataFrame:
     needed = {"t", "ln_area", "year", by, *REQUIRED_COLUMNS}
+    needed |= {c for c in OPTIONAL_COLUMNS if c in areas.columns}
     if needed.issubset(areas.columns) and pd.api.types.is_datetime64_any_dtype(areas["date"]):
         return areas
     return prepare_areas(areas, by=by)[0]
@@ -231,29 +294,95 @@ def _fit_glacier(t: np.ndarray, ln_area: np.ndarray) -> tuple[float, float, floa
     return slope, se, intercept, r2
 
 
-def _glacier_table(clean: pd.DataFrame, *, min_obs: int, by: str) -> pd.DataFrame:
+def _interval_fit(t: np.ndarray, ln_area: np.ndarray, low: np.ndarray | None, high: np.ndarray | None,
+                  lag_years: float) -> dict[str, float]:
+    """HAC and systematic standard errors of the OLS slope of ln(area) on t (``t`` sorted)."""
+    nan = float("nan")
+    out = {"rel_change_se_hac": nan, "rel_change_se_ar1": nan, "rel_change_se_sys": nan, "hac_lag": nan,
+           "residual_lag1_autocorr": nan}
+    n = t.size
+    if np.unique(t).size < 2 or n < 3:
+        return out
+    span = float(t[-1] - t[0])
+    per_year = (n - 1) / span if span > 0 else float(n)
+    lag = int(min(max(1, int(np.ceil(lag_years * per_year))), n - 2))
+    with _quiet():
+        x = sm.add_constant(t, has_constant="add")
+        ols = sm.OLS(ln_area, x).fit()
+        hac = sm.OLS(ln_area, x).fit(cov_type="HAC", cov_kwds={"maxlags": lag, "use_correction": True})
+        resid = ols.resid
+        exact = np.std(resid) < 1e-10  # a perfect fit: residuals are rounding noise, not data
+        rho = float(np.corrcoef(resid[:-1], resid[1:])[0, 1]) if n > 3 and not exact else nan
+    se_ols, se_hac = float(ols.bse[1]), float(hac.bse[1])
+    # AR(1) effective sample size (Santer et al. 2000): n_eff = n (1 - rho) / (1 + rho); a Bartlett HAC
+    # with a short lag cannot see residuals that stay correlated for many observations (rho ~ 0.9+
+    # after temporal smoothing), this can.
+    r = min(max(rho, 0.0), 0.99) if np.isfinite(rho) else 0.0
+    se_ar1 = se_ols * float(np.sqrt((1 + r) / (1 - r)))
+    out.update(rel_change_se_hac=se_hac, rel_change_se_ar1=se_ar1, hac_lag=float(lag), residual_lag1_autocorr=rho)
+    if low is not None and high is not None:
+        ok = np.isfinite(low) & np.isfinite(high) & (low > 0) & (high > 0)
+        if ok.all():
+            sigma = (np.log(high) - np.log(low)) / 2.0 / Z95  # 95 % interval -> 1 sigma of ln(area)
+            w = (t - t.mean()) / np.sum((t - t.mean()) ** 2)
+            se_corr = max(se_hac, se_ar1)
+            inflation = (max(1.0, (se_corr / se_ols) ** 2)
+                         if not exact and se_ols > 0 and np.isfinite(se_corr) else 1.0)
+            out["rel_change_se_sys"] = float(np.sqrt(np.sum((w * sigma) ** 2) * inflation))
+    return out
+
+
+def _glacier_table(clean: pd.DataFrame, *, min_obs: int, by: str,
+                   options: TrendOptions = PAPER_OPTIONS) -> pd.DataFrame:
     rows = []
     for gid, g in clean.groupby("glims_id", sort=True):
+        g = g.sort_values("t", kind="stable")
         t = g["t"].to_numpy()
         slope, se, intercept, r2 = _fit_glacier(t, g["ln_area"].to_numpy())
         n_obs = len(g)
+        has_interval = "area_km2_low" in g.columns and "area_km2_high" in g.columns
+        extra = _interval_fit(t, g["ln_area"].to_numpy(),
+                              g["area_km2_low"].to_numpy() if has_interval else None,
+                              g["area_km2_high"].to_numpy() if has_interval else None, options.hac_lag_years)
+        se_hac, se_sys = extra["rel_change_se_hac"], extra["rel_change_se_sys"]
+        se_corr = float(np.fmax(se_hac, extra["rel_change_se_ar1"]))
+        se_total = float(np.hypot(se_corr, se_sys)) if np.isfinite(se_sys) else se_corr
+        q = float(stats.t.ppf(0.975, n_obs - 2)) if n_obs > 2 else float("nan")
+        span = float(t[-1] - t[0]) if n_obs else 0.0
+        n_years = int(g["year"].nunique())
+        poor = float("nan")
+        if "valid_fraction" in g.columns and g["valid_fraction"].notna().any():
+            poor = float((g["valid_fraction"] < options.min_valid_fraction).mean())
         reasons = []
         if np.unique(t).size < 2:
             reasons.append("single date")
         if n_obs < min_obs:
             reasons.append(f"fewer than {min_obs} observations")
+        if np.unique(t).size >= 2 and span < options.min_span_years:
+            reasons.append(f"record spans {span:.1f} years (< {options.min_span_years:g})")
+        if n_years < options.min_years:
+            reasons.append(f"areas in {n_years} year(s) (< {options.min_years})")
+        if options.min_r2 > 0 and np.isfinite(r2) and r2 < options.min_r2:
+            reasons.append(f"r² {r2:.3f} (< {options.min_r2:g})")
+        if np.isfinite(poor) and poor > options.max_poor_share:
+            reasons.append(f"{poor:.0%} of observations with valid_fraction < {options.min_valid_fraction:g}")
         row = {"glims_id": gid, "region": g["region"].iloc[0]}
         if by != "region":
             row[by] = g[by].iloc[0]
         row.update(n_obs=n_obs, first_date=g["date"].min(), last_date=g["date"].max(),
                    rel_change_per_year=slope, rel_change_se=se, intercept=intercept, r2=r2,
-                   flagged=bool(reasons), flag_reason="; ".join(reasons))
+                   flagged=bool(reasons), flag_reason="; ".join(reasons),
+                   rel_change_se_hac=se_hac, rel_change_se_ar1=extra["rel_change_se_ar1"], rel_change_se_sys=se_sys, rel_change_se_total=se_total,
+                   rel_change_ci95_low=slope - q * se_total, rel_change_ci95_high=slope + q * se_total,
+                   hac_lag=extra["hac_lag"], residual_lag1_autocorr=extra["residual_lag1_autocorr"],
+                   span_years=span, n_years=n_years, poor_scene_share=poor)
         rows.append(row)
     columns = list(GLACIER_COLUMNS)
     if by != "region":
         columns.insert(2, by)
     table = pd.DataFrame(rows, columns=columns)
     table["n_obs"] = table["n_obs"].astype("int64")
+    table["n_years"] = table["n_years"].astype("int64")
     table["flagged"] = table["flagged"].astype(bool)
     table["first_date"] = pd.to_datetime(table["first_date"])
     table["last_date"] = pd.to_datetime(table["last_date"])
@@ -266,7 +395,8 @@ def _check_min_obs(min_obs: int) -> int:
     return int(min_obs)
 
 
-def glacier_trends(areas: pd.DataFrame, *, min_obs: int = 10, by: str = "region") -> pd.DataFrame:
+def glacier_trends(areas: pd.DataFrame, *, min_obs: int = 10, by: str = "region",
+                   options: TrendOptions = PAPER_OPTIONS) -> pd.DataFrame:
     """One row per glacier: ``glims_id, region, n_obs, first_date, last_date, rel_change_per_year,
     rel_change_se, intercept, r2, flagged, flag_reason`` (plus the ``by`` column if not ``region``).
 
@@ -274,10 +404,12 @@ def glacier_trends(areas: pd.DataFrame, *, min_obs: int = 10, by: str = "region"
     ``rel_change_se`` its classical standard error (NaN with fewer than 3 observations), ``intercept``
     ln(area_km2) at t = 0 (year 0; the fitted area in year T is ``exp(intercept + slope * T)``).
     A glacier is ``flagged`` (and left out of every regional estimate) when it has fewer than
-    ``min_obs`` valid observations or a single date.
+    ``min_obs`` valid observations or a single date, or breaks a rule of ``options``
+    (:class:`TrendOptions`; ``flag_reason`` names every rule broken). The interval columns that
+    follow are described in the module docstring and docs/trends.md.
     """
     min_obs = _check_min_obs(min_obs)
-    return _glacier_table(_ensure_clean(areas, by), min_obs=min_obs, by=by)
+    return _glacier_table(_ensure_clean(areas, by), min_obs=min_obs, by=by, options=options)
 
 
 # ---------------------------------------------------------------- per region
@@ -374,6 +506,7 @@ def _region_row(name: str, gl_all: pd.DataFrame, obs: pd.DataFrame, by: str,
         notes.append(f"{label}: no glacier passes the observation filter ({len(gl_all)} flagged); "
                      "no regional estimate")
         row.update({c: nan for c in REGION_STAT_COLUMNS if c not in row})
+        row["sign_disagrees"] = False
         return row, annual
     mean, se = weighted_mean_rate(gl["rel_change_per_year"].to_numpy(), gl["n_obs"].to_numpy())
     if k == 1:
@@ -384,10 +517,24 @@ def _region_row(name: str, gl_all: pd.DataFrame, obs: pd.DataFrame, by: str,
         notes.append(f"{label}: only {len(annual)} calendar year(s); the geometric-mean fit has no standard error")
     p_slope, p_se = panel_rate(obs)
     rel_se = se / abs(mean) if np.isfinite(se) and mean != 0 else nan
+    weights = gl["n_obs"].to_numpy(dtype="float64")
+    own = gl["rel_change_se_total"].to_numpy(dtype="float64") if "rel_change_se_total" in gl.columns \
+        else np.full(k, nan)
+    se_glaciers = float(np.sqrt(np.sum((weights * own) ** 2)) / weights.sum()) if np.isfinite(own).all() else nan
+    se_combined = float(np.hypot(se, se_glaciers)) if np.isfinite(se) else se_glaciers
+    q = float(stats.t.ppf(0.975, k - 1)) if k > 1 else Z95
+    disagree = bool(np.isfinite(g_slope) and np.isfinite(mean) and g_slope * mean < 0)
+    if disagree:
+        notes.append(f"WARNING {label}: the geometric-mean slope {g_slope:+.5f}/yr has the other sign than the "
+                     f"glacier-weighted mean {mean:+.5f}/yr (the geometric mean mixes glaciers entering and "
+                     "leaving the record); do not quote it as the region's change")
     row.update(rel_change_per_year=mean, se=se, rel_se=rel_se,
                ci95_low=mean - Z95 * se, ci95_high=mean + Z95 * se,
                geomean_rel_change_per_year=g_slope, geomean_se=g_se,
-               panel_rel_change_per_year=p_slope, panel_se=p_se)
+               panel_rel_change_per_year=p_slope, panel_se=p_se,
+               se_glaciers=se_glaciers, se_combined=se_combined,
+               ci95_low_combined=mean - q * se_combined, ci95_high_combined=mean + q * se_combined,
+               sign_disagrees=disagree)
     return row, annual
 
 
@@ -407,6 +554,7 @@ def _region_tables(clean: pd.DataFrame, glaciers: pd.DataFrame, by: str
     regions = pd.DataFrame(rows, columns=[by, *REGION_STAT_COLUMNS])
     for column in ("n_glaciers", "n_obs", "n_glaciers_flagged", "n_years"):
         regions[column] = regions[column].astype("int64")
+    regions["sign_disagrees"] = regions["sign_disagrees"].astype(bool)
     annual = pd.concat(annuals, ignore_index=True)
     annual = annual[[by, "year", "t", "n_obs", "n_glaciers", "mean_ln_area", "geomean_area_km2"]]
     annual = annual.astype({"year": "int64", "n_obs": "int64", "n_glaciers": "int64", "t": "float64",
@@ -472,6 +620,8 @@ class TrendResult:
     counts: AreaCounts
     warnings: list[str] = field(default_factory=list)
     source: str = "areas table"
+    options: TrendOptions = PAPER_OPTIONS
+    fit_on: str = "scenes"
     out_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
 
@@ -486,7 +636,8 @@ class TrendResult:
         """Counts and settings as plain JSON-able values."""
         total = self.regions.loc[self.regions[self.by] == TOTAL].iloc[0]
         return {
-            "source": self.source, "by": self.by, "min_obs": self.min_obs,
+            "source": self.source, "by": self.by, "min_obs": self.min_obs, "fit_on": self.fit_on,
+            "options": dict(self.options.__dict__),
             "n_rows": self.counts.n_rows, "n_dropped_missing_area": self.counts.n_dropped_missing,
             "n_dropped_nonpositive_area": self.counts.n_dropped_nonpositive,
             "n_valid_rows": self.counts.n_valid,
@@ -494,6 +645,11 @@ class TrendResult:
             "n_regions": int(len(self.regions) - 1),
             "total_rel_change_per_year": _json_float(total["rel_change_per_year"]),
             "total_se": _json_float(total["se"]),
+            "total_se_combined": _json_float(total["se_combined"]),
+            "total_ci95_combined": [_json_float(total["ci95_low_combined"]), _json_float(total["ci95_high_combined"])],
+            "flagged_glaciers": {str(r.glims_id): str(r.flag_reason)
+                                 for r in self.glaciers.loc[self.glaciers["flagged"]].itertuples()},
+            "sign_disagrees": [str(r) for r in self.regions.loc[self.regions["sign_disagrees"], self.by]],
             "warnings": list(self.warnings),
         }
 
@@ -504,23 +660,33 @@ def _json_float(value: Any) -> float | None:
 
 
 def compute_trends(areas: pd.DataFrame, *, min_obs: int = 10, by: str = "region",
-                   source: str = "areas table", first_line: int | None = None) -> TrendResult:
+                   source: str = "areas table", first_line: int | None = None,
+                   options: TrendOptions = PAPER_OPTIONS, fit_on: str = "scenes") -> TrendResult:
     """Check ``areas`` and compute the glacier, regional and annual tables (nothing is written).
 
+    ``areas`` is a per-scene or an annual table (``glims_id, region, date, area_km2`` and optionally
+    ``area_km2_low``, ``area_km2_high``, ``valid_fraction``); ``fit_on`` only labels which one it is.
+    ``options``: quality rules and HAC lag (:class:`TrendOptions`; default the paper's: no extra flags).
     ``source`` and ``first_line`` only label error messages (see :func:`prepare_areas`).
     """
     min_obs = _check_min_obs(min_obs)
     clean, counts = prepare_areas(areas, by=by, source=source, first_line=first_line)
-    glaciers = _glacier_table(clean, min_obs=min_obs, by=by)
+    glaciers = _glacier_table(clean, min_obs=min_obs, by=by, options=options)
     notes: list[str] = []
     n_flagged = int(glaciers["flagged"].sum())
     if n_flagged:
         reasons = glaciers.loc[glaciers["flagged"], "flag_reason"].value_counts()
         notes.append(f"{n_flagged} of {len(glaciers)} glacier(s) flagged and left out of the regional "
                      "estimates (" + ", ".join(f"{r}: {n}" for r, n in reasons.items()) + ")")
+        for r in glaciers.loc[glaciers["flagged"]].head(20).itertuples():
+            notes.append(f"flagged {r.glims_id} ({r.region}): {r.flag_reason}; its rate "
+                         f"{r.rel_change_per_year * 100:+.2f} %/yr is not a headline figure")
+        if n_flagged > 20:
+            notes.append(f"... and {n_flagged - 20} more flagged glacier(s): see flag_reason in glacier_trends.csv")
     regions, annual, region_notes = _region_tables(clean, glaciers, by)
     notes += region_notes
     for note in notes:
         log.warning(note)
     return TrendResult(glaciers=glaciers, regions=regions, annual=annual, observations=clean, by=by,
-                       min_obs=min_obs, counts=counts, warnings=notes, source=source)
+                       min_obs=min_obs, counts=counts, warnings=notes, source=source, options=options,
+                       fit_on=fit_on)

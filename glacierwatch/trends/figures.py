@@ -76,6 +76,10 @@ def glacier_figure(result: TrendResult, glims_id: str) -> Figure:
                 label=f"log-linear fit: {_pct(slope)} %/yr")
     title = (f"{glims_id} ({g['region']}): {_pct(slope)} ± {_pct(g['rel_change_se'], sign=False)} %/yr, "
              f"{int(g['n_obs'])} observations")
+    low, high = g.get("rel_change_ci95_low", np.nan), g.get("rel_change_ci95_high", np.nan)
+    if np.isfinite(low) and np.isfinite(high):
+        # the paper's classical SE stays in the title; the interval to quote follows it
+        title += f"\n95 % interval {_pct(low)} to {_pct(high)} %/yr (autocorrelation and systematic error)"
     if g["flagged"]:
         title += f"\nflagged: {g['flag_reason']} (not in regional estimates)"
     ax.set_title(title, fontsize=11)

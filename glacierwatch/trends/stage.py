@@ -23,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from glacierwatch import __version__
-from glacierwatch.errors import InputError
+from glacierwatch.errors import ConfigError, InputError
 from glacierwatch.io import read_table
-from glacierwatch.trends.core import TrendResult, compute_trends
+from glacierwatch.trends.core import TrendOptions, TrendResult, compute_trends
 from glacierwatch.trends.figures import DEFAULT_MAX_GLACIER_FIGURES, make_figures
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,16 @@ SUMMARY = "trends_summary.json"
 FIGURES = "figures"
 #: Files a trends run owns in ``figures/`` (older ones matching these are replaced).
 _FIGURE_PATTERNS = ("glacier_*.png", "region_*.png", "inventory_summary.png", "figures.json")
+
+
+FIT_ON = ("annual", "scenes")
+
+
+def annual_table_path(areas_path: str | os.PathLike[str]) -> Path:
+    """The conventional place of the annual table beside a per-scene areas table:
+    ``<areas stem>.annual.parquet`` (``areas.parquet`` -> ``areas.annual.parquet``)."""
+    path = Path(areas_path)
+    return path.with_name(f"{path.stem}.annual.parquet")
 
 
 def read_areas(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -102,20 +112,45 @@ def _commit(stage: Path, out: Path, files: list[Path], figures: bool) -> None:
         os.replace(stage / rel, out / rel)
 
 
+def _default_options() -> TrendOptions:
+    from glacierwatch.config import TrendsConfig
+
+    return TrendOptions.from_config(TrendsConfig())
+
+
 def write_trends(areas: str | os.PathLike[str] | pd.DataFrame, out_dir: str | os.PathLike[str], *,
                  min_obs: int = 10, by: str = "region", figures: bool = True,
-                 max_glacier_figures: int | None = DEFAULT_MAX_GLACIER_FIGURES) -> TrendResult:
+                 max_glacier_figures: int | None = DEFAULT_MAX_GLACIER_FIGURES,
+                 options: TrendOptions | None = None, fit_on: str = "annual",
+                 annual: str | os.PathLike[str] | pd.DataFrame | None = None) -> TrendResult:
     """Compute the trends of an areas table (a path or a DataFrame) and write all outputs to ``out_dir``.
 
+    ``fit_on="annual"`` fits the annual table ``annual`` (``glims_id, region, year, date, area_km2,
+    area_km2_low, area_km2_high, n_scenes, valid_fraction``; default: :func:`annual_table_path` beside
+    ``areas`` when it exists) and falls back to the per-scene ``areas`` (logged) when there is none;
+    ``fit_on="scenes"`` fits every row of ``areas`` (the paper's method). ``options``: quality rules
+    and HAC lag (default: ``[trends]`` defaults of :class:`~glacierwatch.config.TrendsConfig`).
     Raises :class:`~glacierwatch.errors.InputError` (nothing written) for an unusable input.
     ``max_glacier_figures``: at most this many per-glacier figures (None: all; 0: none).
     """
+    if fit_on not in FIT_ON:
+        raise ConfigError(f"[trends] fit_on must be one of {list(FIT_ON)}, got {fit_on!r}")
+    options = _default_options() if options is None else options
+    if annual is None and fit_on == "annual" and not isinstance(areas, pd.DataFrame):
+        candidate = annual_table_path(areas)
+        annual = candidate if candidate.exists() else None
+    if fit_on == "annual" and annual is not None:
+        areas = annual
+    elif fit_on == "annual":
+        log.info("no annual areas table given: fitting every scene of the areas table")
+        fit_on = "scenes"
     if isinstance(areas, pd.DataFrame):
-        table, source = areas, "areas table"
+        table, source = areas, f"{fit_on} areas table"
     else:
         table, source = read_areas(areas), str(areas)
     first_line = 2 if not isinstance(areas, pd.DataFrame) and Path(areas).suffix.lower() in {".csv", ".txt"} else None
-    result = compute_trends(table, min_obs=min_obs, by=by, source=source, first_line=first_line)
+    result = compute_trends(table, min_obs=min_obs, by=by, source=source, first_line=first_line,
+                            options=options, fit_on=fit_on)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
