@@ -60,6 +60,7 @@ class WorkPaths:
     model_dir = property(lambda self: self.root / "model")
     model = property(lambda self: self.root / "model" / "model.pt")
     areas = property(lambda self: self.root / "areas.parquet")
+    annual = property(lambda self: self.root / "areas.annual.parquet")
     trends = property(lambda self: self.root / "trends")
     report = property(lambda self: self.root / "report" / "index.html")
     stamps = property(lambda self: self.root / ".stamps")
@@ -189,8 +190,12 @@ def _run_timeseries(paths: WorkPaths, config: Config, progress: bool) -> None:
 def _run_trends(paths: WorkPaths, config: Config, progress: bool) -> None:
     from glacierwatch.trends import write_trends
 
+    from glacierwatch.trends.core import TrendOptions
+
     write_trends(paths.areas, paths.trends, min_obs=config.trends.min_obs, by=config.trends.by,
-                 max_glacier_figures=config.trends.max_glacier_figures)
+                 max_glacier_figures=config.trends.max_glacier_figures,
+                 options=TrendOptions.from_config(config.trends), fit_on=config.trends.fit_on,
+                 annual=paths.annual if config.trends.fit_on == "annual" else None)
 
 
 def _run_report(paths: WorkPaths, config: Config, progress: bool) -> None:
@@ -213,7 +218,7 @@ def build_stages() -> list[Stage]:
               lambda c: asdict(c.train), _run_train),
         Stage("timeseries", lambda p, c: [p.catalog, p.inventory, p.model, p.dem], lambda p: [p.areas],
               lambda c: {"timeseries": asdict(c.timeseries), "catalog": asdict(c.catalog)}, _run_timeseries),
-        Stage("trends", lambda p, c: [p.areas], lambda p: [p.trends / "glacier_trends.csv"],
+        Stage("trends", lambda p, c: [p.areas, p.annual], lambda p: [p.trends / "glacier_trends.csv"],
               lambda c: asdict(c.trends), _run_trends),
         Stage("report", lambda p, c: [p.areas, p.trends], lambda p: [p.report], lambda c: {}, _run_report),
     ]
