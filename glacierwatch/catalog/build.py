@@ -36,7 +36,7 @@ from glacierwatch.catalog.schema import COLUMN_NAMES, SCHEMA_VERSION, arrow_sche
 from glacierwatch.catalog.stats import Box, StatusError, scene_stats
 from glacierwatch.errors import DatasetNotFoundError, InputError
 from glacierwatch.grid import GlacierGrid
-from glacierwatch.ids import GLIMS_ID_PATTERN, validate_glims_id
+from glacierwatch.ids import glacier_path, is_glims_id, validate_glims_id
 from glacierwatch.io import atomic_path, read_table
 from glacierwatch.landsat import SENSORS, is_slc_off
 
@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 
 #: A standard scene file name.
 SCENE_NAME_PATTERN = re.compile(
-    r"^(?P<glims_id>G\d{6}E\d{5}[NS])_(?P<date>\d{4}-\d{2}-\d{2})_(?P<satellite>L[5789])"
-    r"_C(?P<collection>\d{2})_(?P<tier>T1|T2|RT)_L2_SR\.tiff?$")
+    r"\A(?P<glims_id>G\d{6}E\d{5}[NS])_(?P<date>\d{4}-\d{2}-\d{2})_(?P<satellite>L[5789])"
+    r"_C(?P<collection>\d{2})_(?P<tier>T1|T2|RT)_L2_SR\.tiff?\Z")
 
 _SCENE_SUFFIXES = (".tif", ".tiff")
 
@@ -85,7 +85,7 @@ def scene_file_name(glims_id: str, date: dt.date, satellite: str, *, collection:
 def scene_path(scenes_dir: str | os.PathLike[str], glims_id: str, date: dt.date, satellite: str) -> Path:
     """``scenes_dir/<GLIMS_ID>/<file name>`` (the id is validated against the GLIMS pattern first)."""
     name = scene_file_name(glims_id, date, satellite)
-    return Path(scenes_dir) / glims_id / name
+    return glacier_path(scenes_dir, glims_id, folder=True) / name
 
 
 # ------------------------------------------------------------------ discovery
@@ -162,7 +162,7 @@ def _load_inventory(path: str | os.PathLike[str]) -> dict[str, _Glacier]:
     hemis = df["hemisphere"] if "hemisphere" in df.columns else [None] * len(df)
     regions = df["region"] if "region" in df.columns else [None] * len(df)
     for gid, grid_json, hemi, region in zip(df["glims_id"], df["grid"], hemis, regions, strict=True):
-        if not isinstance(gid, str) or not GLIMS_ID_PATTERN.match(gid):
+        if not is_glims_id(gid):
             raise InputError(f"{path}: not a GLIMS id in the inventory: {gid!r}")
         try:
             grid = GlacierGrid.from_json(grid_json) if isinstance(grid_json, str) else None
@@ -183,7 +183,7 @@ def _make_tasks(found: Iterable[tuple[Path, os.stat_result, list[tuple[Path, os.
         try:
             name = parse_scene_name(path.name)
             folder = path.parent.name
-            if GLIMS_ID_PATTERN.match(folder) and folder != name.glims_id:
+            if is_glims_id(folder) and folder != name.glims_id:
                 raise InputError(f"file of glacier {name.glims_id} in the folder of {folder}")
         except InputError as exc:
             error = str(exc)

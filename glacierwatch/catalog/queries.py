@@ -24,7 +24,7 @@ import pyarrow as pa
 from glacierwatch.catalog.schema import REQUIRED_COLUMNS
 from glacierwatch.config import CatalogConfig
 from glacierwatch.errors import ConfigError, DatasetNotFoundError, InputError
-from glacierwatch.ids import GLIMS_ID_PATTERN
+from glacierwatch.ids import is_glims_id
 from glacierwatch.io import read_table
 from glacierwatch.landsat import SLC_OFF_DATE
 
@@ -93,7 +93,7 @@ def _glaciers_table(inventory: str | os.PathLike[str] | pd.DataFrame) -> pa.Tabl
     if "glims_id" not in df.columns:
         raise InputError("the inventory has no glims_id column")
     ids = df["glims_id"].astype(object)
-    bad = [g for g in ids if not isinstance(g, str) or not GLIMS_ID_PATTERN.match(g)]
+    bad = [g for g in ids if not is_glims_id(g)]
     if bad:
         raise InputError(f"the inventory holds values that are not GLIMS ids, e.g. {bad[0]!r}")
     dup = ids[ids.duplicated()]

@@ -38,7 +38,8 @@ import numpy as np
 from glacierwatch.catalog.build import scene_path
 from glacierwatch.config import ImageryConfig
 from glacierwatch.errors import InputError
-from glacierwatch.imagery.records import GlacierRequest, SceneRecord, requests_from_inventory
+from glacierwatch.ids import glacier_path
+from glacierwatch.imagery.records import MODES, GlacierRequest, SceneRecord, requests_from_inventory
 from glacierwatch.imagery.sources import make_source
 from glacierwatch.imagery.sources.base import ImagerySource, SourceAuthError
 from glacierwatch.imagery.standard import dem_path, mosaic, write_dem, write_standard_scene
@@ -71,14 +72,21 @@ class FetchPaths:
     def ledger(self) -> Path:
         return self.state / LEDGER_FILE
 
+    # every per-glacier path goes through glacier_path: the id is validated before it is a path
     def plan(self, mode: str, glims_id: str) -> Path:
-        return self.state / "plans" / mode / f"{glims_id}.json"
+        return glacier_path(self.state / "plans" / _mode(mode), glims_id, ".json")
 
     def done(self, mode: str, glims_id: str) -> Path:
-        return self.state / "done" / mode / f"{glims_id}.json"
+        return glacier_path(self.state / "done" / _mode(mode), glims_id, ".json")
 
     def manifest(self, glims_id: str) -> Path:
-        return self.state / "manifests" / f"{glims_id}.jsonl"
+        return glacier_path(self.state / "manifests", glims_id, ".jsonl")
+
+
+def _mode(mode: str) -> str:
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; expected one of {MODES}")
+    return mode
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pyproj import Transformer
 
 from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid
+from glacierwatch.ids import is_glims_id, validate_glims_id
 from glacierwatch.io import read_table
 
 #: Fetch modes: the training window around the outline date, or the whole archive.
@@ -114,7 +115,14 @@ def requests_from_inventory(inventory: str | Path, *, mode: str, start: dt.date 
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; expected one of {MODES}")
     df = read_table(inventory, columns=["glims_id", "grid", "outline_date"])
+    # ids become paths (plans, manifests, scene folders): every one is checked before any is used
+    bad = [g for g in df["glims_id"] if not is_glims_id(g)]
+    if bad:
+        raise InputError(f"{inventory}: {len(bad)} value(s) of glims_id are not GLIMS ids "
+                         f"(expected e.g. G007026E45991N), e.g. {bad[0]!r}")
     if glaciers:
+        for gid in glaciers:
+            validate_glims_id(gid)
         unknown = sorted(set(glaciers) - set(df["glims_id"]))
         if unknown:
             raise InputError(f"{inventory}: glacier(s) not in the inventory: {', '.join(unknown)}")
