@@ -26,7 +26,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TaskReport:
-    """What a run did: glacier ids done now, skipped (already done) and failed (id -> message)."""
+    """What a run did: glacier ids done now, skipped (already done) and failed (id -> message).
+
+    ``results``: each task's return value; for a failed glacier whose error carries a partial
+    result (an exception with a ``result`` attribute, e.g. scenes written before one failed), that
+    result, so that summaries count what was written."""
 
     stage: str
     done: list[str] = field(default_factory=list)
@@ -89,6 +93,9 @@ def run_per_glacier(func: Callable[..., Any], glims_ids: Sequence[str], *, stage
             report.results[gid] = value
         else:
             report.failed[gid] = f"{type(value).__name__}: {value}"
+            partial = getattr(value, "result", None)
+            if partial is not None:
+                report.results[gid] = partial
             log.warning("%s failed for %s: %s: %s", stage, gid, type(value).__name__, value)
             if ledger is not None:
                 append_ledger(ledger, glims_id=gid, stage=stage, error=value)
