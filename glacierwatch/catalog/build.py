@@ -38,6 +38,7 @@ from glacierwatch.errors import DatasetNotFoundError, InputError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.ids import glacier_path, is_glims_id, validate_glims_id
 from glacierwatch.io import atomic_path, read_table
+from glacierwatch.lock import stage_lock
 from glacierwatch.landsat import SENSORS, is_slc_off
 
 log = logging.getLogger(__name__)
@@ -370,7 +371,7 @@ def _read_existing(out: Path) -> pa.Table | None:
 
 def build_catalog(scenes_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                   inventory: str | os.PathLike[str] | None = None, workers: int = 1,
-                  progress: bool = True) -> pd.DataFrame:
+                  progress: bool = True, lock_wait_s: float = 0.0) -> pd.DataFrame:
     """Build (or update) the catalog of the scene files under ``scenes_dir`` and write it to ``out``
     (Parquet, atomically). Returns the catalog; ``df.attrs["build"]`` has counts of files read,
     reused (unchanged since the last build), removed and per status.
@@ -378,6 +379,9 @@ def build_catalog(scenes_dir: str | os.PathLike[str], out: str | os.PathLike[str
     ``inventory``: optional inventory GeoParquet (``glims_id``, ``grid``, optionally ``hemisphere``,
     ``region``): statistics are computed in the window of each glacier grid's bounds, and
     ``hemisphere``/``region`` come from it. ``workers`` > 1 reads files in that many processes.
+    Files are read in bounded windows (:data:`glacierwatch.catalog.stats.MAX_READ_BYTES`), with or
+    without an inventory. One build per catalog file at a time: a second one stops with
+    LockHeldError naming the holder, or waits up to ``lock_wait_s`` seconds (:mod:`glacierwatch.lock`).
     """
     scenes_dir = Path(scenes_dir)
     out = Path(out)
@@ -388,7 +392,12 @@ def build_catalog(scenes_dir: str | os.PathLike[str], out: str | os.PathLike[str
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     glaciers = _load_inventory(inventory) if inventory is not None else None
+    with stage_lock(out, wait_s=lock_wait_s):
+        return _build_locked(scenes_dir, out, glaciers, workers=workers, progress=progress)
 
+
+def _build_locked(scenes_dir: Path, out: Path, glaciers: dict[str, _Glacier] | None, *, workers: int,
+                  progress: bool) -> pd.DataFrame:
     tasks = _make_tasks(_discover(scenes_dir.resolve()), glaciers)
     existing = _read_existing(out)
     keep_idx: list[int] = []
