@@ -206,6 +206,8 @@ class Config:
     """The whole configuration of a run. Paths are relative to ``workdir``."""
 
     workdir: str = _opt("work", "work folder holding every stage's outputs")
+    lock_wait_s: float = _opt(0.0, "a stage whose work folder or output another process is using waits this many "
+                                   "seconds for it (0 = stop at once, naming the other process)")
     synth: SynthConfig = field(default_factory=SynthConfig)
     inventory: InventoryConfig = field(default_factory=InventoryConfig)
     imagery: ImageryConfig = field(default_factory=ImageryConfig)
@@ -306,6 +308,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 #: is never allowed. Every int/float field must be listed (tests/test_hostile_inputs.py checks).
 INF = float("inf")
 RANGES: dict[str, tuple[float, float, str]] = {
+    "lock_wait_s": (0, INF, "[)"),
     "synth.n_training_glaciers": (0, INF, "[)"),
     "synth.n_timeseries_glaciers": (0, INF, "[)"),
     "synth.seed": (0, 2**32 - 1, "[]"),
