@@ -138,11 +138,14 @@ class _Counts:
 
 
 def _row_blocks(src: Any, window: Window) -> list[Window]:
-    """``window`` cut into row strips of at most :data:`MAX_READ_BYTES` (whole internal blocks)."""
+    """``window`` cut into row strips of at most :data:`MAX_READ_BYTES` (whole internal blocks of
+    rows when they fit; at least one row)."""
     itemsize = np.dtype(src.dtypes[0]).itemsize
     row_bytes = max(1, int(window.width) * src.count * itemsize)
     block_rows = max(1, src.block_shapes[0][0] if src.block_shapes else 1)
-    rows = max(block_rows, (MAX_READ_BYTES // row_bytes) // block_rows * block_rows)
+    rows = max(1, MAX_READ_BYTES // row_bytes)
+    if rows >= block_rows:  # whole internal blocks when they fit (each block is decoded once)
+        rows = rows // block_rows * block_rows
     top, height = int(window.row_off), int(window.height)
     return [Window(int(window.col_off), r, int(window.width), min(rows, top + height - r))
             for r in range(top, top + height, rows)]

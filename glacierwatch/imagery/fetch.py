@@ -322,6 +322,14 @@ class _SourceFactory:
 
     name: str
     config: ImageryConfig
+    #: what the search depends on besides the settings (the local folder's fingerprint), taken once
+    #: per fetch; part of the plans' request key and of the source cache key (a cached local source
+    #: keeps its folder index, which a changed folder must not reuse)
+    search_state: Any = None
+
+    def with_search_state(self) -> _SourceFactory:
+        state = _SEARCH_STATE.get(self.name)
+        return dataclasses.replace(self, search_state=state(self.config)) if state is not None else self
 
     def settings(self) -> Any:
         """The source section's settings (all of them: one source instance per distinct section)."""
@@ -333,13 +341,12 @@ class _SourceFactory:
         settings, wanted = self.settings(), _SEARCH_SETTINGS.get(self.name)
         if settings is not None and wanted is not None:
             settings = {k: v for k, v in settings.items() if k in wanted}
-        state = _SEARCH_STATE.get(self.name)
-        if state is not None and settings is not None:
-            settings = {**settings, "search_state": state(self.config)}
+        if self.search_state is not None and settings is not None:
+            settings = {**settings, "search_state": self.search_state}
         return settings
 
     def __call__(self) -> ImagerySource:
-        key = json.dumps([self.name, self.settings()], sort_keys=True, default=str)
+        key = json.dumps([self.name, self.settings(), self.search_state], sort_keys=True, default=str)
         with _SOURCES_LOCK:
             if key not in _SOURCES:
                 _SOURCES[key] = make_source(self.name, self.config)
@@ -383,7 +390,7 @@ def _fetch_locked(inventory: str | os.PathLike[str], paths: FetchPaths, *, confi
     cloud = config.timeseries_max_cloud_cover if mode == "timeseries" else None
     requests = requests_from_inventory(inventory, mode=mode, start=start, end=end, window_days=window_days,
                                        glaciers=list(glaciers) if glaciers else None, max_cloud_cover=cloud)
-    factory = source_factory or _SourceFactory(name, config)
+    factory = source_factory or _SourceFactory(name, config).with_search_state()
     # built here once (and kept per process): a missing client library or a bad setting fails now,
     # before any glacier starts
     source_name = factory().name
