@@ -94,6 +94,9 @@ def _pct(num: int, den: int) -> float | None:
 #: Largest block of a file read at once (bytes): statistics are sums, accumulated block by block,
 #: so memory is bounded whatever the file's size.
 MAX_READ_BYTES = 64 * 2**20
+#: GDAL's block cache while a file is summarised, MB: each block is read once, so a cache only
+#: holds memory (GDAL's default, 5 % of RAM, grew a 1 GB scan to 1.3 GB of resident memory).
+GDAL_CACHE_MB = 64
 
 
 @dataclass
@@ -160,7 +163,7 @@ def scene_stats(path: str, *, satellite: str | None, box: Box | None = None) -> 
     """
     counts = _Counts()
     try:
-        with rasterio.open(path) as src:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(path) as src:
             if src.crs is None:
                 raise StatusError("no_crs", "the GeoTIFF has no CRS")
             names = _band_names(src, satellite)
