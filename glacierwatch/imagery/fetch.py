@@ -44,6 +44,7 @@ from glacierwatch.imagery.sources import make_source
 from glacierwatch.imagery.sources.base import ImagerySource, SourceAuthError
 from glacierwatch.imagery.standard import dem_path, mosaic, write_dem, write_standard_scene
 from glacierwatch.io import append_json_line, read_json_lines, write_json
+from glacierwatch import redact
 from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, append_ledger, read_ledger, run_per_glacier
 
@@ -375,6 +376,7 @@ def fetch_imagery(inventory: str | os.PathLike[str], out: str | os.PathLike[str]
     if not name and source_factory is None:
         raise InputError("no imagery source: give --source earthengine|stac|local or set [imagery] source")
     paths = FetchPaths.for_out(out, config)
+    redact.install()  # signed asset URLs (and GDAL's messages about them) never reach a log in clear
     with stage_lock(paths.state, wait_s=lock_wait_s):
         return _fetch_locked(inventory, paths, config=config, name=name, mode=mode, start=start, end=end,
                              glaciers=glaciers, window_days=window_days, workers=workers, scheduler=scheduler,
