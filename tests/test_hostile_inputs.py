@@ -526,3 +526,12 @@ def test_every_refusal_above_is_a_glacierwatch_error() -> None:
     """The CLI prints these on one line without a traceback (it catches GlacierwatchError)."""
     for cls in (InputError, ConfigError, LockHeldError):
         assert issubclass(cls, GlacierwatchError)
+
+
+def test_a_float_qa_band_with_nan_is_fill_not_clear() -> None:
+    from glacierwatch.landsat import qa_bits, qa_invalid_mask
+
+    qa = np.array([np.nan, np.inf, -np.inf, -3.0, 70000.0, float(QA.CLEAR), float(QA.CLOUD)], np.float32)
+    assert qa_bits(qa).tolist() == [1, 1, 1, 1, 1, int(QA.CLEAR), int(QA.CLOUD)]
+    assert qa_invalid_mask(qa).tolist() == [True] * 5 + [False, True]
+    assert qa_bits(np.array([64], np.uint16)).dtype == np.uint16

@@ -18,7 +18,8 @@ from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
-from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, common_band_name, qa_invalid_mask
+from glacierwatch.landsat import (FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, common_band_name, qa_bits,
+                                  qa_invalid_mask)
 
 
 class StatusError(Exception):
@@ -119,15 +120,14 @@ class _Counts:
             finite = np.isfinite(data)
             nodata_value = nodata if nodata is not None and np.isfinite(nodata) else None
             missing = ~finite if nodata_value is None else (~finite | (data == nodata_value))
-            qa_ok = finite[qa_index] & (qa_raw >= 0) & (qa_raw <= 65535)
-            qa = np.where(qa_ok, qa_raw, int(QA.FILL)).astype(np.uint16)
+            qa = qa_bits(qa_raw)
             fill = (qa & np.uint16(int(QA.FILL))) != 0
             if other:
                 fill |= np.all(missing[other], axis=0)
             # fill values count as zero values, as DN 0 does in integer files
             self.zero_values += int(np.count_nonzero((data == 0) | ~finite))
         else:
-            qa = qa_raw.astype(np.uint16, copy=False)
+            qa = qa_bits(qa_raw)
             fill = (qa & np.uint16(int(QA.FILL))) != 0
             if other:
                 fill |= np.all(data[other] == nodata, axis=0)
