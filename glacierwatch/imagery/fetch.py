@@ -43,7 +43,7 @@ from glacierwatch.imagery.records import MODES, GlacierRequest, SceneRecord, req
 from glacierwatch.imagery.sources import make_source
 from glacierwatch.imagery.sources.base import ImagerySource, SourceAuthError
 from glacierwatch.imagery.standard import dem_path, mosaic, write_dem, write_standard_scene
-from glacierwatch.io import append_json_line, read_json_lines, write_json
+from glacierwatch.io import append_json_line, ensure_dir, read_json_lines, write_json
 from glacierwatch import redact
 from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, append_ledger, read_ledger, run_per_glacier
@@ -377,7 +377,7 @@ def fetch_imagery(inventory: str | os.PathLike[str], out: str | os.PathLike[str]
         raise InputError("no imagery source: give --source earthengine|stac|local or set [imagery] source")
     paths = FetchPaths.for_out(out, config)
     redact.install()  # signed asset URLs (and GDAL's messages about them) never reach a log in clear
-    with stage_lock(paths.state, wait_s=lock_wait_s):
+    with stage_lock(ensure_dir(paths.state), wait_s=lock_wait_s):
         return _fetch_locked(inventory, paths, config=config, name=name, mode=mode, start=start, end=end,
                              glaciers=glaciers, window_days=window_days, workers=workers, scheduler=scheduler,
                              dask_workers=dask_workers, refresh=refresh, progress=progress,
@@ -454,7 +454,7 @@ def retry_failed(out: str | os.PathLike[str], *, config: ImageryConfig | None = 
 
     The old ledger is kept as ``failures.<time>.jsonl``; what still fails goes to a fresh ledger.
     """
-    with stage_lock(FetchPaths.for_out(out, config).state, wait_s=lock_wait_s):
+    with stage_lock(ensure_dir(FetchPaths.for_out(out, config).state), wait_s=lock_wait_s):
         return _retry_locked(out, config=config, source_factory=source_factory, progress=progress,
                              workers=workers)
 
