@@ -235,6 +235,8 @@ class Config:
     """The whole configuration of a run. Paths are relative to ``workdir``."""
 
     workdir: str = _opt("work", "work folder holding every stage's outputs")
+    lock_wait_s: float = _opt(0.0, "a stage whose work folder or output another process is using waits this many "
+                                   "seconds for it (0 = stop at once, naming the other process)")
     synth: SynthConfig = field(default_factory=SynthConfig)
     inventory: InventoryConfig = field(default_factory=InventoryConfig)
     imagery: ImageryConfig = field(default_factory=ImageryConfig)
@@ -252,6 +254,7 @@ class Config:
     def from_dict(cls, data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
         """Build from a nested dict (as parsed from TOML); unknown keys or wrong types raise ConfigError."""
         cfg = _build(cls, data, "")
+        _check_relations(cfg)
         if base_dir is not None:
             cfg.workdir = str((base_dir / cfg.workdir).resolve()) if not Path(cfg.workdir).is_absolute() else cfg.workdir
             cfg.inventory.outlines = [str((base_dir / p).resolve()) if not Path(p).is_absolute() else p
@@ -298,7 +301,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(value, hint, prefix + name)
+            kwargs[name] = _check_range(prefix + name, _coerce(value, hint, prefix + name))
     return cls(**kwargs)
 
 
@@ -326,6 +329,126 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint in (int, str, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+#: Allowed values of every numeric option, "section.key" -> (low, high, bounds): bounds "[]" includes
+#: both ends, "()" neither, "[)" / "(]" one. One table, checked when a configuration loads; a list
+#: option's range applies to each item; ``none`` (where a field allows it) is always allowed. NaN
+#: is never allowed. Every int/float field must be listed (tests/test_hostile_inputs.py checks).
+INF = float("inf")
+RANGES: dict[str, tuple[float, float, str]] = {
+    "lock_wait_s": (0, INF, "[)"),
+    "synth.n_training_glaciers": (0, INF, "[)"),
+    "synth.n_timeseries_glaciers": (0, INF, "[)"),
+    "synth.seed": (0, 2**32 - 1, "[]"),
+    "synth.first_year": (1972, 2100, "[]"),
+    "synth.last_year": (1972, 2100, "[]"),
+    "synth.scenes_per_year": (1, 366, "[]"),
+    "inventory.min_area_km2": (0, INF, "[)"),
+    "inventory.max_area_km2": (0, INF, "(]"),
+    "inventory.per_region": (0, INF, "[)"),
+    "inventory.box_margin": (0, 10, "[]"),
+    "inventory.resolution_m": (0, INF, "()"),
+    "inventory.seed": (0, 2**32 - 1, "[]"),
+    "imagery.timeseries_max_cloud_cover": (0, 100, "[]"),
+    "imagery.workers": (1, INF, "[)"),
+    "imagery.earthengine.max_concurrent_requests": (1, INF, "[)"),
+    "imagery.earthengine.max_retries": (1, INF, "[)"),
+    "imagery.earthengine.request_timeout_s": (0, INF, "()"),
+    "imagery.stac.page_size": (1, INF, "[)"),
+    "imagery.stac.max_retries": (1, INF, "[)"),
+    "imagery.stac.http_timeout_s": (0, INF, "()"),
+    # "cloud cover below this": a value above 100 keeps every scene (benchmarks/trient_import.py uses 100.1)
+    "catalog.max_cloud_cover": (0, INF, "[)"),
+    "catalog.image_quality": (0, 9, "[]"),
+    "catalog.min_pixels": (0, INF, "[)"),
+    "catalog.max_nodata_pixels": (0, INF, "[)"),
+    "catalog.max_zero_pixel_pct": (0, 100, "[]"),
+    "catalog.summer_months_north": (1, 12, "[]"),
+    "catalog.summer_months_south": (1, 12, "[]"),
+    "catalog.training_window_days": (0, INF, "[)"),
+    "catalog.inference_glaciers_per_region": (0, INF, "[)"),
+    "catalog.min_inference_scenes": (0, INF, "[)"),
+    "catalog.workers": (1, INF, "[)"),
+    "chips.size": (1, INF, "[)"),
+    "chips.min_mask_variance": (0, INF, "[)"),
+    "chips.val_fraction": (0, 1, "[)"),
+    "chips.test_fraction": (0, 1, "[)"),
+    "chips.seed": (0, 2**32 - 1, "[]"),
+    "train.learning_rate": (0, INF, "()"),
+    "train.weight_decay": (0, INF, "[)"),
+    "train.batch_size": (1, INF, "[)"),
+    "train.epochs": (1, INF, "[)"),
+    "train.patience": (0, INF, "[)"),
+    "train.max_minutes": (0, INF, "[)"),
+    "train.p_flip": (0, 1, "[]"),
+    "train.p_blur": (0, 1, "[]"),
+    "train.blur_sigma": (0, INF, "()"),
+    "train.seed": (0, 2**32 - 1, "[]"),
+    "timeseries.sigma": (0, INF, "[)"),
+    "timeseries.threshold": (0, 1, "()"),
+    "timeseries.buffer_m": (0, INF, "[)"),
+    "timeseries.batch_size": (1, INF, "[)"),
+    "timeseries.max_stack_mb": (0, INF, "()"),
+    "timeseries.workers": (1, INF, "[)"),
+    "trends.min_obs": (0, INF, "[)"),
+    "trends.max_glacier_figures": (0, INF, "[)"),
+}
+
+
+def range_text(key: str) -> str:
+    """The allowed range of ``key`` as text, e.g. ``(0, 1)`` or ``>= 1``."""
+    low, high, bounds = RANGES[key]
+    if high == INF:
+        return f"{'>=' if bounds[0] == '[' else '>'} {low:g}"
+    return f"{bounds[0]}{low:g}, {high:g}{bounds[1]}"
+
+
+def in_range(key: str, value: float) -> bool:
+    """True if ``value`` is allowed for the numeric option ``key`` (see :data:`RANGES`)."""
+    low, high, bounds = RANGES[key]
+    if value != value:  # NaN
+        return False
+    above = value >= low if bounds[0] == "[" else value > low
+    below = value <= high if bounds[1] == "]" else value < high
+    return above and below
+
+
+def _check_range(key: str, value: Any) -> Any:
+    """``value`` unchanged if it lies in the key's range (each item of a list), else ConfigError."""
+    if key not in RANGES or value is None:
+        return value
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, (int, float)) and not isinstance(item, bool) and not in_range(key, item):
+            raise ConfigError(f"{key} = {item!r} is out of range; allowed: {range_text(key)}")
+    return value
+
+
+def validate(config: Config) -> Config:
+    """Check every numeric option of an already built ``config`` against :data:`RANGES` (and the
+    relations between options); ConfigError naming the first bad key. For configurations made in code."""
+    def walk(obj: Any, prefix: str) -> None:
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                _check_range(prefix + f.name, value)
+    walk(config, "")
+    _check_relations(config)
+    return config
+
+
+def _check_relations(cfg: Config) -> None:
+    """Ranges that involve two options."""
+    if cfg.inventory.min_area_km2 > cfg.inventory.max_area_km2:
+        raise ConfigError(f"inventory.min_area_km2 = {cfg.inventory.min_area_km2!r} is above "
+                          f"inventory.max_area_km2 = {cfg.inventory.max_area_km2!r}")
+    if cfg.synth.first_year > cfg.synth.last_year:
+        raise ConfigError(f"synth.first_year = {cfg.synth.first_year} is after synth.last_year = {cfg.synth.last_year}")
+    if cfg.chips.val_fraction + cfg.chips.test_fraction >= 1:
+        raise ConfigError(f"chips.val_fraction + chips.test_fraction = "
+                          f"{cfg.chips.val_fraction + cfg.chips.test_fraction:g} leaves no training glaciers; allowed: < 1")
 
 
 def _toml_value(value: Any) -> str:

@@ -28,11 +28,26 @@ from glacierwatch.grid import GlacierGrid
 from glacierwatch.landsat import QA_BAND, SCENE_BANDS, common_band_name
 
 
+def ensure_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the folder ``path`` (and its parents); InputError with one line if a file is in the way."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise InputError(f"cannot create the folder {folder}: {blocker} is a file, not a folder") from exc
+    except PermissionError as exc:
+        raise InputError(f"cannot create the folder {folder}: permission denied") from exc
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():
+        raise InputError(f"cannot write {target}: it is a folder")
+    ensure_dir(target.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -61,7 +76,7 @@ def append_json_line(path: str | os.PathLike[str], record: Mapping[str, Any]) ->
     newline, one is written first. Callers appending from several threads hold their own lock.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(target.parent)
     line = json.dumps(dict(record), sort_keys=True, default=str).encode() + b"\n"
     with open(target, "ab") as fh:
         if fh.tell() > 0:

@@ -72,14 +72,26 @@ QA_CONFIDENCE_SHIFT = {"cloud": 8, "cloud_shadow": 10, "snow": 12, "cirrus": 14}
 QA_INVALID = QA.FILL | QA.DILATED_CLOUD | QA.CIRRUS | QA.CLOUD | QA.CLOUD_SHADOW
 
 
+def qa_bits(qa: np.ndarray) -> np.ndarray:
+    """QA_PIXEL as its uint16 bit field. A float QA band (a float export) is converted with NaN,
+    +-inf and values outside 0..65535 as fill (QA.FILL): casting NaN to uint16 would give 0,
+    i.e. a pixel without any flag, and it would pass as seen."""
+    arr = np.asarray(qa)
+    if np.issubdtype(arr.dtype, np.floating):
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(arr) & (arr >= 0) & (arr <= 65535)
+        return np.where(ok, arr, int(QA.FILL)).astype(np.uint16)
+    return arr.astype(np.uint16, copy=False)
+
+
 def qa_confidence(qa: np.ndarray, field: str) -> np.ndarray:
     """Return the 2-bit confidence (0-3) of ``field`` (cloud, cloud_shadow, snow, cirrus)."""
-    return (np.asarray(qa, dtype=np.uint16) >> QA_CONFIDENCE_SHIFT[field]) & 0b11
+    return (qa_bits(qa) >> QA_CONFIDENCE_SHIFT[field]) & 0b11
 
 
 def qa_invalid_mask(qa: np.ndarray) -> np.ndarray:
     """True where the QA_PIXEL value marks fill, cloud, dilated cloud, cirrus or shadow."""
-    return (np.asarray(qa, dtype=np.uint16) & np.uint16(int(QA_INVALID))) != 0
+    return (qa_bits(qa) & np.uint16(int(QA_INVALID))) != 0
 
 
 def dn_to_reflectance(dn: np.ndarray) -> np.ndarray:

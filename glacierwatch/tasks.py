@@ -20,13 +20,18 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from glacierwatch.io import append_json_line, read_json_lines
+from glacierwatch.redact import redact
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TaskReport:
-    """What a run did: glacier ids done now, skipped (already done) and failed (id -> message)."""
+    """What a run did: glacier ids done now, skipped (already done) and failed (id -> message).
+
+    ``results``: each task's return value; for a failed glacier whose error carries a partial
+    result (an exception with a ``result`` attribute, e.g. scenes written before one failed), that
+    result, so that summaries count what was written."""
 
     stage: str
     done: list[str] = field(default_factory=list)
@@ -45,7 +50,7 @@ def append_ledger(ledger: str | os.PathLike[str], *, glims_id: str, stage: str, 
     ``extra`` fields a stage adds, e.g. the scene) to the ledger file."""
     append_json_line(ledger, {
         "glims_id": glims_id, "stage": stage, "error_class": type(error).__name__,
-        "message": str(error), "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "message": redact(str(error)), "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
     })
 
@@ -88,8 +93,11 @@ def run_per_glacier(func: Callable[..., Any], glims_ids: Sequence[str], *, stage
             report.done.append(gid)
             report.results[gid] = value
         else:
-            report.failed[gid] = f"{type(value).__name__}: {value}"
-            log.warning("%s failed for %s: %s: %s", stage, gid, type(value).__name__, value)
+            report.failed[gid] = redact(f"{type(value).__name__}: {value}")
+            partial = getattr(value, "result", None)
+            if partial is not None:
+                report.results[gid] = partial
+            log.warning("%s failed for %s: %s", stage, gid, report.failed[gid])
             if ledger is not None:
                 append_ledger(ledger, glims_id=gid, stage=stage, error=value)
 

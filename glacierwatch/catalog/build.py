@@ -36,16 +36,17 @@ from glacierwatch.catalog.schema import COLUMN_NAMES, SCHEMA_VERSION, arrow_sche
 from glacierwatch.catalog.stats import Box, StatusError, scene_stats
 from glacierwatch.errors import DatasetNotFoundError, InputError
 from glacierwatch.grid import GlacierGrid
-from glacierwatch.ids import GLIMS_ID_PATTERN, validate_glims_id
+from glacierwatch.ids import glacier_path, is_glims_id, validate_glims_id
 from glacierwatch.io import atomic_path, read_table
+from glacierwatch.lock import stage_lock
 from glacierwatch.landsat import SENSORS, is_slc_off
 
 log = logging.getLogger(__name__)
 
 #: A standard scene file name.
 SCENE_NAME_PATTERN = re.compile(
-    r"^(?P<glims_id>G\d{6}E\d{5}[NS])_(?P<date>\d{4}-\d{2}-\d{2})_(?P<satellite>L[5789])"
-    r"_C(?P<collection>\d{2})_(?P<tier>T1|T2|RT)_L2_SR\.tiff?$")
+    r"\A(?P<glims_id>G\d{6}E\d{5}[NS])_(?P<date>\d{4}-\d{2}-\d{2})_(?P<satellite>L[5789])"
+    r"_C(?P<collection>\d{2})_(?P<tier>T1|T2|RT)_L2_SR\.tiff?\Z")
 
 _SCENE_SUFFIXES = (".tif", ".tiff")
 
@@ -85,7 +86,7 @@ def scene_file_name(glims_id: str, date: dt.date, satellite: str, *, collection:
 def scene_path(scenes_dir: str | os.PathLike[str], glims_id: str, date: dt.date, satellite: str) -> Path:
     """``scenes_dir/<GLIMS_ID>/<file name>`` (the id is validated against the GLIMS pattern first)."""
     name = scene_file_name(glims_id, date, satellite)
-    return Path(scenes_dir) / glims_id / name
+    return glacier_path(scenes_dir, glims_id, folder=True) / name
 
 
 # ------------------------------------------------------------------ discovery
@@ -162,7 +163,7 @@ def _load_inventory(path: str | os.PathLike[str]) -> dict[str, _Glacier]:
     hemis = df["hemisphere"] if "hemisphere" in df.columns else [None] * len(df)
     regions = df["region"] if "region" in df.columns else [None] * len(df)
     for gid, grid_json, hemi, region in zip(df["glims_id"], df["grid"], hemis, regions, strict=True):
-        if not isinstance(gid, str) or not GLIMS_ID_PATTERN.match(gid):
+        if not is_glims_id(gid):
             raise InputError(f"{path}: not a GLIMS id in the inventory: {gid!r}")
         try:
             grid = GlacierGrid.from_json(grid_json) if isinstance(grid_json, str) else None
@@ -183,7 +184,7 @@ def _make_tasks(found: Iterable[tuple[Path, os.stat_result, list[tuple[Path, os.
         try:
             name = parse_scene_name(path.name)
             folder = path.parent.name
-            if GLIMS_ID_PATTERN.match(folder) and folder != name.glims_id:
+            if is_glims_id(folder) and folder != name.glims_id:
                 raise InputError(f"file of glacier {name.glims_id} in the folder of {folder}")
         except InputError as exc:
             error = str(exc)
@@ -370,7 +371,7 @@ def _read_existing(out: Path) -> pa.Table | None:
 
 def build_catalog(scenes_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                   inventory: str | os.PathLike[str] | None = None, workers: int = 1,
-                  progress: bool = True) -> pd.DataFrame:
+                  progress: bool = True, lock_wait_s: float = 0.0) -> pd.DataFrame:
     """Build (or update) the catalog of the scene files under ``scenes_dir`` and write it to ``out``
     (Parquet, atomically). Returns the catalog; ``df.attrs["build"]`` has counts of files read,
     reused (unchanged since the last build), removed and per status.
@@ -378,6 +379,9 @@ def build_catalog(scenes_dir: str | os.PathLike[str], out: str | os.PathLike[str
     ``inventory``: optional inventory GeoParquet (``glims_id``, ``grid``, optionally ``hemisphere``,
     ``region``): statistics are computed in the window of each glacier grid's bounds, and
     ``hemisphere``/``region`` come from it. ``workers`` > 1 reads files in that many processes.
+    Files are read in bounded windows (:data:`glacierwatch.catalog.stats.MAX_READ_BYTES`), with or
+    without an inventory. One build per catalog file at a time: a second one stops with
+    LockHeldError naming the holder, or waits up to ``lock_wait_s`` seconds (:mod:`glacierwatch.lock`).
     """
     scenes_dir = Path(scenes_dir)
     out = Path(out)
@@ -388,7 +392,12 @@ def build_catalog(scenes_dir: str | os.PathLike[str], out: str | os.PathLike[str
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     glaciers = _load_inventory(inventory) if inventory is not None else None
+    with stage_lock(out, wait_s=lock_wait_s):
+        return _build_locked(scenes_dir, out, glaciers, workers=workers, progress=progress)
 
+
+def _build_locked(scenes_dir: Path, out: Path, glaciers: dict[str, _Glacier] | None, *, workers: int,
+                  progress: bool) -> pd.DataFrame:
     tasks = _make_tasks(_discover(scenes_dir.resolve()), glaciers)
     existing = _read_existing(out)
     keep_idx: list[int] = []

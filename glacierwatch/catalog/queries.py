@@ -24,7 +24,7 @@ import pyarrow as pa
 from glacierwatch.catalog.schema import REQUIRED_COLUMNS
 from glacierwatch.config import CatalogConfig
 from glacierwatch.errors import ConfigError, DatasetNotFoundError, InputError
-from glacierwatch.ids import GLIMS_ID_PATTERN
+from glacierwatch.ids import is_glims_id
 from glacierwatch.io import read_table
 from glacierwatch.landsat import SLC_OFF_DATE
 
@@ -93,7 +93,7 @@ def _glaciers_table(inventory: str | os.PathLike[str] | pd.DataFrame) -> pa.Tabl
     if "glims_id" not in df.columns:
         raise InputError("the inventory has no glims_id column")
     ids = df["glims_id"].astype(object)
-    bad = [g for g in ids if not isinstance(g, str) or not GLIMS_ID_PATTERN.match(g)]
+    bad = [g for g in ids if not is_glims_id(g)]
     if bad:
         raise InputError(f"the inventory holds values that are not GLIMS ids, e.g. {bad[0]!r}")
     dup = ids[ids.duplicated()]
@@ -119,9 +119,16 @@ def _glaciers_table(inventory: str | os.PathLike[str] | pd.DataFrame) -> pa.Tabl
 
 
 def connect(catalog: CatalogSource, *, inventory: str | os.PathLike[str] | pd.DataFrame | None = None,
-            config: CatalogConfig | None = None) -> duckdb.DuckDBPyConnection:
+            config: CatalogConfig | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views ``scenes``, ``summer_months`` and (with an
-    inventory) ``glaciers``."""
+    inventory) ``glaciers``.
+
+    ``read_only`` (default): once the views exist, the connection can no longer touch the file
+    system — ``COPY ... TO``, ``read_csv('/any/file')``, ``ATTACH``, ``INSTALL`` fail with a
+    permission error (DuckDB ``enable_external_access = false``, then ``lock_configuration``, so a
+    query cannot switch it back). The catalog file is therefore loaded into the connection first
+    (DuckDB's compressed columns) rather than read lazily by the view.
+    """
     con = duckdb.connect()
     if isinstance(catalog, pd.DataFrame):
         con.register("scenes_catalog", catalog)
@@ -130,7 +137,10 @@ def connect(catalog: CatalogSource, *, inventory: str | os.PathLike[str] | pd.Da
         if not path.exists():
             raise DatasetNotFoundError(f"catalog not found: {path} (build it with: glacierwatch catalog build)")
         try:
-            con.read_parquet(str(path)).create_view("scenes_catalog")
+            if read_only:  # the view could not read the file once file access is off: load it now
+                con.execute("CREATE TABLE scenes_catalog AS SELECT * FROM read_parquet(?)", [str(path)])
+            else:
+                con.read_parquet(str(path)).create_view("scenes_catalog")
         except duckdb.Error as exc:
             raise InputError(f"{path}: not a readable Parquet catalog ({exc})") from exc
     columns = [row[0] for row in con.execute("DESCRIBE scenes_catalog").fetchall()]
@@ -148,6 +158,9 @@ def connect(catalog: CatalogSource, *, inventory: str | os.PathLike[str] | pd.Da
     months = [("N", int(m)) for m in config.summer_months_north] + [("S", int(m)) for m in config.summer_months_south]
     con.register("summer_months", pa.table({"hemisphere": pa.array([h for h, _ in months], pa.string()),
                                             "month": pa.array([m for _, m in months], pa.int32())}))
+    if read_only:
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
     return con
 
 
@@ -174,6 +187,9 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | S
 def query(catalog: CatalogSource, sql: str, *, params: Mapping[str, Any] | Sequence[Any] | None = None,
           inventory: str | os.PathLike[str] | pd.DataFrame | None = None) -> pd.DataFrame:
     """Run ``sql`` with the catalog as the table ``scenes`` (and the inventory as ``glaciers``).
+
+    Read-only: the query cannot read or write files (``COPY ... TO`` fails; see :func:`connect`);
+    write a result with ``glacierwatch catalog query --out FILE`` instead.
 
     ``params``: values for ``$name`` (a mapping) or ``?`` (a sequence) placeholders; user-supplied
     values belong there, not in the SQL text.

@@ -18,7 +18,8 @@ from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
-from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, common_band_name, qa_invalid_mask
+from glacierwatch.landsat import (FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, common_band_name, qa_bits,
+                                  qa_invalid_mask)
 
 
 class StatusError(Exception):
@@ -91,32 +92,92 @@ def _pct(num: int, den: int) -> float | None:
     return 100.0 * num / den if den else None
 
 
+#: Largest block of a file read at once (bytes): statistics are sums, accumulated block by block,
+#: so memory is bounded whatever the file's size.
+MAX_READ_BYTES = 64 * 2**20
+#: GDAL's block cache while a file is summarised, MB: each block is read once, so a cache only
+#: holds memory (GDAL's default, 5 % of RAM, grew a 1 GB scan to 1.3 GB of resident memory).
+GDAL_CACHE_MB = 64
+
+
+@dataclass
+class _Counts:
+    """Running sums of one file's statistics (pixels are 2-D positions, values are band values)."""
+
+    n_fill: int = 0
+    zero_values: int = 0
+    cloud: int = 0
+    shadow: int = 0
+    snow: int = 0
+    valid: int = 0
+
+    def add(self, data: np.ndarray, qa_index: int, nodata: float) -> None:
+        """Add a (bands, rows, cols) block. Float files: NaN and +-inf are no data (the fill of
+        float exports); the QA band is read as its integer bit field."""
+        other = [i for i in range(data.shape[0]) if i != qa_index]
+        qa_raw = data[qa_index]
+        if np.issubdtype(data.dtype, np.floating):
+            finite = np.isfinite(data)
+            nodata_value = nodata if nodata is not None and np.isfinite(nodata) else None
+            missing = ~finite if nodata_value is None else (~finite | (data == nodata_value))
+            qa = qa_bits(qa_raw)
+            fill = (qa & np.uint16(int(QA.FILL))) != 0
+            if other:
+                fill |= np.all(missing[other], axis=0)
+            # fill values count as zero values, as DN 0 does in integer files
+            self.zero_values += int(np.count_nonzero((data == 0) | ~finite))
+        else:
+            qa = qa_bits(qa_raw)
+            fill = (qa & np.uint16(int(QA.FILL))) != 0
+            if other:
+                fill |= np.all(data[other] == nodata, axis=0)
+            self.zero_values += int(data.size - np.count_nonzero(data))
+        seen = ~fill
+        self.n_fill += int(np.count_nonzero(fill))
+        self.cloud += int(np.count_nonzero(((qa & np.uint16(int(QA.CLOUD))) != 0) & seen))
+        self.shadow += int(np.count_nonzero(((qa & np.uint16(int(QA.CLOUD_SHADOW))) != 0) & seen))
+        self.snow += int(np.count_nonzero(((qa & np.uint16(int(QA.SNOW))) != 0) & seen))
+        self.valid += int(np.count_nonzero(seen & ~qa_invalid_mask(qa)))
+
+
+def _row_blocks(src: Any, window: Window) -> list[Window]:
+    """``window`` cut into row strips of at most :data:`MAX_READ_BYTES` (whole internal blocks of
+    rows when they fit; at least one row)."""
+    itemsize = np.dtype(src.dtypes[0]).itemsize
+    row_bytes = max(1, int(window.width) * src.count * itemsize)
+    block_rows = max(1, src.block_shapes[0][0] if src.block_shapes else 1)
+    rows = max(1, MAX_READ_BYTES // row_bytes)
+    if rows >= block_rows:  # whole internal blocks when they fit (each block is decoded once)
+        rows = rows // block_rows * block_rows
+    top, height = int(window.row_off), int(window.height)
+    return [Window(int(window.col_off), r, int(window.width), min(rows, top + height - r))
+            for r in range(top, top + height, rows)]
+
+
 def scene_stats(path: str, *, satellite: str | None, box: Box | None = None) -> dict[str, Any]:
     """Raster statistics of a scene file as catalog columns (see :mod:`glacierwatch.catalog.schema`).
 
-    Raises :class:`StatusError` with the catalog status for an unusable file.
+    The file (or the box's window of it) is read in row strips of at most :data:`MAX_READ_BYTES`,
+    so a file of any size is summarised in bounded memory. Raises :class:`StatusError` with the
+    catalog status for an unusable file.
     """
+    counts = _Counts()
     try:
-        with rasterio.open(path) as src:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(path) as src:
             if src.crs is None:
                 raise StatusError("no_crs", "the GeoTIFF has no CRS")
             names = _band_names(src, satellite)
             qa_index = names.index(QA_BAND)
             nodata = src.nodata if src.nodata is not None else FILL_DN
             if box is None:
-                data = src.read()
+                full = inner = Window(0, 0, src.width, src.height)
                 box_source = "file"
             else:
                 full, inner = _window(src, box)
-                part = src.read(window=inner)
-                if (inner.width, inner.height) == (full.width, full.height):
-                    data = part
-                else:  # pad the part of the box outside the file with fill
-                    data = np.full((src.count, full.height, full.width), nodata, dtype=part.dtype)
-                    data[qa_index] = int(QA.FILL)
-                    r0, c0 = inner.row_off - full.row_off, inner.col_off - full.col_off
-                    data[:, r0:r0 + inner.height, c0:c0 + inner.width] = part
                 box_source = "inventory"
+            for block in _row_blocks(src, inner):
+                counts.add(src.read(window=block), qa_index, nodata)
+            bands = src.count
             crs = _crs_string(src.crs)
     except StatusError:
         raise
@@ -124,28 +185,20 @@ def scene_stats(path: str, *, satellite: str | None, box: Box | None = None) -> 
         cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
         raise StatusError("unreadable", f"unreadable GeoTIFF ({exc}{cause})") from exc
 
-    bands, height, width = data.shape
-    qa = data[qa_index]
-    other = [i for i in range(bands) if i != qa_index]
-    fill = (qa & np.uint16(int(QA.FILL))) != 0
-    if other and not (isinstance(nodata, float) and math.isnan(nodata)):
-        fill |= np.all(data[other] == nodata, axis=0)
+    height, width = int(full.height), int(full.width)
     n2d = height * width
-    n_fill = int(np.count_nonzero(fill))
-    n_seen = n2d - n_fill
-    seen = ~fill
-
-    def share(bit: QA) -> float | None:
-        return _pct(int(np.count_nonzero(((qa & np.uint16(int(bit))) != 0) & seen)), n_seen)
-
-    n_values = int(data.size)
-    zero_values = n_values - int(np.count_nonzero(data))
-    valid = seen & ~qa_invalid_mask(qa)
+    # the part of the box outside the file is fill: nodata in every band, the QA fill bit set
+    outside = n2d - int(inner.height) * int(inner.width)
+    counts.n_fill += outside
+    if outside and bands > 1 and (nodata == 0 or (isinstance(nodata, float) and not math.isfinite(nodata))):
+        counts.zero_values += outside * (bands - 1)
+    n_seen = n2d - counts.n_fill
+    n_values = bands * n2d
     return {
         "box_source": box_source, "crs": crs, "width": width, "height": height, "bands": bands,
-        "n_pixels": n_values, "n_pixels_2d": n2d, "nodata_pixels": n_fill, "zero_values": zero_values,
-        "zero_pixel_pct": _pct(zero_values, n_values), "box_fill_fraction": _pct(n_fill, n2d),
-        "box_cloud_fraction": share(QA.CLOUD), "box_shadow_fraction": share(QA.CLOUD_SHADOW),
-        "box_snow_fraction": share(QA.SNOW),
-        "box_valid_fraction": _pct(int(np.count_nonzero(valid)), n2d),
+        "n_pixels": n_values, "n_pixels_2d": n2d, "nodata_pixels": counts.n_fill, "zero_values": counts.zero_values,
+        "zero_pixel_pct": _pct(counts.zero_values, n_values), "box_fill_fraction": _pct(counts.n_fill, n2d),
+        "box_cloud_fraction": _pct(counts.cloud, n_seen), "box_shadow_fraction": _pct(counts.shadow, n_seen),
+        "box_snow_fraction": _pct(counts.snow, n_seen),
+        "box_valid_fraction": _pct(counts.valid, n2d),
     }

@@ -38,11 +38,14 @@ import numpy as np
 from glacierwatch.catalog.build import scene_path
 from glacierwatch.config import ImageryConfig
 from glacierwatch.errors import InputError
-from glacierwatch.imagery.records import GlacierRequest, SceneRecord, requests_from_inventory
+from glacierwatch.ids import glacier_path
+from glacierwatch.imagery.records import MODES, GlacierRequest, SceneRecord, requests_from_inventory
 from glacierwatch.imagery.sources import make_source
 from glacierwatch.imagery.sources.base import ImagerySource, SourceAuthError
 from glacierwatch.imagery.standard import dem_path, mosaic, write_dem, write_standard_scene
-from glacierwatch.io import append_json_line, read_json_lines, write_json
+from glacierwatch.io import append_json_line, ensure_dir, read_json_lines, write_json
+from glacierwatch import redact
+from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, append_ledger, read_ledger, run_per_glacier
 
 log = logging.getLogger(__name__)
@@ -71,14 +74,21 @@ class FetchPaths:
     def ledger(self) -> Path:
         return self.state / LEDGER_FILE
 
+    # every per-glacier path goes through glacier_path: the id is validated before it is a path
     def plan(self, mode: str, glims_id: str) -> Path:
-        return self.state / "plans" / mode / f"{glims_id}.json"
+        return glacier_path(self.state / "plans" / _mode(mode), glims_id, ".json")
 
     def done(self, mode: str, glims_id: str) -> Path:
-        return self.state / "done" / mode / f"{glims_id}.json"
+        return glacier_path(self.state / "done" / _mode(mode), glims_id, ".json")
 
     def manifest(self, glims_id: str) -> Path:
-        return self.state / "manifests" / f"{glims_id}.jsonl"
+        return glacier_path(self.state / "manifests", glims_id, ".jsonl")
+
+
+def _mode(mode: str) -> str:
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; expected one of {MODES}")
+    return mode
 
 
 @dataclass
@@ -126,6 +136,8 @@ def load_or_search_plan(source: ImagerySource, request: GlacierRequest, paths: F
             saved = json.loads(plan_file.read_text(encoding="utf-8"))
             if saved.get("request_key") == key:
                 return [_record_from_json(r) for r in saved["records"]]
+            log.info("%s: the request, the %s settings or its input files changed since the saved plan; "
+                     "searching again", request.glims_id, source.name)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("%s: unreadable plan %s, searching again", request.glims_id, plan_file)
     records = source.search(request)
@@ -281,6 +293,29 @@ _SEARCH_SETTINGS: dict[str, tuple[str, ...] | None] = {
 }
 
 
+def _local_folder_state(config: ImageryConfig) -> str | None:
+    """Fingerprint of the local input folder (relative path, size and mtime of every file matching
+    the pattern and of the DEM file): a plan saved before files were added, replaced or removed no
+    longer matches, so the folder is searched again without --refresh."""
+    local = config.local
+    if not local.input_dir or not Path(local.input_dir).is_dir():
+        return None
+    root = Path(local.input_dir).expanduser().resolve()
+    digest = hashlib.sha256()
+    files = sorted(p for p in root.glob(local.pattern) if p.is_file())
+    if local.dem_file and Path(local.dem_file).is_file():
+        files.append(Path(local.dem_file))
+    for path in files:
+        st = path.stat()
+        digest.update(f"{path.as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return f"{len(files)}:{digest.hexdigest()[:16]}"
+
+
+#: Sources whose search result depends on more than their settings (a folder's files): a function
+#: of the imagery settings whose value is part of every plan's request key.
+_SEARCH_STATE: dict[str, Callable[[ImageryConfig], Any]] = {"local": _local_folder_state}
+
+
 @dataclass(frozen=True)
 class _SourceFactory:
     """Picklable: builds the source inside each (possibly remote) worker, once per process and
@@ -288,6 +323,14 @@ class _SourceFactory:
 
     name: str
     config: ImageryConfig
+    #: what the search depends on besides the settings (the local folder's fingerprint), taken once
+    #: per fetch; part of the plans' request key and of the source cache key (a cached local source
+    #: keeps its folder index, which a changed folder must not reuse)
+    search_state: Any = None
+
+    def with_search_state(self) -> _SourceFactory:
+        state = _SEARCH_STATE.get(self.name)
+        return dataclasses.replace(self, search_state=state(self.config)) if state is not None else self
 
     def settings(self) -> Any:
         """The source section's settings (all of them: one source instance per distinct section)."""
@@ -297,12 +340,14 @@ class _SourceFactory:
     def search_settings(self) -> Any:
         """The settings that decide what a search finds (part of every plan's request key)."""
         settings, wanted = self.settings(), _SEARCH_SETTINGS.get(self.name)
-        if settings is None or wanted is None:
-            return settings
-        return {k: v for k, v in settings.items() if k in wanted}
+        if settings is not None and wanted is not None:
+            settings = {k: v for k, v in settings.items() if k in wanted}
+        if self.search_state is not None and settings is not None:
+            settings = {**settings, "search_state": self.search_state}
+        return settings
 
     def __call__(self) -> ImagerySource:
-        key = json.dumps([self.name, self.settings()], sort_keys=True, default=str)
+        key = json.dumps([self.name, self.settings(), self.search_state], sort_keys=True, default=str)
         with _SOURCES_LOCK:
             if key not in _SOURCES:
                 _SOURCES[key] = make_source(self.name, self.config)
@@ -314,8 +359,12 @@ def fetch_imagery(inventory: str | os.PathLike[str], out: str | os.PathLike[str]
                   glaciers: Sequence[str] | None = None, config: ImageryConfig | None = None,
                   window_days: int = 50, workers: int | None = None, scheduler: str = "local",
                   dask_workers: int | None = None, refresh: bool = False, progress: bool = True,
-                  source_factory: Callable[[], ImagerySource] | None = None) -> TaskReport:
+                  source_factory: Callable[[], ImagerySource] | None = None,
+                  lock_wait_s: float = 0.0) -> TaskReport:
     """Fetch the scenes and DEM of every inventory glacier into ``out`` (see the module docstring).
+
+    One fetch at a time per work folder: a second one stops at once with LockHeldError naming the
+    holder, or waits up to ``lock_wait_s`` seconds for it (see :mod:`glacierwatch.lock`).
 
     ``source``: ``earthengine``, ``stac`` or ``local`` (default: ``config.source``); ``mode``:
     ``training`` (outline date +- ``window_days`` days) or ``timeseries`` (1984 to today, with the
@@ -327,10 +376,23 @@ def fetch_imagery(inventory: str | os.PathLike[str], out: str | os.PathLike[str]
     if not name and source_factory is None:
         raise InputError("no imagery source: give --source earthengine|stac|local or set [imagery] source")
     paths = FetchPaths.for_out(out, config)
+    redact.install()  # signed asset URLs (and GDAL's messages about them) never reach a log in clear
+    with stage_lock(ensure_dir(paths.state), wait_s=lock_wait_s):
+        return _fetch_locked(inventory, paths, config=config, name=name, mode=mode, start=start, end=end,
+                             glaciers=glaciers, window_days=window_days, workers=workers, scheduler=scheduler,
+                             dask_workers=dask_workers, refresh=refresh, progress=progress,
+                             source_factory=source_factory)
+
+
+def _fetch_locked(inventory: str | os.PathLike[str], paths: FetchPaths, *, config: ImageryConfig, name: str,
+                  mode: str, start: dt.date | None, end: dt.date | None, glaciers: Sequence[str] | None,
+                  window_days: int, workers: int | None, scheduler: str, dask_workers: int | None,
+                  refresh: bool, progress: bool,
+                  source_factory: Callable[[], ImagerySource] | None) -> TaskReport:
     cloud = config.timeseries_max_cloud_cover if mode == "timeseries" else None
     requests = requests_from_inventory(inventory, mode=mode, start=start, end=end, window_days=window_days,
                                        glaciers=list(glaciers) if glaciers else None, max_cloud_cover=cloud)
-    factory = source_factory or _SourceFactory(name, config)
+    factory = source_factory or _SourceFactory(name, config).with_search_state()
     # built here once (and kept per process): a missing client library or a bad setting fails now,
     # before any glacier starts
     source_name = factory().name
@@ -361,24 +423,45 @@ class _GlacierTask:
     def __call__(self, glims_id: str, *, workers_per_glacier: int, **kwargs: Any) -> GlacierFetch:
         result = fetch_glacier(glims_id, request=self.requests[glims_id], workers=workers_per_glacier, **kwargs)
         if result.failures:
-            # the glacier is incomplete: report it as failed so it is listed (its scenes are in the ledger)
+            # the glacier is incomplete: report it as failed so it is listed (its scenes are in the
+            # ledger), carrying what was written so that the summary counts it
             raise IncompleteGlacierError(f"{result.failed} scene(s) failed, DEM {result.dem}; "
-                                         f"first: {result.failures[0]}")
+                                         f"first: {result.failures[0]}", result=result)
         return result
 
 
 class IncompleteGlacierError(InputError):
-    """Some scenes (or the DEM) of a glacier could not be fetched; see the imagery failure ledger."""
+    """Some scenes (or the DEM) of a glacier could not be fetched; see the imagery failure ledger.
+    ``result`` is what the glacier's fetch did do (scenes written, skipped)."""
+
+    def __init__(self, message: str, *, result: GlacierFetch | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> Any:  # keep the partial result when sent back from a Dask worker
+        return (_incomplete, (str(self), self.result))
+
+
+def _incomplete(message: str, result: GlacierFetch | None) -> IncompleteGlacierError:
+    return IncompleteGlacierError(message, result=result)
 
 
 def retry_failed(out: str | os.PathLike[str], *, config: ImageryConfig | None = None,
                  source_factory: Callable[[], ImagerySource] | None = None, progress: bool = True,
-                 workers: int | None = None) -> TaskReport:
+                 workers: int | None = None, lock_wait_s: float = 0.0) -> TaskReport:
     """Try the glaciers of the failure ledger again, with the settings of the last fetch in ``out``
     (its source, mode, dates and ``[imagery]`` settings; ``config`` replaces the latter).
 
     The old ledger is kept as ``failures.<time>.jsonl``; what still fails goes to a fresh ledger.
     """
+    with stage_lock(ensure_dir(FetchPaths.for_out(out, config).state), wait_s=lock_wait_s):
+        return _retry_locked(out, config=config, source_factory=source_factory, progress=progress,
+                             workers=workers)
+
+
+def _retry_locked(out: str | os.PathLike[str], *, config: ImageryConfig | None,
+                  source_factory: Callable[[], ImagerySource] | None, progress: bool,
+                  workers: int | None) -> TaskReport:
     settings_file = FetchPaths.for_out(out, config).state / SETTINGS_FILE
     if not settings_file.exists():
         raise InputError(f"{out}: no previous fetch here ({settings_file} is missing)")

@@ -23,6 +23,7 @@ from pyproj import Transformer
 
 from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid
+from glacierwatch.ids import is_glims_id, validate_glims_id
 from glacierwatch.io import read_table
 
 #: Fetch modes: the training window around the outline date, or the whole archive.
@@ -85,21 +86,28 @@ def grid_lonlat_bounds(grid: GlacierGrid) -> tuple[float, float, float, float]:
     return tuple(float(v) for v in tr.transform_bounds(left, bottom, right, top, densify_pts=21))  # type: ignore[return-value]
 
 
-def _as_date(value: Any) -> dt.date | None:
+def _as_date(value: Any, where: str = "") -> dt.date | None:
+    """A date from a table cell; None when empty; InputError naming ``where`` (the row) when the
+    cell holds something that is not a real date (``2016-13-45`` is refused, not guessed)."""
     if value is None:
         return None
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
         return value
-    try:
-        import pandas as pd
+    import pandas as pd
 
+    try:
         if pd.isna(value):
             return None
-        return pd.Timestamp(value).date()
     except (TypeError, ValueError):
+        pass
+    if isinstance(value, str) and not value.strip():
         return None
+    try:
+        return pd.Timestamp(value).date()
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"{where}outline_date {value!r} is not a date (YYYY-MM-DD)") from exc
 
 
 def requests_from_inventory(inventory: str | Path, *, mode: str, start: dt.date | None = None,
@@ -114,7 +122,14 @@ def requests_from_inventory(inventory: str | Path, *, mode: str, start: dt.date 
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; expected one of {MODES}")
     df = read_table(inventory, columns=["glims_id", "grid", "outline_date"])
+    # ids become paths (plans, manifests, scene folders): every one is checked before any is used
+    bad = [g for g in df["glims_id"] if not is_glims_id(g)]
+    if bad:
+        raise InputError(f"{inventory}: {len(bad)} value(s) of glims_id are not GLIMS ids "
+                         f"(expected e.g. G007026E45991N), e.g. {bad[0]!r}")
     if glaciers:
+        for gid in glaciers:
+            validate_glims_id(gid)
         unknown = sorted(set(glaciers) - set(df["glims_id"]))
         if unknown:
             raise InputError(f"{inventory}: glacier(s) not in the inventory: {', '.join(unknown)}")
@@ -128,7 +143,7 @@ def requests_from_inventory(inventory: str | Path, *, mode: str, start: dt.date 
         except (TypeError, ValueError, KeyError) as exc:
             raise InputError(f"{inventory}: glacier {gid} has no valid grid ({exc})") from exc
         if mode == "training":
-            outline = _as_date(row.outline_date)
+            outline = _as_date(row.outline_date, f"{inventory}: glacier {gid}: ")
             if outline is None and (start is None or end is None):
                 raise InputError(f"{inventory}: glacier {gid} has no outline date; give --start and --end")
             g_start = start or outline - dt.timedelta(days=window_days)  # type: ignore[operator]

@@ -30,6 +30,7 @@ from rasterio.windows import Window, from_bounds
 from glacierwatch.catalog.build import scene_path
 from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid
+from glacierwatch.ids import glacier_path
 from glacierwatch.io import write_json, write_raster
 from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS
 from glacierwatch.imagery.records import SceneRecord
@@ -165,8 +166,8 @@ def write_standard_scene(scenes_dir: str | os.PathLike[str], records: Sequence[S
 
 
 def dem_path(dem_dir: str | os.PathLike[str], glims_id: str) -> Path:
-    """``dem_dir/<GLIMS_ID>.tif``."""
-    return Path(dem_dir) / f"{glims_id}.tif"
+    """``dem_dir/<GLIMS_ID>.tif`` (the id validated first)."""
+    return glacier_path(dem_dir, glims_id, ".tif")
 
 
 def write_dem(dem_dir: str | os.PathLike[str], glims_id: str, elevation: np.ndarray, grid: GlacierGrid, *,
