@@ -386,6 +386,12 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "train.blur_sigma": (0, INF, "()"),
     "train.seed": (0, 2**32 - 1, "[]"),
     "timeseries.sigma": (0, INF, "[)"),
+    "timeseries.sigma_days": (0, INF, "[)"),
+    "timeseries.season_months_north": (1, 12, "[]"),
+    "timeseries.season_months_south": (1, 12, "[]"),
+    "timeseries.tropics_lat": (0, 90, "[]"),
+    "timeseries.min_valid_fraction": (0, 1, "[]"),
+    "timeseries.interval_spread": (0, 0.5, "[)"),
     "timeseries.threshold": (0, 1, "()"),
     "timeseries.buffer_m": (0, INF, "[)"),
     "timeseries.batch_size": (1, INF, "[)"),
@@ -393,6 +399,12 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "timeseries.workers": (1, INF, "[)"),
     "trends.min_obs": (0, INF, "[)"),
     "trends.max_glacier_figures": (0, INF, "[)"),
+    "trends.min_span_years": (0, INF, "[)"),
+    "trends.min_years": (0, INF, "[)"),
+    "trends.min_r2": (0, 1, "[]"),
+    "trends.max_poor_share": (0, 1, "[]"),
+    "trends.min_valid_fraction": (0, 1, "[]"),
+    "trends.hac_lag_years": (0, INF, "[)"),
 }
 
 
