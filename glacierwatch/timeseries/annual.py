@@ -55,7 +55,8 @@ def annual_areas(areas: pd.DataFrame, *, statistic: str = "median", latitude: di
     ``areas`` needs ``glims_id, region, date, area_km2`` and, when present, uses ``use`` (else every
     scene with a finite area counts), ``area_km2_low/high`` (else the area), ``valid_fraction`` and
     ``snow_fraction``. ``latitude``: per glacier (degrees) for the southern season year (None: all
-    northern). ``date`` of a year: the median date of its counted scenes (the x of the trend fit);
+    northern). ``date`` of a year: the median date of its counted scenes (the lower middle one of an even
+    number; the x of the trend fit);
     ``n_candidates``: scenes of that year before the ``use`` rule.
     """
     if statistic not in ANNUAL_STATISTICS:
@@ -79,10 +80,10 @@ def annual_areas(areas: pd.DataFrame, *, statistic: str = "median", latitude: di
     rows = []
     for (gid, year), group in df[df["use"].astype(bool)].groupby(["glims_id", "year"], sort=True):
         picked = _pick(group, statistic)
-        stamps = group["date"].astype("int64").to_numpy()
+        dates = group["date"].sort_values()
         rows.append({
             "glims_id": gid, "region": group["region"].iloc[0], "year": int(year),
-            "date": pd.Timestamp(int(np.median(stamps))).normalize(), **picked,
+            "date": dates.iloc[(len(dates) - 1) // 2], **picked,
             "n_scenes": int(len(group)), "n_candidates": int(candidates.loc[(gid, year)]),
             "valid_fraction": float(group["valid_fraction"].mean()),
             "snow_fraction": float(group["snow_fraction"].mean()) if group["snow_fraction"].notna().any() else np.nan,
