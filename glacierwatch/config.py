@@ -36,6 +36,13 @@ class SynthConfig:
     first_year: int = _opt(1984, "first year of the time series")
     last_year: int = _opt(2023, "last year of the time series")
     scenes_per_year: int = _opt(5, "time-series scenes per glacier and year (spread over the year)")
+    training_extra_scenes: int = _opt(0, "clear scenes added to each training glacier in other years of "
+                                         "first_year..last_year, alternately early summer (snowy) and late summer, "
+                                         "each with its true mask (chips masks = 'dated'); 0 = the seed world")
+    melt_season: bool = _opt(False, "seasonal snow line rising through the ablation season (snowy June-July "
+                                    "scenes, minimum in September / March); false = the seed's summer snow line "
+                                    "from May to October (the demo world)")
+    lake_probability: float = _opt(0.35, "chance that a glacier has a pro-glacial lake (the seed world: 0.35)")
 
 
 @dataclass
