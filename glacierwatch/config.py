@@ -157,6 +157,14 @@ class ChipsConfig:
     seed: int = _opt(0, "random seed of the split")
     exclude_inference_glaciers: bool = _opt(True, "leave the glaciers whose areas are measured (the catalog's "
                                                   "inference-glaciers selection) out of the training chips")
+    masks: str = _opt("dated", "dated: one chip per dated mask - with truth_dir every training scene alone with the "
+                               "true mask of its date, otherwise one composite per dated outline (the inventory "
+                               "outline and each validation outline with scenes within the training window); "
+                               "outline: the seed's one composite per glacier with its inventory outline")
+    truth_dir: str = _opt("", "synthetic world folder (truth.csv, truth/<ID>.tif) whose true masks dated chips use; "
+                              "'' = none (real data); relative paths as for the imagery folders")
+    min_valid_fraction: float = _opt(0.6, "dated chips: drop a chip whose scenes saw less than this share of the "
+                                          "grid clear (a single scene can be mostly cloud); outline mode keeps all")
 
 
 @dataclass
