@@ -70,15 +70,18 @@ def season_snow(date: dt.date, southern: bool) -> float:
 MELT_START_DOY = 121
 MELT_END_DOY = 253
 #: Share of the ablation season after which the seasonal snow line has risen to the glacier terminus
-#: (mid June): below it the valley floor is still snow covered, above it the tongue melts out.
-MELT_TERMINUS_PROGRESS = 0.4
+#: (late May): below it the valley floor is still snow covered, above it the tongue melts out.
+MELT_TERMINUS_PROGRESS = 0.15
 #: Days after the season's end during which the snow line stays high, then falls back to its winter
 #: level by ~120 days (autumn snowfalls).
 AUTUMN_HOLD_DAYS = 20.0
 AUTUMN_DAYS = 120.0
 #: Off-glacier snow melts out later in the season than a linear rise would say (the land share is
 #: progress ** this): with it, July scenes keep snow on the slopes around the glacier.
-LAND_MELT_EXPONENT = 2.5
+LAND_MELT_EXPONENT = 1.5
+#: The off-glacier snow line's height above the glacier's grows as the land share to this power in
+#: the melt-season model (the seed's model: squared).
+LAND_OFFSET_POWER_MELT = 0.3
 
 
 def melt_progress(date: dt.date, southern: bool) -> float:
@@ -248,6 +251,9 @@ def draw_conditions(rng: np.random.Generator, *, date: dt.date, satellite: str, 
         f_snow, f_land = melt_season_snow(date, southern, min(max(terminus_share, 0.0), 1.0))
     else:
         f_snow = f_land = season_snow(date, southern)
+    # Off-glacier snow sits this share of 400-800 m above the glacier's snow line (warm rock melts out
+    # first). The melt-season model lifts it early in the season, when the glacier is still snowy.
+    offset_share = f_land ** LAND_OFFSET_POWER_MELT if melt_season else f_land ** 2
     snowline = winter_line + (summer_line - winter_line) * f_snow
     if rng.random() < 0.06 + 0.14 * (1.0 - f_snow):  # fresh snowfall
         snowline -= rng.uniform(200.0, 700.0)
@@ -292,7 +298,7 @@ def draw_conditions(rng: np.random.Generator, *, date: dt.date, satellite: str, 
     return SceneConditions(
         date=date, satellite=satellite, acquired=acquired, sun_elevation=sun_elevation,
         sun_azimuth=sun_azimuth, season_temp=f_temp, season_snow=f_land, snowline_m=float(snowline),
-        land_snow_offset_m=float(rng.uniform(400.0, 800.0) * f_land ** 2), air_temp_k=float(air),
+        land_snow_offset_m=float(rng.uniform(400.0, 800.0) * offset_share), air_temp_k=float(air),
         cloud_fraction=frac, cloud_cover=round(cover, 2), cloud_cover_land=round(cover_land, 2),
         cloud_scale_px=float(rng.uniform(10.0, 35.0)), cloud_height_m=float(rng.uniform(800.0, 4000.0)),
         cloud_brightness=float(rng.uniform(0.8, 1.1)), cloud_temp_k=float(air - rng.uniform(15.0, 35.0)),
