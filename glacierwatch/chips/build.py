@@ -49,7 +49,7 @@ import pandas as pd
 
 from glacierwatch.chips import features
 from glacierwatch.chips.store import ChipSetInfo, assign_splits, write_chipset
-from glacierwatch.config import ChipsConfig
+from glacierwatch.config import CatalogConfig, ChipsConfig
 from glacierwatch.errors import ConfigError, InputError
 from glacierwatch.grid import GlacierGrid, outline_on_grid
 from glacierwatch.io import atomic_path, read_raster, read_scene
@@ -193,18 +193,20 @@ def _within(scenes: pd.DataFrame, date: Any, days: int) -> pd.DataFrame:
 
 def plan_chips(selection: pd.DataFrame, inventory: pd.DataFrame, *, masks: str = "dated",
                validation: pd.DataFrame | None = None, truth: SyntheticTruth | None = None,
-               window_days: int = 50) -> list[ChipPlan]:
+               window_days: int | None = None) -> list[ChipPlan]:
     """The chips to build (see the module doc), in glacier then date order.
 
     ``selection``: scene rows (``glims_id, path, date, satellite``); in ``"outline"`` mode all of a
     glacier's rows are composited (the catalog's training selection), in ``"dated"`` mode each dated
-    outline takes the rows within ``window_days`` of its date and a glacier with truth takes every
-    row that ``truth.csv`` lists. ``inventory``: ``glims_id, geometry`` (and ``outline_date``);
+    outline takes the rows within ``window_days`` of its date (``None``: the inventory outline takes
+    all rows, as the selection is its training window; other outlines use the catalog's default
+    ``training_window_days``) and a glacier with truth takes every row that ``truth.csv`` lists. ``inventory``: ``glims_id, geometry`` (and ``outline_date``);
     ``validation``: other dated outlines (``glims_id, outline_date, geometry``).
     """
     if masks not in MASK_MODES:
         raise ConfigError(f"[chips] masks must be one of {list(MASK_MODES)}, got {masks!r}")
     inv = inventory.drop_duplicates("glims_id").set_index("glims_id", drop=False)
+    other_window = window_days if window_days is not None else CatalogConfig().training_window_days
     plans: list[ChipPlan] = []
     for gid, scenes in selection.groupby("glims_id", sort=True):
         gid = str(gid)
@@ -226,7 +228,7 @@ def plan_chips(selection: pd.DataFrame, inventory: pd.DataFrame, *, masks: str =
                         continue  # two files of one day: one chip
                     plans.append(ChipPlan(f"{gid}_{day}", gid, "truth", day, same_day))
             continue
-        near = _within(scenes, outline_date, window_days) if outline_day else scenes
+        near = _within(scenes, outline_date, window_days) if outline_day and window_days is not None else scenes
         if not near.empty:
             plans.append(ChipPlan(gid, gid, "outline", outline_day, near, row["geometry"]))
         if validation is not None and not validation.empty:
@@ -236,7 +238,7 @@ def plan_chips(selection: pd.DataFrame, inventory: pd.DataFrame, *, masks: str =
                 day = str(pd.Timestamp(other["outline_date"]).date())
                 if day == outline_day or any(p.chip_id == f"{gid}_{day}" for p in plans):
                     continue
-                near = _within(scenes, day, window_days)
+                near = _within(scenes, day, other_window)
                 if not near.empty:
                     plans.append(ChipPlan(f"{gid}_{day}", gid, "validation_outline", day, near, other["geometry"]))
     return plans
@@ -307,7 +309,7 @@ def _build_one(plan: ChipPlan, *, inv_row: pd.Series, inv_crs: Any, dem_dir: Pat
 def build_chips(selection: pd.DataFrame, inventory: pd.DataFrame, *, dem_dir: str | Path | None,
                 out_dir: str | Path, config: ChipsConfig | None = None, progress: bool = True,
                 keep_cache: bool = False, validation: pd.DataFrame | None = None,
-                truth_dir: str | Path | None = None, window_days: int = 50) -> ChipSetInfo:
+                truth_dir: str | Path | None = None, window_days: int | None = None) -> ChipSetInfo:
     """Build the training chip set (see the module doc) and return what was written.
 
     ``selection``: scene rows with ``glims_id, path, date, satellite`` (the catalog's training
@@ -316,7 +318,7 @@ def build_chips(selection: pd.DataFrame, inventory: pd.DataFrame, *, dem_dir: st
     (GlacierGrid JSON); ``validation``: the glaciers' other dated outlines (same CRS as the inventory);
     ``truth_dir``: a synthetic world whose true masks replace the outlines (``"dated"`` only; default
     ``config.truth_dir``); ``window_days``: scenes within this many days of a dated outline are
-    composited for it. Chips that fail are logged to ``OUT/failures.jsonl`` and left out.
+    composited for it (see :func:`plan_chips`; ``None`` when ``selection`` is the training window). Chips that fail are logged to ``OUT/failures.jsonl`` and left out.
     """
     config = config or ChipsConfig()
     out = Path(out_dir)
