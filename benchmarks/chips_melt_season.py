@@ -67,17 +67,21 @@ def main() -> None:
     from glacierwatch.catalog import build_catalog
     from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
 
+    from glacierwatch.chips import read_inventory
+
     work = args.out / "work"
     write_inventory(select_glaciers([read_outlines(melt.outlines)], config=InventoryConfig()), work / "inventory.parquet")
     build_catalog(melt.scenes_dir, work / "catalog.parquet", inventory=work / "inventory.parquet", progress=False)
-    # the demo's catalog settings (only glaciers with a long series are inference glaciers, left out
-    # of the chips), with a lower scene count for this short period
-    catalog_config = CatalogConfig(min_inference_scenes=10, min_pixels=20_000)
+    # chips of the training glaciers only (the time-series glaciers are measured, not trained on)
+    inventory = read_inventory(work / "inventory.parquet")
+    inventory[inventory["glims_id"].isin(melt.training_ids)].to_parquet(work / "training.parquet", index=False)
+    catalog_config = CatalogConfig(min_pixels=20_000)  # the demo's
     counts = {}
     for masks in ("outline", "dated"):
         t = time.perf_counter()
-        info = build_chips_from_catalog(work / "catalog.parquet", work / "inventory.parquet", dem_dir=melt.dem_dir,
-                                        out_dir=work / f"chips-{masks}", config=ChipsConfig(masks=masks),
+        info = build_chips_from_catalog(work / "catalog.parquet", work / "training.parquet", dem_dir=melt.dem_dir,
+                                        out_dir=work / f"chips-{masks}",
+                                        config=ChipsConfig(masks=masks, exclude_inference_glaciers=False),
                                         catalog_config=catalog_config, truth_dir=melt.out_dir, progress=False)
         index = ChipSet(work / f"chips-{masks}").index
         counts[masks] = {"chips": info.n_chips, "glaciers": int(index["glims_id"].nunique()),
