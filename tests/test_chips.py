@@ -400,3 +400,19 @@ def test_dated_chips_carry_the_true_mask_of_their_date(dated_world: dict[str, Pa
                                        progress=False)
     assert outline.n_chips == index["glims_id"].nunique()
     assert set(ChipSet(tmp_path / "outline").index["mask_kind"]) == {"outline"}
+
+
+def test_cli_chips_build_masks(dated_world: dict[str, Path], tmp_path: Path) -> None:
+    from glacierwatch.cli import main
+
+    toml = tmp_path / "c.toml"
+    toml.write_text("[chips]\nexclude_inference_glaciers = false\nval_fraction = 0.0\ntest_fraction = 0.0\n"
+                    "min_valid_fraction = 0.0\n", encoding="utf-8")
+    common = ["chips", "build", "--catalog", str(dated_world["catalog"]), "--inventory", str(dated_world["inventory"]),
+              "--dem-dir", str(dated_world["dem"]), "--config", str(toml), "--size", "32", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "o"), "--masks", "outline"]) == 0
+    assert main([*common, "--out", str(tmp_path / "d"), "--truth-dir", str(dated_world["world"])]) == 0
+    outline, dated = ChipSet(tmp_path / "o"), ChipSet(tmp_path / "d")
+    assert set(outline.index["mask_kind"]) == {"outline"} and set(dated.index["mask_kind"]) == {"truth"}
+    assert len(dated.index) > 2 * len(outline.index)
+    assert dated.header["provenance"]["config"]["masks"] == "dated"
