@@ -55,7 +55,8 @@ def main() -> None:
     t0 = time.perf_counter()
     make_world(args.out / "seed", overwrite=True, **common)
     t1 = time.perf_counter()
-    melt = make_world(args.out / "melt", overwrite=True, training_extra_scenes=args.extra, melt_season=True, lake_probability=0.6,
+    melt = make_world(args.out / "melt", overwrite=True, training_extra_scenes=args.extra, melt_season=True,
+                      lake_probability=0.6,
                       **common)
     t2 = time.perf_counter()
     table = pd.DataFrame({"seed_world": snow_by_month(args.out / "seed"), "melt_season": snow_by_month(melt.out_dir)})
@@ -70,7 +71,8 @@ def main() -> None:
     from glacierwatch.chips import read_inventory
 
     work = args.out / "work"
-    write_inventory(select_glaciers([read_outlines(melt.outlines)], config=InventoryConfig()), work / "inventory.parquet")
+    selection = select_glaciers([read_outlines(melt.outlines)], config=InventoryConfig())
+    write_inventory(selection, work / "inventory.parquet")
     build_catalog(melt.scenes_dir, work / "catalog.parquet", inventory=work / "inventory.parquet", progress=False)
     # chips of the training glaciers only (the time-series glaciers are measured, not trained on)
     inventory = read_inventory(work / "inventory.parquet")
