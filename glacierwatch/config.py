@@ -36,6 +36,13 @@ class SynthConfig:
     first_year: int = _opt(1984, "first year of the time series")
     last_year: int = _opt(2023, "last year of the time series")
     scenes_per_year: int = _opt(5, "time-series scenes per glacier and year (spread over the year)")
+    training_extra_scenes: int = _opt(0, "clear scenes added to each training glacier in other years of "
+                                         "first_year..last_year, alternately early summer (snowy) and late summer, "
+                                         "each with its true mask (chips masks = 'dated'); 0 = the seed world")
+    melt_season: bool = _opt(False, "seasonal snow line rising through the ablation season (snowy June-July "
+                                    "scenes, minimum in September / March); false = the seed's summer snow line "
+                                    "from May to October (the demo world)")
+    lake_probability: float = _opt(0.35, "chance that a glacier has a pro-glacial lake (the seed world: 0.35)")
 
 
 @dataclass
@@ -150,6 +157,14 @@ class ChipsConfig:
     seed: int = _opt(0, "random seed of the split")
     exclude_inference_glaciers: bool = _opt(True, "leave the glaciers whose areas are measured (the catalog's "
                                                   "inference-glaciers selection) out of the training chips")
+    masks: str = _opt("dated", "dated: one chip per dated mask - with truth_dir every training scene alone with the "
+                               "true mask of its date, otherwise one composite per dated outline (the inventory "
+                               "outline and each validation outline with scenes within the training window); "
+                               "outline: the seed's one composite per glacier with its inventory outline")
+    truth_dir: str = _opt("", "synthetic world folder (truth.csv, truth/<ID>.tif) whose true masks dated chips use; "
+                              "'' = none (real data); relative paths as for the imagery folders")
+    min_valid_fraction: float = _opt(0.6, "dated chips: drop a chip whose scenes saw less than this share of the "
+                                          "grid clear (a single scene can be mostly cloud); outline mode keeps all")
 
 
 @dataclass

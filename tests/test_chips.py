@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,12 +14,12 @@ import rasterio
 from shapely.geometry import box
 
 from glacierwatch.chips import (
-    ChipSet, assign_folds, assign_splits, build_chips, composite_scenes, import_chips, parse_band_map,
+    ChipSet, assign_folds, assign_splits, build_chips, composite_scenes, import_chips, parse_band_map, resize_mask,
 )
 from glacierwatch.chips.features import Normaliser, normalized_difference
 from glacierwatch.chips.testing import write_scene, write_toy_world
 from glacierwatch.config import ChipsConfig
-from glacierwatch.errors import DatasetNotFoundError, InputError
+from glacierwatch.errors import ConfigError, DatasetNotFoundError, InputError
 from glacierwatch.grid import GlacierGrid, outline_on_grid
 from glacierwatch.landsat import QA, dn_to_reflectance, reflectance_to_dn
 
@@ -275,3 +276,143 @@ def test_cli_chips_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert ChipSet(tmp_path / "c").channels == ["green", "swir16", "ndsi"]
     rc = main(["chips", "import", str(folder), "--out", str(tmp_path / "d"), "--band-map", "blue=9"])
     assert rc == 2 and "band" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- dated masks
+
+def _chip_arrays(root: Path) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    chips = ChipSet(root)
+    out = {}
+    for split in ("train", "val", "test"):
+        x, m, rows = chips.load(split, normalise=False)
+        for i, cid in enumerate(rows["chip_id"]):
+            out[cid] = (x[i], m[i])
+    return chips.index, out
+
+
+def test_outline_mode_reproduces_the_seed_chips(tmp_path: Path) -> None:
+    """Without truth or other dated outlines, dated mode gives the seed's chips; outline mode is the seed's."""
+    world = write_toy_world(tmp_path / "w", n_glaciers=4, cloud_fraction=0.1)
+    kw = {"dem_dir": world.dem_dir, "progress": False}
+    seed = build_chips(world.selection, world.inventory, out_dir=tmp_path / "o",
+                       config=ChipsConfig(size=32, masks="outline", val_fraction=0.25, test_fraction=0.25), **kw)
+    dated = build_chips(world.selection, world.inventory, out_dir=tmp_path / "d",
+                        config=ChipsConfig(size=32, masks="dated", val_fraction=0.25, test_fraction=0.25), **kw)
+    assert seed.n_chips == dated.n_chips == 4
+    index, a = _chip_arrays(tmp_path / "o")
+    _, b = _chip_arrays(tmp_path / "d")
+    assert sorted(a) == sorted(b) == sorted(world.inventory["glims_id"])
+    assert set(index["mask_kind"]) == {"outline"}
+    for cid in a:
+        np.testing.assert_array_equal(a[cid][0], b[cid][0])
+        np.testing.assert_array_equal(a[cid][1], b[cid][1])
+        # the seed's mask: the truth the outline was drawn from, resized (outline = mask on this world)
+        expected = resize_mask(world.truth[cid], 32)
+        assert (a[cid][1] != expected).mean() < 0.01
+
+
+def test_dated_outlines_give_one_chip_each(tmp_path: Path) -> None:
+    """A validation outline with scenes near its date adds a chip carrying that outline as its mask."""
+    from scipy import ndimage
+
+    world = write_toy_world(tmp_path / "w", n_glaciers=2, cloud_fraction=0.0)
+    gid = world.inventory["glims_id"].iloc[0]
+    grid = GlacierGrid.from_json(world.inventory["grid"].iloc[0])
+    smaller = ndimage.binary_erosion(world.truth[gid], iterations=3)
+    from glacierwatch.chips.testing import _outline_polygon
+
+    first = world.selection[world.selection["glims_id"] == gid]["date"].min()
+    validation = gpd.GeoDataFrame([{"glims_id": gid, "outline_date": first + pd.Timedelta(days=219),
+                                    "geometry": _outline_polygon(smaller, grid)},
+                                   {"glims_id": gid, "outline_date": first - pd.Timedelta(days=3),
+                                    "geometry": _outline_polygon(smaller, grid)}], crs="EPSG:4326")
+    # the scenes of the glacier, moved so that two of them lie near the first validation outline
+    sel = world.selection.copy()
+    later = (sel["glims_id"] == gid) & (sel["date"] > first)
+    sel.loc[later, "date"] = sel.loc[later, "date"] + pd.Timedelta(days=195)
+    cfg = ChipsConfig(size=48, masks="dated", val_fraction=0.0, test_fraction=0.0)
+    info = build_chips(sel, world.inventory, dem_dir=world.dem_dir, out_dir=tmp_path / "c", config=cfg,
+                       progress=False, validation=validation, window_days=10)
+    index, arrays = _chip_arrays(tmp_path / "c")
+    kinds = dict(zip(index["chip_id"], index["mask_kind"]))
+    day = str((first + pd.Timedelta(days=219)).date())
+    early = str((first - pd.Timedelta(days=3)).date())
+    assert kinds == {gid: "outline", f"{gid}_{day}": "validation_outline", f"{gid}_{early}": "validation_outline",
+                     world.inventory["glims_id"].iloc[1]: "outline"}
+    assert info.n_chips == 4
+    row = index.set_index("chip_id").loc[f"{gid}_{day}"]
+    assert row["n_scenes"] == 2 and row["mask_date"] == day
+    np.testing.assert_array_equal(arrays[f"{gid}_{day}"][1], resize_mask(smaller, 48))
+    assert arrays[f"{gid}_{day}"][1].sum() < arrays[gid][1].sum()
+    # every chip of a glacier is in one split
+    assert index.groupby("glims_id")["split"].nunique().max() == 1
+    with pytest.raises(ConfigError):
+        build_chips(sel, world.inventory, dem_dir=None, out_dir=tmp_path / "x",
+                    config=ChipsConfig(masks="newest", channels=["green"]), progress=False)
+
+
+@pytest.fixture(scope="module")
+def dated_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A synthetic world whose training glaciers have extra scenes in other years, its inventory and catalog."""
+    from glacierwatch.catalog import build_catalog
+    from glacierwatch.config import InventoryConfig
+    from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
+    from glacierwatch.synth import make_world
+
+    root = tmp_path_factory.mktemp("dated_world")
+    world = make_world(root / "synthetic", n_training=2, n_timeseries=0, seed=4, first_year=1990, last_year=2020,
+                       training_extra_scenes=3, melt_season=True, progress=False)
+    selection = select_glaciers([read_outlines(world.outlines)], config=InventoryConfig(min_area_km2=0.1))
+    write_inventory(selection, root / "inventory.parquet")
+    build_catalog(world.scenes_dir, root / "catalog.parquet", inventory=root / "inventory.parquet", progress=False)
+    return {"world": world.out_dir, "inventory": root / "inventory.parquet", "catalog": root / "catalog.parquet",
+            "dem": world.dem_dir}
+
+
+def test_dated_chips_carry_the_true_mask_of_their_date(dated_world: dict[str, Path], tmp_path: Path) -> None:
+    from glacierwatch.chips import build_chips_from_catalog
+    from glacierwatch.config import CatalogConfig
+
+    truth = pd.read_csv(dated_world["world"] / "truth.csv")
+    cfg = ChipsConfig(size=64, masks="dated", min_valid_fraction=0.0, val_fraction=0.0, test_fraction=0.0,
+                      exclude_inference_glaciers=False)
+    info = build_chips_from_catalog(dated_world["catalog"], dated_world["inventory"], dem_dir=dated_world["dem"],
+                                    out_dir=tmp_path / "dated", config=cfg, catalog_config=CatalogConfig(),
+                                    truth_dir=dated_world["world"], progress=False)
+    index = ChipSet(tmp_path / "dated").index
+    assert set(index["mask_kind"]) == {"truth"}
+    # one chip per scene of each training glacier, in every year the world has scenes for it
+    scenes = truth.drop_duplicates(["glims_id", "date"])
+    assert info.n_chips == len(index) and len(index) >= 0.8 * len(scenes)
+    assert len(index) + sum(info.dropped.values()) == len(scenes)
+    years = pd.to_datetime(index["mask_date"]).dt.year
+    assert years.max() - years.min() >= 15
+    # the mask of each chip is the true mask of its date: its area is the truth's (the grid holds it)
+    merged = index.merge(truth.rename(columns={"date": "mask_date"}), on=["glims_id", "mask_date"])
+    assert len(merged) == len(index)
+    np.testing.assert_allclose(merged["true_area_km2_x"], merged["true_area_km2_y"], rtol=0.01)
+    assert merged.groupby("glims_id")["true_area_km2_y"].agg(lambda a: a.max() / a.min()).min() > 1.02
+    # outline mode on the same catalog: one chip per glacier, the outline's area
+    outline = build_chips_from_catalog(dated_world["catalog"], dated_world["inventory"], dem_dir=dated_world["dem"],
+                                       out_dir=tmp_path / "outline",
+                                       config=ChipsConfig(size=64, masks="outline", val_fraction=0.0,
+                                                          test_fraction=0.0, exclude_inference_glaciers=False),
+                                       progress=False)
+    assert outline.n_chips == index["glims_id"].nunique()
+    assert set(ChipSet(tmp_path / "outline").index["mask_kind"]) == {"outline"}
+
+
+def test_cli_chips_build_masks(dated_world: dict[str, Path], tmp_path: Path) -> None:
+    from glacierwatch.cli import main
+
+    toml = tmp_path / "c.toml"
+    toml.write_text("[chips]\nexclude_inference_glaciers = false\nval_fraction = 0.0\ntest_fraction = 0.0\n"
+                    "min_valid_fraction = 0.0\n", encoding="utf-8")
+    common = ["chips", "build", "--catalog", str(dated_world["catalog"]), "--inventory", str(dated_world["inventory"]),
+              "--dem-dir", str(dated_world["dem"]), "--config", str(toml), "--size", "32", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "o"), "--masks", "outline"]) == 0
+    assert main([*common, "--out", str(tmp_path / "d"), "--truth-dir", str(dated_world["world"])]) == 0
+    outline, dated = ChipSet(tmp_path / "o"), ChipSet(tmp_path / "d")
+    assert set(outline.index["mask_kind"]) == {"outline"} and set(dated.index["mask_kind"]) == {"truth"}
+    assert len(dated.index) > 2 * len(outline.index)
+    assert dated.header["provenance"]["config"]["masks"] == "dated"

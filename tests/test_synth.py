@@ -538,3 +538,66 @@ def test_smooth_noise_is_smooth_and_normalised() -> None:
 
 def test_shared_data_fixture(shared_data: Path) -> None:
     assert shared_data.is_dir() and shared_data.name == "data" and shared_data.parent.name == "shared"
+
+
+# ---------------------------------------------------------------- melt season, extra training scenes
+
+def test_melt_season_snow_line_rises_through_summer() -> None:
+    from glacierwatch.synth.scenes import melt_season_snow, season_snow
+
+    north = [melt_season_snow(dt.date(2010, m, 15), False, 0.75)[0] for m in (5, 6, 7, 8)]
+    assert north == sorted(north) and north[0] < 0.75 < north[-1]
+    assert melt_season_snow(dt.date(2010, 9, 10), False, 0.75)[0] == pytest.approx(1.0)
+    assert melt_season_snow(dt.date(2010, 1, 15), False, 0.75) == (0.0, 0.0)
+    # the south runs half a year later; the seed's model has the summer line from May to October
+    assert melt_season_snow(dt.date(2011, 1, 15), True, 0.75)[0] == pytest.approx(
+        melt_season_snow(dt.date(2010, 7, 16), False, 0.75)[0], abs=0.02)
+    assert season_snow(dt.date(2010, 6, 15), False) > 0.99
+
+
+def test_melt_season_world_has_snowy_june(tmp_path: Path) -> None:
+    """Off-glacier snow: June scenes far snowier than September's with the melt season, not without."""
+    def snow_by_month(melt: bool) -> pd.Series:
+        world = make_world(tmp_path / str(melt), n_training=0, n_timeseries=1, seed=2, first_year=2010,
+                           last_year=2012, scenes_per_year=12, melt_season=melt, progress=False)
+        truth = _truth(world)
+        truth = truth[truth["cloud_fraction"] < 0.05]
+        return truth.groupby(pd.to_datetime(truth["date"]).dt.month)["snow_fraction_outside"].median()
+
+    melt, seed = snow_by_month(True), snow_by_month(False)
+    assert melt[6] > melt[9] + 0.25 and melt[7] > melt[9] and melt[6] > 3 * seed[6]
+    assert abs(seed[6] - seed[9]) < 0.15  # the seed's June looks like its September
+    params = json.loads((tmp_path / "True" / "world.json").read_text())["parameters"]
+    assert params["melt_season"] is True and "melt_season" not in json.loads(
+        (tmp_path / "False" / "world.json").read_text())["parameters"]
+
+
+def test_extra_training_scenes(tmp_path: Path, tiny_world: WorldInfo) -> None:
+    """Extra clear scenes in other years, with truth rows; the window scenes stay as they were."""
+    world = make_world(tmp_path / "x", n_training=1, n_timeseries=0, seed=0, first_year=1985, last_year=2023,
+                       training_extra_scenes=3, progress=False)
+    gid = world.training_ids[0]
+    assert gid == tiny_world.training_ids[0]
+    base = _truth(tiny_world)
+    base = base[base["glims_id"] == gid]
+    truth = _truth(world)
+    assert set(base["scene"]) < set(truth["scene"]) and len(truth) == len(base) + 3
+    extra = truth[~truth["scene"].isin(base["scene"])]
+    years = pd.to_datetime(extra["date"]).dt.year
+    assert years.nunique() == 3 and years.max() - years.min() >= 15
+    assert (extra["cloud_fraction"] == 0).all()
+    assert pd.to_datetime(extra["date"]).dt.month.isin([6, 7, 12, 1]).any()  # an early-summer one
+    # true masks follow the glacier's own trend on those dates
+    assert extra["true_area_km2"].nunique() == 3
+    with pytest.raises(InputError):
+        make_world(tmp_path / "bad", n_training=1, n_timeseries=0, lake_probability=1.5, progress=False)
+
+
+def test_cli_synth_melt_season_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["synth", "--out", str(tmp_path / "m"), "--glaciers", "1", "--timeseries-glaciers", "0", "--seed", "3",
+            "--first-year", "2000", "--last-year", "2015", "--training-extra-scenes", "2", "--melt-season",
+            "--lake-probability", "0.9", "--no-progress"]
+    assert main(args) == 0
+    params = json.loads((tmp_path / "m" / "world.json").read_text())["parameters"]
+    assert params["training_extra_scenes"] == 2 and params["melt_season"] is True
+    assert params["lake_probability"] == pytest.approx(0.9)

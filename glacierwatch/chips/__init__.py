@@ -1,4 +1,4 @@
-"""Training chips: composites of the scenes around each outline date, rasterised outline masks, named
+"""Training chips: composites of the scenes around each dated mask (outline or synthetic truth), masks, named
 channels, a glacier-level split stratified by region, stored as NPZ shards with their normalisation.
 
     >>> from glacierwatch.chips import build_chips_from_catalog, ChipSet
@@ -19,7 +19,16 @@ from typing import Any
 
 import pandas as pd
 
-from glacierwatch.chips.build import build_chips, composite_scenes, resize_mask
+from glacierwatch.chips.build import (
+    MASK_KINDS,
+    MASK_MODES,
+    ChipPlan,
+    SyntheticTruth,
+    build_chips,
+    composite_scenes,
+    plan_chips,
+    resize_mask,
+)
 from glacierwatch.chips.importer import SEED_BAND_MAP, import_chips, parse_band_map
 from glacierwatch.chips.store import ChipSet, ChipSetInfo, assign_folds, assign_splits, write_chipset
 from glacierwatch.config import CatalogConfig, ChipsConfig
@@ -27,7 +36,8 @@ from glacierwatch.config import CatalogConfig, ChipsConfig
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "SEED_BAND_MAP", "ChipSet", "ChipSetInfo", "assign_folds", "assign_splits", "build_chips",
+    "MASK_KINDS", "MASK_MODES", "SEED_BAND_MAP", "ChipPlan", "ChipSet", "ChipSetInfo", "SyntheticTruth",
+    "assign_folds", "assign_splits", "build_chips", "plan_chips",
     "build_chips_from_catalog", "composite_scenes", "import_chips", "parse_band_map",
     "read_inventory", "resize_mask", "write_chipset",
 ]
@@ -54,22 +64,44 @@ def read_inventory(path: str | PathLike[str]) -> Any:
 def build_chips_from_catalog(catalog: str | PathLike[str], inventory: str | PathLike[str], *,
                              dem_dir: str | PathLike[str] | None, out_dir: str | PathLike[str],
                              config: ChipsConfig | None = None, catalog_config: CatalogConfig | None = None,
-                             progress: bool = True) -> ChipSetInfo:
-    """:func:`build_chips` on the catalog's ``training`` selection (scenes within the training window of
-    each glacier's outline date), without the ``inference-glaciers`` when
-    ``config.exclude_inference_glaciers`` (the glaciers whose areas are measured are not trained on)."""
+                             truth_dir: str | PathLike[str] | None = None, progress: bool = True) -> ChipSetInfo:
+    """:func:`build_chips` on the catalog's scenes of the training glaciers: the one driver of the
+    ``chips`` stage (CLI and pipeline).
+
+    ``masks = "outline"``: the catalog's ``training`` selection (scenes within ``training_window_days``
+    of each glacier's outline date). ``masks = "dated"``: every catalog scene of the training glaciers
+    (same filters, any date), the validation outlines written beside the inventory
+    (``<stem>_validation.parquet``) and the synthetic truth of ``truth_dir`` (default
+    ``config.truth_dir``); :func:`plan_chips` picks the scenes of each dated mask. Without
+    the ``inference-glaciers`` when ``config.exclude_inference_glaciers`` (the glaciers whose areas are
+    measured are not trained on).
+    """
     from glacierwatch.catalog import select
+    from glacierwatch.catalog.queries import config_with
     from glacierwatch.errors import InputError
+    from glacierwatch.inventory.select import output_paths
 
     inv = read_inventory(inventory)
     config = config or ChipsConfig()
     catalog_config = catalog_config or CatalogConfig()
     plain = pd.DataFrame(inv.drop(columns=inv.geometry.name))
-    selection = select(catalog, "training", config=catalog_config, inventory=plain)
+    search = catalog_config
+    validation = None
+    if config.masks == "dated":
+        # every date of a training glacier; plan_chips applies the window around each dated outline
+        search = config_with(catalog_config, {"training_window_days": 366 * 100})
+        val_path = output_paths(inventory)["validation"]
+        if val_path.exists():
+            validation = read_inventory(val_path)
+            if validation.crs is not None and inv.crs is not None and validation.crs != inv.crs:
+                validation = validation.to_crs(inv.crs)
+    selection = select(catalog, "training", config=search, inventory=plain)
     if getattr(config, "exclude_inference_glaciers", False):
         measured = select(catalog, "inference-glaciers", config=catalog_config, inventory=plain)
         selection = selection[~selection["glims_id"].isin(measured["glims_id"])]
         log.info("chips: %d inference glacier(s) left out of training", measured["glims_id"].nunique())
     if selection.empty:
         raise InputError(f"the catalog {catalog} has no scene in the training window of any inventory glacier")
-    return build_chips(selection, inv, dem_dir=dem_dir, out_dir=out_dir, config=config, progress=progress)
+    return build_chips(selection, inv, dem_dir=dem_dir, out_dir=out_dir, config=config, progress=progress,
+                       validation=validation, truth_dir=truth_dir,
+                       window_days=int(catalog_config.training_window_days))

@@ -21,10 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--seed", type=int, help=f"split seed (default {d.seed})")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    b = sub.add_parser("build", help="chips from scene files: QA-masked mean composite, rasterised outline, split")
+    b = sub.add_parser("build", help="chips from scene files: QA-masked mean composites, dated or outline masks, split")
     b.add_argument("--catalog", required=True, help="catalog.parquet (its training selection is used)")
     b.add_argument("--inventory", required=True, help="inventory.parquet (outlines, regions, grids)")
     b.add_argument("--dem-dir", help="folder of DEMs on the glacier grids, <GLIMS_ID>.tif (needed for channel dem)")
+    b.add_argument("--masks", choices=["dated", "outline"],
+                   help=f"dated: one chip per dated mask (true masks with --truth-dir, else dated outlines); "
+                        f"outline: the seed's one chip per glacier (default {d.masks})")
+    b.add_argument("--truth-dir", help="synthetic world folder whose true masks dated chips use (truth.csv, truth/)")
     common(b)
     b.set_defaults(func=_build)
 
@@ -49,6 +53,10 @@ def _config(args: argparse.Namespace) -> tuple[ChipsConfig, Config]:
         over["channels"] = [c.strip() for c in args.channels.split(",") if c.strip()]
     if args.seed is not None:
         over["seed"] = args.seed
+    if getattr(args, "masks", None):
+        over["masks"] = args.masks
+    if getattr(args, "truth_dir", None):
+        over["truth_dir"] = args.truth_dir
     return dataclasses.replace(cfg.chips, **over), cfg
 
 

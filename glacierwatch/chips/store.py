@@ -39,7 +39,8 @@ SPLITS = ("train", "val", "test")
 
 #: Index columns (one row per chip).
 INDEX_COLUMNS = {
-    "chip_id": "unique chip name (the GLIMS id for built chips; file stem for imported ones)",
+    "chip_id": "unique chip name (built chips: the GLIMS id for the inventory-outline chip, <GLIMS id>_<mask date> "
+               "for other dated chips; file stem for imported ones)",
     "glims_id": "glacier id (a glacier is in one split only)",
     "region": "region the split is stratified by",
     "split": "train, val or test",
@@ -54,7 +55,10 @@ INDEX_COLUMNS = {
     "pixel_area_m2": "area of one pixel of the original glacier grid, m² (NaN if unknown)",
     "grid_height": "rows of the original glacier grid",
     "grid_width": "columns of the original glacier grid",
-    "true_area_km2": "area of the rasterised outline on the original grid, km² (NaN if unknown)",
+    "true_area_km2": "area of the chip's mask (outline or true mask) on the original grid, km² (NaN if unknown)",
+    "mask_kind": "where the mask comes from: outline (inventory), validation_outline (another dated outline), "
+                 "truth (synthetic true mask of the scene date); absent for imported chips",
+    "mask_date": "date the mask holds on (ISO; the outline date or the scene date)",
     "mask_fraction": "glacier share of the chip mask",
     "source": "file(s) the chip came from",
 }

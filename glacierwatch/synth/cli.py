@@ -37,6 +37,14 @@ def register(subparsers: Any) -> None:
                         help=f"last year of the time series (default {defaults.last_year})")
     parser.add_argument("--scenes-per-year", type=int, default=None,
                         help=f"time-series scenes per glacier and year (default {defaults.scenes_per_year})")
+    parser.add_argument("--training-extra-scenes", type=int, default=None, metavar="N",
+                        help="clear scenes added to each training glacier in other years, alternately early and "
+                             f"late summer (default {defaults.training_extra_scenes})")
+    parser.add_argument("--melt-season", action=argparse.BooleanOptionalAction, default=None,
+                        help="seasonal snow line rising through the ablation season (snowy June-July scenes); "
+                             f"default {'on' if defaults.melt_season else 'off'} (the seed's summer snow line)")
+    parser.add_argument("--lake-probability", type=float, default=None, metavar="P",
+                        help=f"chance that a glacier has a pro-glacial lake (default {defaults.lake_probability})")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a world built with other parameters in DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -53,6 +61,9 @@ def handler(args: argparse.Namespace) -> int:
         "first_year": args.first_year,
         "last_year": args.last_year,
         "scenes_per_year": args.scenes_per_year,
+        "training_extra_scenes": args.training_extra_scenes,
+        "melt_season": args.melt_season,
+        "lake_probability": args.lake_probability,
     }
     for key, value in overrides.items():
         if value is not None:

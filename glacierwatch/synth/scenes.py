@@ -65,6 +65,63 @@ def season_snow(date: dt.date, southern: bool) -> float:
     return float(smoothstep(-0.85, 0.0, phase))
 
 
+#: Ablation season of the melt-season model (day of year, northern hemisphere; the south is shifted
+#: by half a year): seasonal snow starts to melt on 1 May and the snow line is highest on ~10 September.
+MELT_START_DOY = 121
+MELT_END_DOY = 253
+#: Share of the ablation season after which the seasonal snow line has risen to the glacier terminus
+#: (late May): below it the valley floor is still snow covered, above it the tongue melts out.
+MELT_TERMINUS_PROGRESS = 0.15
+#: Days after the season's end during which the snow line stays high, then falls back to its winter
+#: level by ~120 days (autumn snowfalls).
+AUTUMN_HOLD_DAYS = 20.0
+AUTUMN_DAYS = 120.0
+#: Off-glacier snow melts out later in the season than a linear rise would say (the land share is
+#: progress ** this): with it, July scenes keep snow on the slopes around the glacier.
+LAND_MELT_EXPONENT = 1.5
+#: The off-glacier snow line's height above the glacier's grows as the land share to this power in
+#: the melt-season model (the seed's model: squared).
+LAND_OFFSET_POWER_MELT = 0.3
+
+
+def melt_progress(date: dt.date, southern: bool) -> float:
+    """Where ``date`` lies in the ablation season: 0 at its start (1 May / 1 November), 1 at its end
+    (~10 September / ~10 March), negative before the start (days before it / season length), above 1
+    after the end (days after it / season length). The year is cut half a year before the start."""
+    doy = date.timetuple().tm_yday
+    if southern:
+        doy = (doy + 182) % 365 or 365  # 1 November -> ~doy 121
+    length = MELT_END_DOY - MELT_START_DOY
+    days = doy - MELT_START_DOY
+    if days < -120:  # deep winter counts as after last season's end
+        days += 365
+    return days / length
+
+
+def melt_season_snow(date: dt.date, southern: bool, terminus_share: float) -> tuple[float, float]:
+    """The melt-season model: (snow-line share, land melt share), both 0..1.
+
+    The snow line lies at ``winter + share x (summer - winter)``: 0 through the winter, rising through
+    the ablation season, ``terminus_share`` (the share that puts it at the glacier terminus) after
+    :data:`MELT_TERMINUS_PROGRESS` of it, 1 (the summer line) at its end, then back to 0 over
+    :data:`AUTUMN_DAYS`. The land share says how far off-glacier snow has melted (drives the land
+    snow-line offset and the niche-only patchiness): the season progress to the power
+    :data:`LAND_MELT_EXPONENT`, then the snow-line share once the season is over.
+    """
+    p = melt_progress(date, southern)
+    length = MELT_END_DOY - MELT_START_DOY
+    if p < 0.0:
+        return 0.0, 0.0
+    if p <= MELT_TERMINUS_PROGRESS:
+        return terminus_share * p / MELT_TERMINUS_PROGRESS, p ** LAND_MELT_EXPONENT
+    if p <= 1.0:
+        share = terminus_share + (1.0 - terminus_share) * (p - MELT_TERMINUS_PROGRESS) / (1.0 - MELT_TERMINUS_PROGRESS)
+        return share, p ** LAND_MELT_EXPONENT
+    after = (p - 1.0) * length
+    share = 1.0 - float(smoothstep(AUTUMN_HOLD_DAYS, AUTUMN_DAYS, after))
+    return share, share
+
+
 # ---------------------------------------------------------------- static layers
 
 @dataclass
@@ -176,18 +233,27 @@ class SceneConditions:
 
 def draw_conditions(rng: np.random.Generator, *, date: dt.date, satellite: str, acquired: dt.datetime,
                     sun_elevation: float, sun_azimuth: float, static: StaticLayers,
-                    good: bool = False) -> SceneConditions:
+                    good: bool = False, melt_season: bool = False) -> SceneConditions:
     """Draw weather, clouds, no-data and image quality of one scene.
 
     ``good`` forces a clear, complete scene of image quality 9 (used to guarantee a few usable
-    training scenes per glacier).
+    training scenes per glacier). ``melt_season`` uses :func:`melt_season_snow` (the seasonal snow
+    line rises through the ablation season) instead of :func:`season_snow` (summer line from May
+    to October); the random draws are the same, so only the snow differs.
     """
     region = static.region
     southern = static.southern
     f_temp = season_temperature(date, southern)
-    f_snow = season_snow(date, southern)
     summer_line = static.z_ela + rng.uniform(-60.0, 160.0)
     winter_line = static.z_terminus - region.winter_snowline_drop_m
+    if melt_season:
+        terminus_share = (static.z_terminus - winter_line) / max(summer_line - winter_line, 1.0)
+        f_snow, f_land = melt_season_snow(date, southern, min(max(terminus_share, 0.0), 1.0))
+    else:
+        f_snow = f_land = season_snow(date, southern)
+    # Off-glacier snow sits this share of 400-800 m above the glacier's snow line (warm rock melts out
+    # first). The melt-season model lifts it early in the season, when the glacier is still snowy.
+    offset_share = f_land ** LAND_OFFSET_POWER_MELT if melt_season else f_land ** 2
     snowline = winter_line + (summer_line - winter_line) * f_snow
     if rng.random() < 0.06 + 0.14 * (1.0 - f_snow):  # fresh snowfall
         snowline -= rng.uniform(200.0, 700.0)
@@ -231,8 +297,8 @@ def draw_conditions(rng: np.random.Generator, *, date: dt.date, satellite: str, 
     offset = rng.normal(0.0, 0.004, size=len(RENDER_BANDS))
     return SceneConditions(
         date=date, satellite=satellite, acquired=acquired, sun_elevation=sun_elevation,
-        sun_azimuth=sun_azimuth, season_temp=f_temp, season_snow=f_snow, snowline_m=float(snowline),
-        land_snow_offset_m=float(rng.uniform(400.0, 800.0) * f_snow ** 2), air_temp_k=float(air),
+        sun_azimuth=sun_azimuth, season_temp=f_temp, season_snow=f_land, snowline_m=float(snowline),
+        land_snow_offset_m=float(rng.uniform(400.0, 800.0) * offset_share), air_temp_k=float(air),
         cloud_fraction=frac, cloud_cover=round(cover, 2), cloud_cover_land=round(cover_land, 2),
         cloud_scale_px=float(rng.uniform(10.0, 35.0)), cloud_height_m=float(rng.uniform(800.0, 4000.0)),
         cloud_brightness=float(rng.uniform(0.8, 1.1)), cloud_temp_k=float(air - rng.uniform(15.0, 35.0)),
@@ -310,6 +376,7 @@ class RenderedScene:
     shadow_fraction: float
     fill_fraction: float
     snow_fraction: float
+    snow_fraction_outside: float
 
 
 def render_scene(static: StaticLayers, geometry: GlacierGeometry, cond: SceneConditions, level: float,
@@ -491,10 +558,12 @@ def render_scene(static: StaticLayers, geometry: GlacierGeometry, cond: SceneCon
         data[sensor.file_bands.index("qa_pixel"), fill] = np.uint16(QA.FILL)
     valid = ~fill
     n_valid = max(int(valid.sum()), 1)
+    outside = valid & (rel < 0) & (patch < 0.5)  # land and water: not this glacier, not a neighbour's
     return RenderedScene(
         data=data, band_names=sensor.file_bands,
         cloud_fraction=float((cloud_bit & valid).sum() / n_valid),
         shadow_fraction=float((shadow_bit & valid).sum() / n_valid),
         fill_fraction=float(fill.mean()),
         snow_fraction=float(((w[_E["snow"]] > 0.5) & valid).sum() / n_valid),
+        snow_fraction_outside=float(((w[_E["snow"]] > 0.5) & outside).sum() / max(int(outside.sum()), 1)),
     )

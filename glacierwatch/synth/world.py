@@ -3,7 +3,8 @@
 Two sets of glaciers are generated:
 
 * **training** glaciers: one GLIMS outline dated in the local summer of 2006-2020 and 4-8 scenes in
-  a 100-day window centred on it (various sensors, weather and seasons);
+  a 100-day window centred on it (various sensors, weather and seasons), plus optionally
+  ``training_extra_scenes`` clear scenes in other years (early and late summer);
 * **time-series** glaciers: an outline dated 2005-2015 (plus an older one, for validation) and
   ``scenes_per_year`` scenes in every year from ``first_year`` to ``last_year`` at random dates in all
   months (one per equal part of the year).
@@ -146,6 +147,9 @@ class GlacierJob:
     first_year: int
     last_year: int
     scenes_per_year: int
+    training_extra_scenes: int = 0
+    melt_season: bool = False
+    lake_probability: float = 0.35
 
 
 @dataclass
@@ -208,6 +212,33 @@ def _plan_training_scenes(rng: np.random.Generator, outline: dt.date, lon: float
     return sorted(plans, key=lambda p: p.date)
 
 
+def _early_summer_date(rng: np.random.Generator, year: int, southern: bool) -> dt.date:
+    """An early-summer date (seasonal snow still low down): 1 Jun-15 Jul (north) or 1 Dec-15 Jan (south)."""
+    start = dt.date(year - 1, 12, 1) if southern else dt.date(year, 6, 1)
+    return start + dt.timedelta(days=int(rng.integers(0, 45)))
+
+
+def _plan_extra_training_scenes(rng: np.random.Generator, n: int, outline: dt.date, first_year: int,
+                                last_year: int, lon: float, lat: float, southern: bool) -> list[_ScenePlan]:
+    """``n`` clear scenes in other years than the outline's, one in each equal part of
+    ``first_year``..``last_year``, alternately in early summer (snowy) and late summer, so a training
+    glacier is seen in several states (sizes and snow covers), each with its true mask in truth.csv."""
+    years = [y for y in range(max(first_year, FIRST_SUPPORTED_YEAR + 1), last_year + 1) if y != outline.year]
+    plans: list[_ScenePlan] = []
+    if n <= 0 or not years:
+        return plans
+    parts = np.array_split(np.array(years), min(n, len(years)))
+    for k, part in enumerate(parts):
+        for _attempt in range(20):
+            year = int(part[int(rng.integers(len(part)))])
+            date = _early_summer_date(rng, year, southern) if k % 2 == 0 else _summer_date(rng, year, southern)
+            plan = _try_plan(rng, date, lon, lat, good=True)
+            if plan is not None:
+                plans.append(plan)
+                break
+    return plans
+
+
 def _plan_timeseries_scenes(rng: np.random.Generator, first_year: int, last_year: int, per_year: int,
                             lon: float, lat: float) -> list[_ScenePlan]:
     plans: list[_ScenePlan] = []
@@ -255,6 +286,7 @@ def build_glacier(job: GlacierJob, out_dir: Path) -> _GlacierResult:
     code = _KIND_CODE[job.kind]
     root = np.random.SeedSequence([int(job.seed), code, int(job.index)])
     ss_params, ss_dates, ss_geometry, ss_static, ss_scenes = root.spawn(5)
+    ss_extra = root.spawn(1)[0]  # extra training dates: drawn apart, so the other scenes do not change
     other_outlines: list[dt.date] = []
     rng = np.random.default_rng(ss_params)  # glacier properties (independent of the scene count)
     date_rng = np.random.default_rng(ss_dates)
@@ -269,6 +301,11 @@ def build_glacier(job: GlacierJob, out_dir: Path) -> _GlacierResult:
         rate = float(rng.uniform(0.0005, 0.005)) if job.index % 7 == 3 else float(rng.uniform(-0.025, -0.002))
         outline = _summer_date(rng, int(rng.integers(2006, 2021)), spec.southern)
         plans = _plan_training_scenes(date_rng, outline, lon, lat)
+        if job.training_extra_scenes > 0:
+            extra = _plan_extra_training_scenes(np.random.default_rng(ss_extra), job.training_extra_scenes,
+                                                outline, job.first_year, job.last_year, lon, lat, spec.southern)
+            taken = {p.date for p in plans}
+            plans = sorted(plans + [p for p in extra if p.date not in taken], key=lambda p: p.date)
     else:
         spec = timeseries_region(job.index)
         rank = -(1 + job.index // 10)
@@ -285,7 +322,7 @@ def build_glacier(job: GlacierJob, out_dir: Path) -> _GlacierResult:
     debris_extent = float(rng.uniform(*spec.debris_extent)) if spec.debris_probability > rng.random() else 0.0
     if job.kind == TIMESERIES:
         debris_extent = min(debris_extent, 0.2)
-    want_lake = rng.random() < 0.35
+    want_lake = rng.random() < job.lake_probability
     want_patch = rng.random() < (0.5 if job.kind == TIMESERIES else 0.35)
     want_nunatak = rng.random() < 0.3
     if job.kind == TIMESERIES:  # an older outline (1985-2000) for validation, inside the period
@@ -302,7 +339,10 @@ def build_glacier(job: GlacierJob, out_dir: Path) -> _GlacierResult:
     try:
         geometry, facts = build_geometry(request, np.random.default_rng(ss_geometry))
     except CanvasTooSmall:  # rare: a glacier much larger than its first guess; same seed, larger canvas
-        geometry, facts = build_geometry(request, np.random.default_rng(ss_geometry), canvas_scale=1.8)
+        try:
+            geometry, facts = build_geometry(request, np.random.default_rng(ss_geometry), canvas_scale=1.8)
+        except CanvasTooSmall:  # extra training dates decades before the outline: larger still
+            geometry, facts = build_geometry(request, np.random.default_rng(ss_geometry), canvas_scale=2.6)
     rate = geometry.rate_per_year
     glims_id = str(facts["glims_id"])
     grid = geometry.grid
@@ -328,7 +368,7 @@ def build_glacier(job: GlacierJob, out_dir: Path) -> _GlacierResult:
         level = geometry.level_for_pixels(n_pix)
         cond = draw_conditions(srng, date=plan.date, satellite=plan.satellite, acquired=plan.acquired,
                                sun_elevation=plan.sun_elevation, sun_azimuth=plan.sun_azimuth, static=static,
-                               good=plan.good)
+                               good=plan.good, melt_season=job.melt_season)
         scene = render_scene(static, geometry, cond, level, srng)
         stem = f"{glims_id}_{plan.date.isoformat()}_{plan.satellite}_C02_T1_L2_SR"
         write_raster(scene_dir / f"{stem}.tif", scene.data, grid, band_names=list(scene.band_names), nodata=0,
@@ -344,6 +384,7 @@ def build_glacier(job: GlacierJob, out_dir: Path) -> _GlacierResult:
             "n_pixels": n_pix, "kind": job.kind, "scene": f"{stem}.tif",
             "cloud_fraction": round(scene.cloud_fraction, 4), "shadow_fraction": round(scene.shadow_fraction, 4),
             "fill_fraction": round(scene.fill_fraction, 4), "snow_fraction": round(scene.snow_fraction, 4),
+            "snow_fraction_outside": round(scene.snow_fraction_outside, 4),
             "snowline_m": round(cond.snowline_m, 1), "cloud_cover": cond.cloud_cover,
             "image_quality": cond.image_quality, "duplicate_record": isinstance(props, list),
         })
@@ -399,10 +440,21 @@ def build_glacier(job: GlacierJob, out_dir: Path) -> _GlacierResult:
 
 # ---------------------------------------------------------------- the world
 
+#: Parameters added after the first world format, with the values that give that world; they are
+#: recorded in world.json only when they differ, so a seed-world's parameters read as before.
+EXTENDED_DEFAULTS: dict[str, Any] = {"training_extra_scenes": 0, "melt_season": False, "lake_probability": 0.35}
+
+
 def _parameters(n_training: int, n_timeseries: int, seed: int, first_year: int, last_year: int,
-                scenes_per_year: int) -> dict[str, int]:
-    return {"n_training": int(n_training), "n_timeseries": int(n_timeseries), "seed": int(seed),
-            "first_year": int(first_year), "last_year": int(last_year), "scenes_per_year": int(scenes_per_year)}
+                scenes_per_year: int, **extended: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "n_training": int(n_training), "n_timeseries": int(n_timeseries), "seed": int(seed),
+        "first_year": int(first_year), "last_year": int(last_year), "scenes_per_year": int(scenes_per_year)}
+    for key, default in EXTENDED_DEFAULTS.items():
+        value = type(default)(extended.get(key, default))
+        if value != default:
+            params[key] = value
+    return params
 
 
 def _validate(params: dict[str, int]) -> None:
@@ -415,6 +467,10 @@ def _validate(params: dict[str, int]) -> None:
                          f"{LAST_SUPPORTED_YEAR}; got {params['first_year']}..{params['last_year']}")
     if not 1 <= params["scenes_per_year"] <= 60:
         raise InputError(f"scenes_per_year must be 1..60, got {params['scenes_per_year']}")
+    if not 0 <= params.get("training_extra_scenes", 0) <= 20:
+        raise InputError(f"training_extra_scenes must be 0..20, got {params['training_extra_scenes']}")
+    if not 0.0 <= params.get("lake_probability", 0.35) <= 1.0:
+        raise InputError(f"lake_probability must be 0..1, got {params['lake_probability']}")
 
 
 def _write_outlines(outlines: gpd.GeoDataFrame, path: Path) -> None:
@@ -448,6 +504,7 @@ def _remove_previous(world: WorldInfo, data: dict[str, Any]) -> None:
 
 def make_world(out_dir: str | os.PathLike[str], *, n_training: int = 120, n_timeseries: int = 6, seed: int = 0,
                first_year: int = 1984, last_year: int = 2023, scenes_per_year: int = 5,
+               training_extra_scenes: int = 0, melt_season: bool = False, lake_probability: float = 0.35,
                progress: bool = True, overwrite: bool = False) -> WorldInfo:
     """Generate the synthetic world into ``out_dir`` and return where everything is.
 
@@ -457,13 +514,23 @@ def make_world(out_dir: str | os.PathLike[str], *, n_training: int = 120, n_time
     an active sensor or with the sun below 14 deg are redrawn). ``seed`` fixes everything: each
     glacier uses its own generator seeded by (seed, set, index). ``progress`` shows a tqdm bar.
 
+    ``training_extra_scenes`` adds that many clear scenes to each training glacier in other years of
+    ``first_year``..``last_year`` (alternately early summer, with snow low down, and late summer),
+    with their true masks, so chips can show a glacier in several states. ``melt_season`` makes the
+    seasonal snow line rise through the ablation season (June-July scenes snowy, the minimum at its
+    end) instead of sitting at the summer line from May to October; ``lake_probability`` is the
+    chance that a glacier has a pro-glacial lake. The defaults (0, False, 0.35) give the seed world.
+
     A finished world with the same parameters is reused as is; one with different parameters is an
     error unless ``overwrite`` (then its files are replaced). ``world.json`` is written last, so a
     folder without it holds an unfinished build, which is simply rebuilt.
     Raises :class:`~glacierwatch.errors.InputError` for invalid parameters.
     """
-    params = _parameters(n_training, n_timeseries, seed, first_year, last_year, scenes_per_year)
+    params = _parameters(n_training, n_timeseries, seed, first_year, last_year, scenes_per_year,
+                         training_extra_scenes=training_extra_scenes, melt_season=melt_season,
+                         lake_probability=lake_probability)
     _validate(params)
+    extended = {key: params.get(key, default) for key, default in EXTENDED_DEFAULTS.items()}
     world = WorldInfo.for_dir(out_dir, seed=seed)
     if world.world_json.exists():
         previous = json.loads(world.world_json.read_text(encoding="utf-8"))
@@ -476,8 +543,10 @@ def make_world(out_dir: str | os.PathLike[str], *, n_training: int = 120, n_time
         _remove_previous(world, previous)
     world.out_dir.mkdir(parents=True, exist_ok=True)
 
-    jobs = [GlacierJob(TRAINING, i, seed, first_year, last_year, scenes_per_year) for i in range(n_training)]
-    jobs += [GlacierJob(TIMESERIES, i, seed, first_year, last_year, scenes_per_year) for i in range(n_timeseries)]
+    jobs = [GlacierJob(TRAINING, i, seed, first_year, last_year, scenes_per_year, **extended)
+            for i in range(n_training)]
+    jobs += [GlacierJob(TIMESERIES, i, seed, first_year, last_year, scenes_per_year, **extended)
+             for i in range(n_timeseries)]
     results: list[_GlacierResult] = []
     with tqdm(total=len(jobs), desc="synth", unit="glacier", disable=not progress) as bar:
         for job in jobs:
@@ -519,7 +588,9 @@ def make_world_from_config(out_dir: str | os.PathLike[str], config: SynthConfig,
     """:func:`make_world` with the parameters of a :class:`~glacierwatch.config.SynthConfig`."""
     return make_world(out_dir, n_training=config.n_training_glaciers, n_timeseries=config.n_timeseries_glaciers,
                       seed=config.seed, first_year=config.first_year, last_year=config.last_year,
-                      scenes_per_year=config.scenes_per_year, progress=progress, overwrite=overwrite)
+                      scenes_per_year=config.scenes_per_year, training_extra_scenes=config.training_extra_scenes,
+                      melt_season=config.melt_season, lake_probability=config.lake_probability,
+                      progress=progress, overwrite=overwrite)
 
 
 __all__ = ["WorldInfo", "GlacierJob", "make_world", "make_world_from_config", "load_world", "true_mask",
