@@ -153,23 +153,28 @@ def _run_catalog(paths: WorkPaths, config: Config, progress: bool) -> None:
                   progress=progress)
 
 
+def _truth_dir(paths: WorkPaths, config: Config) -> Path | None:
+    """``[chips] truth_dir`` (a synthetic world's truth for dated chips) resolved against the work folder."""
+    if not config.chips.truth_dir:
+        return None
+    folder = Path(config.chips.truth_dir)
+    return folder if folder.is_absolute() else paths.root / folder
+
+
+def _chips_inputs(paths: WorkPaths, config: Config) -> list[Path]:
+    from glacierwatch.inventory.select import output_paths
+
+    inputs = [paths.catalog, paths.inventory, paths.dem, output_paths(paths.inventory)["validation"]]
+    truth = _truth_dir(paths, config)
+    return inputs + ([truth / "truth.csv"] if truth is not None else [])
+
+
 def _run_chips(paths: WorkPaths, config: Config, progress: bool) -> None:
-    import pandas as pd
+    from glacierwatch.chips import build_chips_from_catalog
 
-    from glacierwatch.catalog import select
-    from glacierwatch.chips import build_chips, read_inventory
-
-    inventory = read_inventory(paths.inventory)
-    plain = pd.DataFrame(inventory.drop(columns=inventory.geometry.name))
-    selection = select(paths.catalog, "training", config=config.catalog, inventory=plain)
-    if config.chips.exclude_inference_glaciers:
-        measured = select(paths.catalog, "inference-glaciers", config=config.catalog, inventory=plain)
-        selection = selection[~selection["glims_id"].isin(measured["glims_id"])]
-        log.info("chips: %d inference glacier(s) left out of training", measured["glims_id"].nunique())
-    if selection.empty:
-        raise InputError(f"no scene of {paths.catalog} lies in the training window of a training glacier")
-    build_chips(selection, inventory, dem_dir=paths.dem, out_dir=paths.chips, config=config.chips,
-                progress=progress)
+    build_chips_from_catalog(paths.catalog, paths.inventory, dem_dir=paths.dem, out_dir=paths.chips,
+                             config=config.chips, catalog_config=config.catalog,
+                             truth_dir=_truth_dir(paths, config), progress=progress)
 
 
 def _run_train(paths: WorkPaths, config: Config, progress: bool) -> None:
@@ -212,7 +217,7 @@ def build_stages() -> list[Stage]:
               lambda c: asdict(c.imagery) if c.imagery.source else {}, _run_imagery),
         Stage("catalog", lambda p, c: [p.scenes, p.inventory], lambda p: [p.catalog],
               lambda c: {}, _run_catalog),
-        Stage("chips", lambda p, c: [p.catalog, p.inventory, p.dem], lambda p: [p.chips],
+        Stage("chips", _chips_inputs, lambda p: [p.chips],
               lambda c: {"chips": asdict(c.chips), "catalog": asdict(c.catalog)}, _run_chips),
         Stage("train", lambda p, c: [p.chips], lambda p: [p.model],
               lambda c: asdict(c.train), _run_train),

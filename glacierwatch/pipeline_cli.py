@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--scenes-per-year", type=int, default=10, help="time-series scenes per glacier and year")
     demo.add_argument("--first-year", type=int, default=1984)
     demo.add_argument("--last-year", type=int, default=2023)
-    demo.add_argument("--train-minutes", type=float, default=3.0, help="wall-clock cap on training")
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo's fixed number)")
+    demo.add_argument("--melt-season", action="store_true",
+                      help="a world with a melt season (snowy June-July scenes) and more lakes (60 %%)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
 
@@ -55,6 +57,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     result = run_demo(args.workdir, n_training=args.glaciers, n_timeseries=args.timeseries_glaciers,
                       scenes_per_year=args.scenes_per_year, first_year=args.first_year,
-                      last_year=args.last_year, seed=args.seed, train_minutes=args.train_minutes)
+                      last_year=args.last_year, seed=args.seed,
+                      melt_season=args.melt_season, lake_probability=0.6 if args.melt_season else 0.35,
+                      **({"epochs": args.epochs} if args.epochs is not None else {}))
     print(format_demo(result))
     return 0
