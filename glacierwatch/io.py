@@ -10,6 +10,7 @@ descriptions (``blue`` ... ``lwir``, ``qa_pixel``, optionally ``coastal``), uint
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import tempfile
@@ -201,12 +202,37 @@ def read_table(path: str | os.PathLike[str], *, columns: Sequence[str] | None = 
     return df
 
 
+def _holds_dates(column: pd.Series) -> bool:
+    """True for a column of ``datetime.date`` values (Python objects or Arrow date32/date64), NaN/None allowed."""
+    if isinstance(column.dtype, pd.ArrowDtype):
+        import pyarrow as pa
+
+        return pa.types.is_date(column.dtype.pyarrow_dtype)
+    if column.dtype != object:
+        return False
+    values = column.dropna()
+    # datetime.datetime is a subclass of datetime.date: those (and Timestamps) are left to pandas
+    return len(values) > 0 and all(isinstance(v, dt.date) and not isinstance(v, dt.datetime) for v in values)
+
+
+def datetime64_dates(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every column of ``datetime.date`` values as ``datetime64[ns]`` (midnight; None -> NaT).
+
+    The one place dates are normalised before a Parquet write: a Python ``date`` column would be
+    stored as Arrow ``date32`` and read back by pandas as objects, which do not concatenate, compare
+    or plot like datetime64 (xarray, GIS and DuckDB users get timestamps). ``df`` is not modified.
+    """
+    converted = {name: pd.to_datetime(df[name]) for name in df.columns if _holds_dates(df[name])}
+    return df.assign(**converted) if converted else df
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a table atomically as Parquet or CSV (by suffix)."""
+    """Write a table atomically as Parquet or CSV (by suffix); Parquet date columns as datetime64
+    (:func:`datetime64_dates`)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".csv":
             df.to_csv(tmp, index=False)
         else:
-            df.to_parquet(tmp, index=False)
+            datetime64_dates(df).to_parquet(tmp, index=False)
     return path
