@@ -43,6 +43,11 @@ class InventoryConfig:
     """Glacier outline selection (GLIMS / RGI / other polygon files)."""
 
     outlines: list[str] = _opt([], "outline files (GLIMS shapefile, RGI, GeoPackage, GeoParquet); relative to the config file")
+    column_map: list[str] = _opt(
+        [], "outline files that are neither GLIMS nor RGI (national inventories): KEY=COLUMN pairs, or "
+            "KEY==constant, e.g. [\"glims_id=sgi-id\", \"name=name\", \"src_date=year\"], or one TOML/JSON "
+            "map file; keys: glims_id, source_id, anlys_id, name, geog_area, o1region, o2region, src_date, "
+            "anlys_time, inventory_area_km2 / inventory_area_m2 ([] = none)")
     date_field: str = _opt("src_date", "date the filter applies to: src_date (source image date) or anlys_time")
     after: str = _opt("2005-01-01", "keep outlines whose date is on or after this day (ISO date)")
     min_area_km2: float = _opt(1.0, "smallest glacier kept, km²")
@@ -232,6 +237,9 @@ class Config:
             cfg.workdir = str((base_dir / cfg.workdir).resolve()) if not Path(cfg.workdir).is_absolute() else cfg.workdir
             cfg.inventory.outlines = [str((base_dir / p).resolve()) if not Path(p).is_absolute() else p
                                       for p in cfg.inventory.outlines]
+            cmap = cfg.inventory.column_map
+            if len(cmap) == 1 and "=" not in cmap[0] and not Path(cmap[0]).is_absolute():  # a map file
+                cfg.inventory.column_map = [str((base_dir / cmap[0]).resolve())]
             if cfg.inventory.regions and not Path(cfg.inventory.regions).is_absolute():
                 cfg.inventory.regions = str((base_dir / cfg.inventory.regions).resolve())
             local = cfg.imagery.local
