@@ -202,11 +202,22 @@ def date_from_name(name: str, pattern: re.Pattern[str]) -> dt.date | None:
 
 @dataclass(frozen=True)
 class BandRef:
-    """Where a common band is in a file: a 1-based band number, or a band description."""
+    """Where a common band is in a file: a 1-based band number, or a band description. An
+    ``optional`` band (OLI's coastal in the Earth Engine preset) is read when the file has it."""
 
     common: str
     index: int | None
     description: str | None
+    optional: bool = False
+
+    def find(self, descriptions: Sequence[str | None], count: int, path: str) -> int | None:
+        """:meth:`resolve`, but None for an optional band the file lacks."""
+        try:
+            return self.resolve(descriptions, count, path)
+        except SourceError:
+            if self.optional:
+                return None
+            raise
 
     def resolve(self, descriptions: Sequence[str | None], count: int, path: str) -> int:
         """The 1-based band number in a file with these descriptions; SourceError if absent."""
@@ -240,9 +251,13 @@ def band_maps_by_satellite(band_map: str | Sequence[str], *, need_qa: bool) -> d
         if preset not in BAND_MAP_PRESETS:
             raise ConfigError(f"imagery.local.band_map: {pairs[0]!r} is neither a preset "
                               f"({', '.join(BAND_MAP_PRESETS)}) nor a list of COMMON=BAND pairs")
-        return {sat: parse_band_map([f"{common}={name}" for common, name in sensor.ee_bands.items()
-                                     if common in SCENE_BANDS], need_qa=need_qa)
-                for sat, sensor in SENSORS.items()}
+        maps: dict[str, dict[str, BandRef]] = {}
+        for sat, sensor in SENSORS.items():
+            maps[sat] = parse_band_map([f"{common}={name}" for common, name in sensor.ee_bands.items()
+                                        if common in SCENE_BANDS], need_qa=need_qa)
+            if "coastal" in sensor.ee_bands:  # OLI's extra band, kept when exported
+                maps[sat]["coastal"] = BandRef("coastal", None, sensor.ee_bands["coastal"], optional=True)
+        return maps
     one = parse_band_map(pairs, need_qa=need_qa)
     return {sat: one for sat in SENSORS}
 
@@ -445,7 +460,8 @@ class LocalSource:
     @classmethod
     def from_config(cls, cfg: LocalConfig, **kw: Any) -> LocalSource:
         """Build from the ``[imagery.local]`` table; ``kw`` overrides its values."""
-        return cls(cfg.input_dir, pattern=cfg.pattern, band_map=list(cfg.band_map), values=cfg.values,
+        band_map = cfg.band_map if isinstance(cfg.band_map, str) else list(cfg.band_map)
+        return cls(cfg.input_dir, pattern=cfg.pattern, band_map=band_map, values=cfg.values,
                    qa_format=cfg.qa_format, date_regex=cfg.date_regex, satellite=cfg.satellite,
                    dem_file=cfg.dem_file, dem_dir=cfg.dem_dir, **{"reflectance": cfg.reflectance, **kw})
 
@@ -589,12 +605,13 @@ class LocalSource:
     def _read_on_grid(self, path: Path, grid: GlacierGrid, satellite: str) -> dict[str, np.ndarray]:
         """Read, convert and warp one file of ``satellite`` onto ``grid`` (see :meth:`read`)."""
         band_map = self.band_maps[satellite]
-        names = list(band_map)
         try:
             with rasterio.open(path) as src:
                 if src.crs is None:
                     raise SourceError(f"{path}: the GeoTIFF has no CRS")
-                indexes = [band_map[n].resolve(src.descriptions, src.count, str(path)) for n in names]
+                found = {n: ref.find(src.descriptions, src.count, str(path)) for n, ref in band_map.items()}
+                names = [n for n, i in found.items() if i is not None]
+                indexes = [found[n] for n in names]
                 window = grid_window(src, grid, pad=_PAD_PX)
                 if window is None:  # the file's footprint misses the grid: nothing observed
                     empty = {n: np.zeros(grid.shape, np.uint16) for n in (*names, QA_BAND)}
