@@ -22,6 +22,7 @@ from glacierwatch.inventory import read_outlines, select_glaciers, write_invento
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.io import read_raster, read_scene, read_table
 from glacierwatch.errors import ConfigError
+from glacierwatch.landsat import SR_SCALE
 from glacierwatch.synth import WorldInfo
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -78,6 +79,9 @@ dem_dir = "{ee_export.dem_dir}"
         copy = scene_path(work / "scenes", original.parent.name, *_date_sat(original))
         assert _bands(copy) == bands, copy
         got = read_scene(copy, bands=bands)
+        with rasterio.open(copy) as src:  # the fetch writes COGs whose bands carry the C2 scale/offset
+            assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+            assert dict(zip(src.descriptions, src.scales, strict=True))["blue"] == SR_SCALE
         assert got.grid == grids[original.parent.name]
         want = read_scene(original, bands=bands, window=_window(original, got.grid))
         for band in bands:
