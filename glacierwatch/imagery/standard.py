@@ -30,7 +30,7 @@ from rasterio.windows import Window, from_bounds
 from glacierwatch.catalog.build import scene_path
 from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid
-from glacierwatch.io import write_json, write_raster, write_scene_cog
+from glacierwatch.io import write_cog, write_json, write_scene_cog
 from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS
 from glacierwatch.imagery.records import SceneRecord
 
@@ -172,10 +172,10 @@ def dem_path(dem_dir: str | os.PathLike[str], glims_id: str) -> Path:
 
 def write_dem(dem_dir: str | os.PathLike[str], glims_id: str, elevation: np.ndarray, grid: GlacierGrid, *,
               source: str) -> Path:
-    """Write the DEM (float32 elevation in m, NaN = no data) on the glacier grid."""
+    """Write the DEM (float32 elevation in m, NaN = no data) on the glacier grid, as a COG."""
     if elevation.shape != grid.shape:
         raise InputError(f"{glims_id}: DEM shape {elevation.shape} does not match grid {grid.shape}")
     target = dem_path(dem_dir, glims_id)
-    write_raster(target, np.asarray(elevation, dtype=np.float32), grid, band_names=["elevation"],
-                 nodata=float("nan"), tags={"glims_id": glims_id, "units": "m", "source": source})
+    write_cog(target, np.asarray(elevation, dtype=np.float32), grid, band_names=["elevation"], units=["m"],
+              nodata=float("nan"), tags={"glims_id": glims_id, "units": "m", "source": source})
     return target
