@@ -6,8 +6,9 @@ it. A file whose footprint meets a glacier's grid and whose date lies in the req
 :class:`~glacierwatch.imagery.records.SceneRecord` (``scene_id`` = its path relative to
 ``input_dir``). Reading a record:
 
-1. the mapped bands (``band_map``: common name = 1-based band number or band description) are read
-   in a window around the glacier grid;
+1. the mapped bands (``band_map``: common name = 1-based band number or band description, for every
+   file; or the ``"earthengine"`` preset, Earth Engine band names chosen by each file's satellite) are
+   read in a window around the glacier grid;
 2. values become Collection 2 Level-2 digital numbers: ``values = "c2_dn"`` takes them as they are,
    ``values = "physical"`` converts reflectance (0-1) and kelvin with
    :func:`glacierwatch.landsat.reflectance_to_dn` / :func:`~glacierwatch.landsat.kelvin_to_dn` (the
@@ -20,7 +21,7 @@ it. A file whose footprint meets a glacier's grid and whose date lies in the req
 5. the bands are put on the glacier grid by :func:`glacierwatch.imagery.standard.warp_to_grid`
    (nearest neighbour, like every other source).
 
-Metadata: a side-car beside ``X.tif`` (``X.json`` Earth Engine properties, ``X_MTL.json/.xml/.txt``,
+Metadata: a side-car beside ``X.tif`` (``X.json`` or ``X.tif.json`` Earth Engine properties, ``X_MTL.json/.xml/.txt``,
 a STAC item; see :data:`glacierwatch.catalog.metadata.SIDECAR_SUFFIXES`) is parsed with
 :func:`glacierwatch.catalog.metadata.parse_metadata_file` and its USGS-keyed values become the
 record's properties. Without one, ``DATE_ACQUIRED``, ``SPACECRAFT_ID`` and ``SENSOR_ID`` are derived
@@ -30,7 +31,10 @@ ever invented: without a side-car such scenes do not pass the paper's inference 
 (``image_quality = 9``). ``GLACIERWATCH_*`` keys record where the values came from
 (``GLACIERWATCH_VALUES``: ``c2_l2_dn``, ``surface_reflectance``, ``toa_reflectance`` or
 ``reflectance_unspecified``) — top-of-atmosphere reflectance stored as DN is *not* surface
-reflectance, and the key flags it.
+reflectance, and the key flags it. A file kept without a side-car is warned about once.
+
+DEM: ``dem_dir``'s ``<GLIMS_ID>*.tif`` (per-glacier exports on their own grids) and ``dem_file`` are
+warped bilinearly onto each glacier grid, a later file filling an earlier one's gaps.
 """
 
 from __future__ import annotations
@@ -354,14 +358,14 @@ def _read_header(path: Path, stat: os.stat_result) -> _Header:
 
 
 def find_sidecar(path: Path) -> Path | None:
-    """The metadata file beside ``X.tif``, if any: ``X`` or ``X.tif`` + a :data:`SIDECAR_SUFFIXES`
-    suffix (``X.json``, ``X.tif.json`` as some Earth Engine export tools write, ``X_MTL.txt`` ...)."""
+    """The metadata file beside ``X.tif``, if any: ``X`` + a :data:`SIDECAR_SUFFIXES` suffix
+    (``X.json``, ``X_MTL.txt`` ...), else ``X.tif.json`` (as some Earth Engine export tools name the
+    properties; ``X.tif.xml`` is not tried: ArcGIS writes its own metadata under that name)."""
     stem = path.name.rsplit(".", 1)[0]
-    for suffix in SIDECAR_SUFFIXES:
-        for base in (stem, path.name):
-            candidate = path.with_name(base + suffix)
-            if candidate.is_file():
-                return candidate
+    for candidate in (*(path.with_name(stem + suffix) for suffix in SIDECAR_SUFFIXES),
+                      path.with_name(path.name + ".json")):
+        if candidate.is_file():
+            return candidate
     return None
 
 
