@@ -53,7 +53,11 @@ def _write(path: Path, data: np.ndarray, transform: Affine, crs: str, descriptio
 
 
 def export_like_earth_engine(world: WorldInfo, out: Path, glims_ids: tuple[str, ...], *, margin: int = 4) -> EarthEngineExport:
-    """Write the Earth Engine-style folder of ``glims_ids`` (see the module docstring) under ``out``."""
+    """Write the Earth Engine-style folder of ``glims_ids`` (see the module docstring) under ``out``.
+
+    ``margin``: pixels added around the world's box on each side (fill), or, when negative, cut off
+    (an export region smaller than the glacier's box).
+    """
     scenes: dict[Path, Path] = {}
     for gid in glims_ids:
         for original in world.scene_files(gid):
@@ -65,16 +69,8 @@ def export_like_earth_engine(world: WorldInfo, out: Path, glims_ids: tuple[str, 
             sensor = SENSORS[sat]
             by_ee = {ee: common for common, ee in sensor.ee_bands.items()}
             order = EE_ORDER["OLI" if sat in ("L8", "L9") else "TM"]
-            h, w = scene.grid.shape
-            stack = np.zeros((len(order), h + 2 * margin, w + 2 * margin), dtype=np.uint16)
-            for i, ee in enumerate(order):
-                common = by_ee[ee]
-                stack[i, margin:margin + h, margin:margin + w] = scene.bands[common]
-                if common == QA_BAND:  # Earth Engine's masked border: QA fill bit
-                    band = stack[i]
-                    border = np.ones(band.shape, dtype=bool)
-                    border[margin:margin + h, margin:margin + w] = False
-                    band[border] = int(QA.FILL)
+            stack = np.stack([_pad(scene.bands[by_ee[ee]], margin, int(QA.FILL) if by_ee[ee] == QA_BAND else 0)
+                              for ee in order])  # Earth Engine's masked border: DN 0, QA fill bit
             date = scene.tags["date"].replace("-", "")
             index = f"{_PRODUCT[sat]}_{int(props['WRS_PATH']):03d}{int(props['WRS_ROW']):03d}_{date}"
             target = out / gid / f"{index}.tif"
@@ -82,11 +78,17 @@ def export_like_earth_engine(world: WorldInfo, out: Path, glims_ids: tuple[str, 
             target.with_name(target.name + ".json").write_text(json.dumps(props), encoding="utf-8")
             scenes[original] = target
         elevation, grid, _ = read_raster(world.dem_path(gid))
-        dem = np.full((1, grid.height + 2 * margin, grid.width + 2 * margin), DEM_NODATA, dtype=np.float32)
-        dem[0, margin:margin + grid.height, margin:margin + grid.width] = np.nan_to_num(elevation, nan=DEM_NODATA)
+        dem = _pad(np.nan_to_num(elevation, nan=DEM_NODATA).astype(np.float32), margin, DEM_NODATA)[np.newaxis]
         _write(out / "dem" / f"{gid}_NASADEM.tif", dem, _grown(grid.transform, margin), grid.crs, ["elevation"],
                nodata=DEM_NODATA)
     return EarthEngineExport(root=out, dem_dir=out / "dem", scenes=scenes)
+
+
+def _pad(band: np.ndarray, margin: int, fill: float) -> np.ndarray:
+    """``band`` with ``margin`` pixels of ``fill`` added on each side, or cut off when negative."""
+    if margin < 0:
+        return band[-margin:margin, -margin:margin].copy()
+    return np.pad(band, margin, constant_values=fill)
 
 
 def _bands_of(path: Path) -> tuple[str, ...]:

@@ -149,3 +149,28 @@ def test_an_oli_export_without_the_coastal_band_still_reads(ee_export: EarthEngi
         grid = GlacierGrid.from_rasterio(src.crs, src.transform, src.width, src.height)
     bands = source._read_on_grid(entry.path, grid, entry.satellite)
     assert "coastal" not in bands and "blue" in bands
+
+
+def test_exports_smaller_than_the_glacier_box_are_named_by_the_inference_filter(
+        tiny_world: WorldInfo, tmp_path: Path) -> None:
+    """The issue's dead end: every scene dropped by the paper's filter, with no hint why. Now the
+    selection says which condition dropped them."""
+    from glacierwatch.catalog import build_catalog
+    from glacierwatch.catalog.queries import select
+    from glacierwatch.config import ImageryConfig, LocalConfig
+    from glacierwatch.imagery import fetch_imagery
+
+    gid = tiny_world.timeseries_ids[0]
+    export = export_like_earth_engine(tiny_world, tmp_path / "ee", (gid,), margin=-25)
+    selection = select_glaciers([read_outlines(tiny_world.outlines)], config=InventoryConfig())
+    inventory = write_inventory(selection, tmp_path / "inventory.parquet")["inventory"]
+    config = ImageryConfig(timeseries_max_cloud_cover=None,
+                           local=LocalConfig(input_dir=str(export.root), band_map="earthengine"))
+    fetch_imagery(inventory, tmp_path / "work", source="local", glaciers=[gid], config=config, progress=False)
+    catalog = build_catalog(tmp_path / "work" / "scenes", tmp_path / "catalog.parquet", inventory=inventory,
+                            progress=False)
+    assert len(catalog) == len(export.scenes) and (catalog["nodata_pixels"] > 0).all()
+    result = select(tmp_path / "catalog.parquet", "inference", inventory=inventory)
+    assert result.empty
+    assert "nodata_pixels <= 0" in result.attrs["why_empty"]
+    assert "cover less than the glacier grid" in result.attrs["why_empty"]
