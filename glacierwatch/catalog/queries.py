@@ -310,9 +310,16 @@ def _readable(predicate: str, params: Mapping[str, Any]) -> str:
     """A predicate with its parameters' values in place, table aliases dropped."""
     if "summer_months" in predicate:  # the EXISTS sub-query reads badly: say what it asks
         return "a date in their hemisphere's summer months (summer_months)"
-    text = re.sub(r"\$([A-Za-z_]\w*)", lambda m: repr(params.get(m[1])) if m[1] in params else m[0], predicate)
-    text = re.sub(r"\b[sg]\.", "", text)
-    return " ".join(text.split())
+    def value(m: re.Match[str]) -> str:
+        if m[1] not in params:
+            return m[0]
+        v = params[m[1]]
+        return v.isoformat() if hasattr(v, "isoformat") else repr(v) if isinstance(v, str) else str(v)
+
+    text = " ".join(re.sub(r"\b[sg]\.", "", re.sub(r"\$([A-Za-z_]\w*)", value, predicate)).split())
+    # "($p IS NULL OR x = $p)" with p set reads as "x = p"
+    optional = re.fullmatch(r"\((\S+) IS NULL OR (.*)\)", text)
+    return optional[2] if optional and optional[1] != "None" else text
 
 
 def explain_selection(catalog: CatalogSource, name: str = "inference", *, config: CatalogConfig | None = None,
