@@ -50,6 +50,11 @@ class InventoryConfig:
     """Glacier outline selection (GLIMS / RGI / other polygon files)."""
 
     outlines: list[str] = _opt([], "outline files (GLIMS shapefile, RGI, GeoPackage, GeoParquet); relative to the config file")
+    column_map: list[str] = _opt(
+        [], "outline files that are neither GLIMS nor RGI (national inventories): KEY=COLUMN pairs, or "
+            "KEY==constant, e.g. [\"glims_id=sgi-id\", \"name=name\", \"src_date=year\"], or one TOML/JSON "
+            "map file; keys: glims_id, source_id, anlys_id, name, geog_area, o1region, o2region, src_date, "
+            "anlys_time, inventory_area_km2 / inventory_area_m2 ([] = none)")
     date_field: str = _opt("src_date", "date the filter applies to: src_date (source image date) or anlys_time")
     after: str = _opt("2005-01-01", "keep outlines whose date is on or after this day (ISO date)")
     min_area_km2: float = _opt(1.0, "smallest glacier kept, km²")
@@ -97,16 +102,21 @@ class LocalConfig:
 
     input_dir: str = _opt("", "folder searched recursively for GeoTIFFs")
     pattern: str = _opt("**/*.tif", "glob of the files under input_dir")
-    band_map: list[str] = _opt(
+    band_map: list[str] | str = _opt(
         ["blue=blue", "green=green", "red=red", "nir08=nir08", "swir16=swir16", "swir22=swir22", "lwir=lwir",
          "qa_pixel=qa_pixel"],
-        "COMMON=BAND pairs: BAND is a 1-based band number or a band description in the files")
+        "COMMON=BAND pairs (BAND: a 1-based band number or a band description in the files, for every "
+        "satellite), or \"earthengine\": Earth Engine band names chosen by each file's satellite "
+        "(TM/ETM+ SR_B1 = blue ... ST_B6; OLI SR_B2 = blue ... ST_B10; QA_PIXEL)")
     values: str = _opt("c2_dn", "c2_dn (Collection 2 Level-2 uint16 DN) or physical (reflectance 0-1, kelvin for lwir)")
     qa_format: str = _opt("c2_qa_pixel", "c2_qa_pixel, c1_bqa (Collection 1 BQA bits, translated) or none")
     date_regex: str = _opt(r"(?P<year>\d{4})-?(?P<month>\d{2})-?(?P<day>\d{2})",
                            "regular expression on the file name with groups year and month, and day or doy")
     satellite: str = _opt("", "L5, L7, L8 or L9 when the file name does not say (LT05/LE07/LC08/LC09, Landsat5 ...)")
     dem_file: str = _opt("", "a DEM GeoTIFF (any CRS) warped onto each glacier grid ('' = none)")
+    dem_dir: str = _opt("", "a folder of per-glacier DEM GeoTIFFs <GLIMS_ID>*.tif (any grid and CRS, e.g. Earth "
+                            "Engine exports), each warped (bilinear) onto its glacier grid; dem_file fills "
+                            "their gaps ('' = none)")
     reflectance: str = _opt("auto", "values = physical: surface, toa, or auto (toa when qa_format = c1_bqa); recorded in the metadata")
 
 
@@ -274,10 +284,13 @@ class Config:
             cfg.workdir = str((base_dir / cfg.workdir).resolve()) if not Path(cfg.workdir).is_absolute() else cfg.workdir
             cfg.inventory.outlines = [str((base_dir / p).resolve()) if not Path(p).is_absolute() else p
                                       for p in cfg.inventory.outlines]
+            cmap = cfg.inventory.column_map
+            if len(cmap) == 1 and "=" not in cmap[0] and not Path(cmap[0]).is_absolute():  # a map file
+                cfg.inventory.column_map = [str((base_dir / cmap[0]).resolve())]
             if cfg.inventory.regions and not Path(cfg.inventory.regions).is_absolute():
                 cfg.inventory.regions = str((base_dir / cfg.inventory.regions).resolve())
             local = cfg.imagery.local
-            for attr in ("input_dir", "dem_file"):
+            for attr in ("input_dir", "dem_file", "dem_dir"):
                 value = getattr(local, attr)
                 if value and not Path(value).is_absolute():
                     setattr(local, attr, str((base_dir / value).resolve()))

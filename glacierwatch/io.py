@@ -4,12 +4,15 @@ Every write goes to a temporary file beside the target and is renamed into place
 process never leaves a half-written file that looks complete.
 
 Standard scene file: a GeoTIFF on the glacier grid whose bands carry their common names as band
-descriptions (``blue`` ... ``lwir``, ``qa_pixel``, optionally ``coastal``), uint16 DN, nodata 0.
+descriptions (``blue`` ... ``lwir``, ``qa_pixel``, optionally ``coastal``), uint16 DN, nodata 0; the
+fetch writes them as Cloud Optimized GeoTIFFs whose bands carry the Collection 2 scale/offset
+(:func:`write_scene_cog`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import tempfile
@@ -25,7 +28,9 @@ from rasterio.errors import RasterioIOError
 
 from glacierwatch.errors import DatasetNotFoundError, InputError, SceneReadError
 from glacierwatch.grid import GlacierGrid
-from glacierwatch.landsat import QA_BAND, SCENE_BANDS, common_band_name
+from glacierwatch.landsat import (
+    FILL_DN, QA_BAND, REFLECTIVE_BANDS, SCENE_BANDS, SR_OFFSET, SR_SCALE, ST_OFFSET, ST_SCALE, THERMAL_BAND, common_band_name,
+)
 
 
 def ensure_dir(path: str | os.PathLike[str]) -> Path:
@@ -132,6 +137,91 @@ def write_raster(path: str | os.PathLike[str], data: np.ndarray, grid: GlacierGr
                 dst.update_tags(**{k: (v if isinstance(v, str) else json.dumps(v)) for k, v in tags.items()})
 
 
+def band_scale_offset(name: str) -> tuple[float, float, str]:
+    """(scale, offset, unit) turning a standard scene band's DN into physical values, as GDAL's band
+    scale/offset (value = DN x scale + offset): the Collection 2 Level-2 factors of
+    :mod:`glacierwatch.landsat` for reflective bands (reflectance) and ``lwir`` (kelvin); 1, 0 for
+    bit fields (``qa_pixel``) and bands without a scale."""
+    common = common_band_name(name)
+    if common in REFLECTIVE_BANDS or common == "coastal":
+        return SR_SCALE, SR_OFFSET, "reflectance"
+    if common == THERMAL_BAND:
+        return ST_SCALE, ST_OFFSET, "K"
+    return 1.0, 0.0, ""
+
+
+def write_cog(path: str | os.PathLike[str], data: np.ndarray, grid: GlacierGrid, *, band_names: Sequence[str],
+              nodata: float | int | None = None, tags: Mapping[str, Any] | None = None,
+              scales: Sequence[float] | None = None, offsets: Sequence[float] | None = None,
+              units: Sequence[str] | None = None, blocksize: int = 256) -> None:
+    """Write a (bands, rows, cols) or (rows, cols) array on ``grid`` as a Cloud Optimized GeoTIFF.
+
+    GDAL's COG driver (tiled ``blocksize`` px, deflate with a predictor, overviews when the grid is
+    larger than one tile), band descriptions, optional per-band scale/offset/unit (GIS tools and
+    rioxarray then show physical values) and tags. Written atomically like :func:`write_raster`.
+    """
+    from rasterio.shutil import copy as gdal_copy
+
+    array = data[np.newaxis] if data.ndim == 2 else data
+    if array.shape[1:] != grid.shape:
+        raise ValueError(f"array shape {array.shape[1:]} does not match grid {grid.shape}")
+    if len(band_names) != array.shape[0]:
+        raise ValueError("one band name per band is required")
+    floating = np.issubdtype(array.dtype, np.floating)
+    profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": array.shape[0],
+               "dtype": array.dtype.name, "crs": grid.crs, "transform": grid.transform, "nodata": nodata}
+    with atomic_path(path) as tmp:
+        staging = tmp.with_name(tmp.name + ".tif")
+        try:
+            with rasterio.open(staging, "w", **profile) as dst:
+                dst.write(array)
+                for i, name in enumerate(band_names, start=1):
+                    dst.set_band_description(i, name)
+                if scales is not None:
+                    dst.scales = tuple(float(v) for v in scales)
+                if offsets is not None:
+                    dst.offsets = tuple(float(v) for v in offsets)
+                if units is not None:
+                    dst.units = tuple(units)
+                if tags:
+                    dst.update_tags(**{k: (v if isinstance(v, str) else json.dumps(v)) for k, v in tags.items()})
+            gdal_copy(staging, tmp, driver="COG", compress="DEFLATE", predictor="FLOATING_POINT" if floating else "YES",
+                      blocksize=blocksize, overviews="AUTO", resampling="NEAREST")
+        finally:
+            staging.unlink(missing_ok=True)
+
+
+def write_scene_cog(path: str | os.PathLike[str], data: np.ndarray, grid: GlacierGrid, *,
+                    band_names: Sequence[str], tags: Mapping[str, Any] | None = None) -> None:
+    """A standard scene (uint16 DN, nodata 0, bands by common name) as a COG whose bands carry their
+    Collection 2 scale/offset and unit (:func:`band_scale_offset`)."""
+    factors = [band_scale_offset(name) for name in band_names]
+    write_cog(path, data, grid, band_names=band_names, nodata=FILL_DN, tags=tags, scales=[f[0] for f in factors],
+              offsets=[f[1] for f in factors], units=[f[2] for f in factors])
+
+
+#: Values of a mask COG (:func:`write_mask_cog`) written from a boolean mask.
+MASK_NODATA = 255
+
+
+def write_mask_cog(path: str | os.PathLike[str], mask_or_prob: np.ndarray, grid: GlacierGrid, *,
+                   observed: np.ndarray | None = None, tags: Mapping[str, Any] | None = None) -> None:
+    """One scene's glacier mask (or ice probability) on ``grid`` as a COG for GIS users.
+
+    A boolean (or integer 0/1) mask is written as uint8 1 = glacier, 0 = not, :data:`MASK_NODATA`
+    where not ``observed``; a floating-point probability (0-1) as float32 with NaN where not observed
+    (or already NaN). ``observed``: True where the surface was seen (default: everywhere).
+    """
+    values = np.asarray(mask_or_prob)
+    seen = np.ones(grid.shape, dtype=bool) if observed is None else np.asarray(observed, dtype=bool)
+    if np.issubdtype(values.dtype, np.floating):
+        out = np.where(seen, values, np.nan).astype(np.float32)
+        write_cog(path, out, grid, band_names=["ice_probability"], nodata=float("nan"), tags=tags)
+        return
+    out = np.where(seen, (values != 0).astype(np.uint8), np.uint8(MASK_NODATA)).astype(np.uint8)
+    write_cog(path, out, grid, band_names=["glacier"], nodata=MASK_NODATA, tags=tags)
+
+
 @dataclass
 class Scene:
     """A standard scene read into memory: uint16 DN per common band name, plus its grid and tags."""
@@ -216,12 +306,37 @@ def read_table(path: str | os.PathLike[str], *, columns: Sequence[str] | None = 
     return df
 
 
+def _holds_dates(column: pd.Series) -> bool:
+    """True for a column of ``datetime.date`` values (Python objects or Arrow date32/date64), NaN/None allowed."""
+    if isinstance(column.dtype, pd.ArrowDtype):
+        import pyarrow as pa
+
+        return pa.types.is_date(column.dtype.pyarrow_dtype)
+    if column.dtype != object:
+        return False
+    values = column.dropna()
+    # datetime.datetime is a subclass of datetime.date: those (and Timestamps) are left to pandas
+    return len(values) > 0 and all(isinstance(v, dt.date) and not isinstance(v, dt.datetime) for v in values)
+
+
+def datetime64_dates(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every column of ``datetime.date`` values as ``datetime64[ns]`` (midnight; None -> NaT).
+
+    The one place dates are normalised before a Parquet write: a Python ``date`` column would be
+    stored as Arrow ``date32`` and read back by pandas as objects, which do not concatenate, compare
+    or plot like datetime64 (xarray, GIS and DuckDB users get timestamps). ``df`` is not modified.
+    """
+    converted = {name: pd.to_datetime(df[name]) for name in df.columns if _holds_dates(df[name])}
+    return df.assign(**converted) if converted else df
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a table atomically as Parquet or CSV (by suffix)."""
+    """Write a table atomically as Parquet or CSV (by suffix); Parquet date columns as datetime64
+    (:func:`datetime64_dates`)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".csv":
             df.to_csv(tmp, index=False)
         else:
-            df.to_parquet(tmp, index=False)
+            datetime64_dates(df).to_parquet(tmp, index=False)
     return path

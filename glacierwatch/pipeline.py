@@ -112,11 +112,11 @@ def is_up_to_date(paths: WorkPaths, config: Config, stage: Stage) -> bool:
 # ------------------------------------------------------------------ stage bodies
 
 def _run_inventory(paths: WorkPaths, config: Config, progress: bool) -> None:
-    from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
+    from glacierwatch.inventory import read_inventory_outlines, select_glaciers, write_inventory
 
     if not config.inventory.outlines:
         raise ConfigError("[inventory] outlines is empty: name at least one outline file")
-    outlines = [read_outlines(path) for path in config.inventory.outlines]
+    outlines = read_inventory_outlines(config.inventory)
     selection = select_glaciers(outlines, config=config.inventory, regions=config.inventory.regions or None)
     write_inventory(selection, paths.inventory)
     log.info("inventory: %d glaciers selected -> %s", len(selection.inventory), paths.inventory)

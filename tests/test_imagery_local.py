@@ -24,7 +24,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from glacierwatch.catalog import build_catalog
 from glacierwatch.catalog.metadata import record_from_usgs_keys
 from glacierwatch.config import ImageryConfig, LocalConfig
-from glacierwatch.errors import ConfigError
+from glacierwatch.errors import ConfigError, DatasetNotFoundError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery import FetchPaths, fetch_imagery, warp_to_grid
 from glacierwatch.imagery.records import GlacierRequest, grid_lonlat_bounds
@@ -358,7 +358,11 @@ def test_files_without_date_or_satellite_are_skipped_with_one_warning_each(tmp_p
         assert [r.scene_id for r in source.search(request())] == ["LC08_20200815.tif"]
         source.search(request())  # the index is built once: no second round of warnings
         LocalSource(tmp_path).search(request())  # nor for a new instance in the same process
-    messages = [r.getMessage() for r in caplog.records]
+    everything = [r.getMessage() for r in caplog.records]
+    # the kept file has no metadata file beside it: said once (issue 15), apart from the skip warnings
+    no_metadata = [m for m in everything if "no metadata file beside it (" in m]
+    assert len(no_metadata) == 1 and "LC08_20200815.tif" in no_metadata[0], no_metadata
+    messages = [m for m in everything if m not in no_metadata]
     assert len(messages) == 3, messages
     assert any("LC08_nodate.tif" in m and "no date" in m for m in messages)
     assert any("trient_2020-08-16.tif" in m and "satellite" in m for m in messages)
@@ -546,3 +550,56 @@ def test_trient_real_import(shared_data: Path, tmp_path: Path) -> None:
     summer = [s["area_km2"] for s in scenes if s["month"] in (7, 8, 9) and s["valid_fraction"] > 0.8]
     assert len(summer) >= 3
     assert 5.83 < float(np.median(summer)) < 1.5 * 5.83
+
+
+def test_dem_folder_per_glacier_files_on_their_own_grids(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``dem_dir``: ``<GLIMS_ID>*.tif`` on any grid; a second file (or ``dem_file``) fills the first one's gaps."""
+    plane = lambda x, y: 1_500.0 + 0.05 * (x - GRID.x0) + 0.02 * (GRID.y0 - y)  # noqa: E731 (m, in the grid CRS)
+    margin, res = 5, 15.0  # finer pixels, larger box, offset lattice: the export's own grid
+    x0, y0 = GRID.x0 - margin * 30 + 7.0, GRID.y0 + margin * 30 - 3.0
+    width, height = int((GRID.width + 2 * margin) * 30 / res), int((GRID.height + 2 * margin) * 30 / res)
+    xs, ys = x0 + (np.arange(width) + 0.5) * res, y0 - (np.arange(height) + 0.5) * res
+    gx, gy = np.meshgrid(xs, ys)
+    first = plane(gx, gy).astype(np.float32)
+    first[:, : width // 2] = np.nan  # the west half missing from the first export
+    folder = tmp_path / "dems"
+    write_tif(folder / f"{GLIMS_ID}_NASADEM_a.tif", first[np.newaxis], crs="EPSG:32632",
+              transform=Affine(res, 0, x0, 0, -res, y0), nodata=float("nan"))
+    write_tif(folder / f"{GLIMS_ID}_NASADEM_b.tif", plane(gx, gy).astype(np.float32)[np.newaxis] + 0.5,
+              crs="EPSG:32632", transform=Affine(res, 0, x0, 0, -res, y0))
+    write_tif(folder / "G001000E01000N.tif", np.zeros((1, 4, 4), np.float32), crs="EPSG:32632",
+              transform=aligned_transform(0))  # another glacier's: not used
+    (tmp_path / "scenes").mkdir()
+    source = LocalSource(tmp_path / "scenes", dem_dir=folder)
+    assert [p.name for p in source.dem_files(GLIMS_ID)] == [f"{GLIMS_ID}_NASADEM_a.tif", f"{GLIMS_ID}_NASADEM_b.tif"]
+    got = source.read_dem(request())
+    cx = GRID.x0 + (np.arange(GRID.width) + 0.5) * GRID.resolution
+    cy = GRID.y0 - (np.arange(GRID.height) + 0.5) * GRID.resolution
+    expected = plane(*np.meshgrid(cx, cy))
+    east = np.meshgrid(cx, cy)[0] > x0 + (width // 2 + 2) * res
+    west = np.meshgrid(cx, cy)[0] < x0 + (width // 2 - 2) * res
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got[east], expected[east], atol=0.01)  # from the first file
+    np.testing.assert_allclose(got[west], expected[west] + 0.5, atol=0.01)  # its gap filled by the second
+    with caplog.at_level(logging.WARNING):
+        other = GlacierRequest(glims_id="G007100E46000N", grid=GRID, bbox=grid_lonlat_bounds(GRID),
+                               start=dt.date(1990, 1, 1), end=dt.date(2000, 1, 1))
+        assert source.read_dem(other) is None
+    assert any("no DEM" in r.getMessage() for r in caplog.records)
+    with pytest.raises(DatasetNotFoundError, match="dem_dir"):
+        LocalSource(tmp_path / "scenes", dem_dir=tmp_path / "missing")
+
+
+def test_sidecars_named_x_json_and_x_tif_json_are_both_read(tmp_path: Path) -> None:
+    scene = blocky_dn(GRID.height, GRID.width)
+    for name in ("LC08_a_20200815.tif", "LC08_b_20200816.tif"):
+        write_tif(tmp_path / name, scene, crs="EPSG:32632", transform=aligned_transform(0),
+                  descriptions=list(SCENE_BANDS))
+    props = {"DATE_ACQUIRED": "2020-08-15", "SPACECRAFT_ID": "LANDSAT_8", "SENSOR_ID": "OLI_TIRS", "CLOUD_COVER": 3.5,
+             "IMAGE_QUALITY_OLI": 9}
+    (tmp_path / "LC08_a_20200815.json").write_text(json.dumps(props))
+    (tmp_path / "LC08_b_20200816.tif.json").write_text(json.dumps({**props, "DATE_ACQUIRED": "2020-08-16"}))
+    records = LocalSource(tmp_path).search(request())
+    assert [r.properties.get("GLACIERWATCH_METADATA_FILE") for r in records] == [
+        "LC08_a_20200815.json", "LC08_b_20200816.tif.json"]
+    assert all(r.properties["IMAGE_QUALITY_OLI"] == 9 for r in records)

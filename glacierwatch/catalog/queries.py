@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,8 @@ from glacierwatch.errors import ConfigError, DatasetNotFoundError, InputError
 from glacierwatch.ids import is_glims_id
 from glacierwatch.io import read_table
 from glacierwatch.landsat import SLC_OFF_DATE
+
+log = logging.getLogger(__name__)
 
 #: Named selections (``glacierwatch catalog select NAME``) and their SQL files.
 SELECTIONS: Final[tuple[str, ...]] = ("inference", "training", "inference-glaciers")
@@ -230,9 +233,136 @@ def select(catalog: CatalogSource, name: str, *, config: CatalogConfig | None = 
     try:
         if name == "inference-glaciers":
             con.register("inference_scenes", _run_arrow(con, selection_sql("inference"), params))
-        return _run(con, sql, params)
+        result = _run(con, sql, params)
     finally:
         con.close()
+    if result.empty:
+        # say which condition dropped the last rows (the inference set, for the per-glacier selection)
+        explanation = explain_selection(catalog, "inference" if name == "inference-glaciers" else name,
+                                        config=config, inventory=inventory)
+        if explanation is not None and explanation.first_emptying() is not None:
+            result.attrs["why_empty"] = explanation.message()
+            log.warning("catalog select %s: %s", name, explanation.message())
+    return result
+
+
+# ------------------------------------------------------------------ why a selection keeps nothing
+
+#: What to try when a predicate using this parameter (or table) drops every row.
+_PREDICATE_HINTS: Final[dict[str, str]] = {
+    "status": "no scene file is readable (see the catalog's error column)",
+    "max_cloud_cover": "every scene is cloudier: raise catalog.max_cloud_cover",
+    "image_quality": "scenes without IMAGE_QUALITY metadata (STAC items, local files without a side-car) never "
+                     "pass: set catalog.image_quality = \"none\"",
+    "min_pixels": "the scene files hold fewer values (height x width x bands of the glacier grid): a small glacier's "
+                  "box; lower catalog.min_pixels",
+    "max_nodata_pixels": "the scenes have fill pixels in the glacier box: exports that cover less than the glacier "
+                         "grid, or SLC-off gaps; raise catalog.max_nodata_pixels",
+    "max_zero_pixel_pct": "the scenes have too many zero values: raise catalog.max_zero_pixel_pct",
+    "summer_months": "no scene falls in its hemisphere's summer months (catalog.summer_months_north / _south)",
+    "training_window_days": "no scene lies within catalog.training_window_days of the outline date",
+    "include_l7_slc_off": "only Landsat 7 SLC-off scenes: set catalog.include_l7_slc_off = true",
+    "outline_date": "the inventory has no outline dates",
+}
+
+
+def _top_level_and(text: str) -> list[str]:
+    """``a AND (b AND c) AND d`` -> ``[a, (b AND c), d]`` (parentheses and quotes respected)."""
+    parts, depth, start, i, quote = [], 0, 0, 0, ""
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0 and re.match(r"\bAND\b", text[i:i + 4], re.IGNORECASE) and (i == 0 or not text[i - 1].isalnum()):
+            parts.append(text[start:i])
+            start = i = i + 3
+            continue
+        i += 1
+    parts.append(text[start:])
+    return [" ".join(p.split()) for p in parts if p.strip()]
+
+
+def selection_predicates(name: str) -> tuple[str, str, list[str]] | None:
+    """(select list, FROM clause, top-level WHERE predicates) of a named selection's SQL, read from its
+    file (so the explanation counts exactly what the selection runs); None for one of another shape."""
+    sql = _strip_comments(selection_sql(name))
+    m = re.match(r"\s*SELECT\s(?P<cols>.*?)\bFROM\b(?P<src>.*?)\bWHERE\b(?P<where>.*?)\bORDER\s+BY\b",
+                 sql, re.IGNORECASE | re.DOTALL)
+    if m is None:
+        return None
+    return m["cols"], m["src"], _top_level_and(m["where"])
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionExplanation:
+    """Rows surviving each predicate of a selection, in the SQL's order (cumulative counts)."""
+
+    name: str
+    n_rows: int
+    steps: tuple[tuple[str, int], ...]  # (predicate as it reads with its values, rows left after it)
+    hints: tuple[str | None, ...]
+
+    def first_emptying(self) -> int | None:
+        """Index of the first predicate after which no row is left (None if rows survive)."""
+        return next((i for i, (_, left) in enumerate(self.steps) if left == 0), None)
+
+    def message(self) -> str:
+        """One line: which predicate dropped the last rows, and what to try."""
+        i = self.first_emptying()
+        if i is None:
+            return f"the {self.name} selection keeps {self.steps[-1][1] if self.steps else self.n_rows} of {self.n_rows} rows"
+        before = self.n_rows if i == 0 else self.steps[i - 1][1]
+        text = f"0 of {before} scenes (of {self.n_rows} in the catalog) have {self.steps[i][0]}"
+        return f"{text}: {self.hints[i]}" if self.hints[i] else text
+
+
+def _readable(predicate: str, params: Mapping[str, Any]) -> str:
+    """A predicate with its parameters' values in place, table aliases dropped."""
+    if "summer_months" in predicate:  # the EXISTS sub-query reads badly: say what it asks
+        return "a date in their hemisphere's summer months (summer_months)"
+    def value(m: re.Match[str]) -> str:
+        if m[1] not in params:
+            return m[0]
+        v = params[m[1]]
+        return v.isoformat() if hasattr(v, "isoformat") else repr(v) if isinstance(v, str) else str(v)
+
+    text = " ".join(re.sub(r"\b[sg]\.", "", re.sub(r"\$([A-Za-z_]\w*)", value, predicate)).split())
+    # "($p IS NULL OR x = $p)" with p set reads as "x = p"
+    optional = re.fullmatch(r"\((\S+) IS NULL OR (.*)\)", text)
+    return optional[2] if optional and optional[1] != "None" else text
+
+
+def explain_selection(catalog: CatalogSource, name: str = "inference", *, config: CatalogConfig | None = None,
+                      inventory: str | os.PathLike[str] | pd.DataFrame | None = None) -> SelectionExplanation | None:
+    """How many catalog rows survive each predicate of a selection (:func:`selection_predicates`),
+    counted in one query; None for a selection whose SQL is not a single filtered SELECT."""
+    parsed = selection_predicates(name)
+    if parsed is None:
+        return None
+    _, source, predicates = parsed
+    config = config or CatalogConfig()
+    params = selection_params(config)
+    counts = ", ".join(f"count(*) FILTER (WHERE {' AND '.join(predicates[:k + 1])})" for k in range(len(predicates)))
+    sql = f"SELECT count(*){', ' + counts if counts else ''} FROM {source}"
+    con = connect(catalog, inventory=inventory, config=config)
+    try:
+        row = _run_arrow(con, sql, params)
+    finally:
+        con.close()
+    assert row is not None
+    values = [int(v[0].as_py()) for v in row.columns]
+    hints = []
+    for predicate in predicates:
+        used = re.findall(r"\$([A-Za-z_]\w*)", predicate) + re.findall(r"\b(status|summer_months|outline_date)\b", predicate)
+        hints.append(next((_PREDICATE_HINTS[u] for u in used if u in _PREDICATE_HINTS), None))
+    steps = tuple((_readable(p, params), v) for p, v in zip(predicates, values[1:], strict=True))
+    return SelectionExplanation(name=name, n_rows=values[0], steps=steps, hints=tuple(hints))
 
 
 def config_with(config: CatalogConfig, overrides: Mapping[str, Any]) -> CatalogConfig:

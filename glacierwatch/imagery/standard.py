@@ -31,7 +31,7 @@ from glacierwatch.catalog.build import scene_path
 from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.ids import glacier_path
-from glacierwatch.io import write_json, write_raster
+from glacierwatch.io import write_cog, write_json, write_scene_cog
 from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS
 from glacierwatch.imagery.records import SceneRecord
 
@@ -135,7 +135,8 @@ def mosaic(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def write_standard_scene(scenes_dir: str | os.PathLike[str], records: Sequence[SceneRecord],
                          bands: Mapping[str, np.ndarray], grid: GlacierGrid) -> Path:
-    """Write one standard scene file (and its side-car JSON) for ``records`` of one overpass.
+    """Write one standard scene file (a COG with the bands' scale/offset, :func:`glacierwatch.io.write_scene_cog`)
+    and its side-car JSON for ``records`` of one overpass.
 
     ``bands``: uint16 DN on ``grid`` per common name (already mosaicked). The GeoTIFF's tags hold only
     glims_id, date and satellite, so the same pixels give the same bytes whichever source they came
@@ -160,8 +161,8 @@ def write_standard_scene(scenes_dir: str | os.PathLike[str], records: Sequence[S
     target = scene_path(scenes_dir, first.glims_id, first.date, first.satellite)
     props = [dict(r.properties) for r in records]
     write_json(target.with_suffix(".json"), props[0] if len(props) == 1 else props)
-    write_raster(target, np.stack(arrays), grid, band_names=list(order), nodata=FILL_DN,
-                 tags={"glims_id": first.glims_id, "date": first.date.isoformat(), "satellite": first.satellite})
+    write_scene_cog(target, np.stack(arrays), grid, band_names=list(order),
+                    tags={"glims_id": first.glims_id, "date": first.date.isoformat(), "satellite": first.satellite})
     return target
 
 
@@ -172,10 +173,10 @@ def dem_path(dem_dir: str | os.PathLike[str], glims_id: str) -> Path:
 
 def write_dem(dem_dir: str | os.PathLike[str], glims_id: str, elevation: np.ndarray, grid: GlacierGrid, *,
               source: str) -> Path:
-    """Write the DEM (float32 elevation in m, NaN = no data) on the glacier grid."""
+    """Write the DEM (float32 elevation in m, NaN = no data) on the glacier grid, as a COG."""
     if elevation.shape != grid.shape:
         raise InputError(f"{glims_id}: DEM shape {elevation.shape} does not match grid {grid.shape}")
     target = dem_path(dem_dir, glims_id)
-    write_raster(target, np.asarray(elevation, dtype=np.float32), grid, band_names=["elevation"],
-                 nodata=float("nan"), tags={"glims_id": glims_id, "units": "m", "source": source})
+    write_cog(target, np.asarray(elevation, dtype=np.float32), grid, band_names=["elevation"], units=["m"],
+              nodata=float("nan"), tags={"glims_id": glims_id, "units": "m", "source": source})
     return target

@@ -53,6 +53,7 @@ from glacierwatch.inventory.read import (
     detect_schema,
     parse_column_map,
     parse_date,
+    read_inventory_outlines,
     read_outlines,
 )
 from glacierwatch.inventory.regions import (
@@ -79,6 +80,6 @@ __all__ = [
     "EQUAL_AREA_CRS", "INVENTORY_COLUMNS", "MAP_KEYS", "OUTLINE_COLUMNS", "UNKNOWN_REGION",
     "FilterStep", "RegionMatch", "RegionRule", "RegionTable", "Selection", "SelectionReport",
     "default_region_table_text", "detect_schema", "load_region_table", "output_paths",
-    "parse_column_map", "parse_date", "read_outlines", "select_glaciers", "selection_rule",
+    "parse_column_map", "parse_date", "read_inventory_outlines", "read_outlines", "select_glaciers", "selection_rule",
     "write_inventory",
 ]

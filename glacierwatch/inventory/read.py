@@ -40,7 +40,8 @@ import pandas as pd
 import shapely
 from pyproj import CRS
 
-from glacierwatch.errors import DatasetNotFoundError, InputError
+from glacierwatch.config import InventoryConfig
+from glacierwatch.errors import ConfigError, DatasetNotFoundError, InputError
 from glacierwatch.ids import GLIMS_ID_PATTERN, glims_id_from_lonlat
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,16 @@ def _read_vector(path: Path, layer: str | None) -> tuple[gpd.GeoDataFrame, str |
     if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf.columns:
         raise InputError(f"{path}: has no geometry column (a table, not outlines)")
     return gdf, layer
+
+
+def read_inventory_outlines(config: InventoryConfig) -> list[gpd.GeoDataFrame]:
+    """Every ``[inventory] outlines`` file read with the section's ``column_map`` (what
+    ``glacierwatch run`` selects from); the map is checked once, before any file is read."""
+    try:
+        column_map = parse_column_map(config.column_map) if config.column_map else None
+    except InputError as exc:
+        raise ConfigError(f"inventory.column_map: {exc}") from exc
+    return [read_outlines(path, column_map=column_map) for path in config.outlines]
 
 
 def _first_line(exc: Exception) -> str:

@@ -6,8 +6,9 @@ it. A file whose footprint meets a glacier's grid and whose date lies in the req
 :class:`~glacierwatch.imagery.records.SceneRecord` (``scene_id`` = its path relative to
 ``input_dir``). Reading a record:
 
-1. the mapped bands (``band_map``: common name = 1-based band number or band description) are read
-   in a window around the glacier grid;
+1. the mapped bands (``band_map``: common name = 1-based band number or band description, for every
+   file; or the ``"earthengine"`` preset, Earth Engine band names chosen by each file's satellite) are
+   read in a window around the glacier grid;
 2. values become Collection 2 Level-2 digital numbers: ``values = "c2_dn"`` takes them as they are,
    ``values = "physical"`` converts reflectance (0-1) and kelvin with
    :func:`glacierwatch.landsat.reflectance_to_dn` / :func:`~glacierwatch.landsat.kelvin_to_dn` (the
@@ -20,7 +21,7 @@ it. A file whose footprint meets a glacier's grid and whose date lies in the req
 5. the bands are put on the glacier grid by :func:`glacierwatch.imagery.standard.warp_to_grid`
    (nearest neighbour, like every other source).
 
-Metadata: a side-car beside ``X.tif`` (``X.json`` Earth Engine properties, ``X_MTL.json/.xml/.txt``,
+Metadata: a side-car beside ``X.tif`` (``X.json`` or ``X.tif.json`` Earth Engine properties, ``X_MTL.json/.xml/.txt``,
 a STAC item; see :data:`glacierwatch.catalog.metadata.SIDECAR_SUFFIXES`) is parsed with
 :func:`glacierwatch.catalog.metadata.parse_metadata_file` and its USGS-keyed values become the
 record's properties. Without one, ``DATE_ACQUIRED``, ``SPACECRAFT_ID`` and ``SENSOR_ID`` are derived
@@ -30,7 +31,10 @@ ever invented: without a side-car such scenes do not pass the paper's inference 
 (``image_quality = 9``). ``GLACIERWATCH_*`` keys record where the values came from
 (``GLACIERWATCH_VALUES``: ``c2_l2_dn``, ``surface_reflectance``, ``toa_reflectance`` or
 ``reflectance_unspecified``) — top-of-atmosphere reflectance stored as DN is *not* surface
-reflectance, and the key flags it.
+reflectance, and the key flags it. A file kept without a side-car is warned about once.
+
+DEM: ``dem_dir``'s ``<GLIMS_ID>*.tif`` (per-glacier exports on their own grids) and ``dem_file`` are
+warped bilinearly onto each glacier grid, a later file filling an earlier one's gaps.
 """
 
 from __future__ import annotations
@@ -202,11 +206,22 @@ def date_from_name(name: str, pattern: re.Pattern[str]) -> dt.date | None:
 
 @dataclass(frozen=True)
 class BandRef:
-    """Where a common band is in a file: a 1-based band number, or a band description."""
+    """Where a common band is in a file: a 1-based band number, or a band description. An
+    ``optional`` band (OLI's coastal in the Earth Engine preset) is read when the file has it."""
 
     common: str
     index: int | None
     description: str | None
+    optional: bool = False
+
+    def find(self, descriptions: Sequence[str | None], count: int, path: str) -> int | None:
+        """:meth:`resolve`, but None for an optional band the file lacks."""
+        try:
+            return self.resolve(descriptions, count, path)
+        except SourceError:
+            if self.optional:
+                return None
+            raise
 
     def resolve(self, descriptions: Sequence[str | None], count: int, path: str) -> int:
         """The 1-based band number in a file with these descriptions; SourceError if absent."""
@@ -220,6 +235,35 @@ class BandRef:
                 return i
         raise SourceError(f"{path}: no band described {self.description!r} (mapped to {self.common}); "
                           f"descriptions {list(descriptions)}")
+
+
+#: Named band maps (``band_map = "earthengine"``): per satellite, the Earth Engine / USGS band names
+#: of Collection 2 Level-2 exports (TM/ETM+ ``SR_B1`` = blue, OLI ``SR_B2`` = blue), looked up in the
+#: files' band descriptions. The names come from :data:`glacierwatch.landsat.SENSORS` (``ee_bands``).
+BAND_MAP_PRESETS: tuple[str, ...] = ("earthengine",)
+
+
+def band_maps_by_satellite(band_map: str | Sequence[str], *, need_qa: bool) -> dict[str, dict[str, BandRef]]:
+    """{satellite: {common name: :class:`BandRef`}} from a preset name or a list of ``COMMON=BAND`` pairs.
+
+    A preset (:data:`BAND_MAP_PRESETS`; given as a string or a one-element list) gives each satellite
+    its own map, chosen by the file's satellite; an explicit list applies to every satellite.
+    """
+    pairs = [band_map] if isinstance(band_map, str) else list(band_map)
+    if len(pairs) == 1 and "=" not in str(pairs[0]):
+        preset = str(pairs[0]).strip().lower()
+        if preset not in BAND_MAP_PRESETS:
+            raise ConfigError(f"imagery.local.band_map: {pairs[0]!r} is neither a preset "
+                              f"({', '.join(BAND_MAP_PRESETS)}) nor a list of COMMON=BAND pairs")
+        maps: dict[str, dict[str, BandRef]] = {}
+        for sat, sensor in SENSORS.items():
+            maps[sat] = parse_band_map([f"{common}={name}" for common, name in sensor.ee_bands.items()
+                                        if common in SCENE_BANDS], need_qa=need_qa)
+            if "coastal" in sensor.ee_bands:  # OLI's extra band, kept when exported
+                maps[sat]["coastal"] = BandRef("coastal", None, sensor.ee_bands["coastal"], optional=True)
+        return maps
+    one = parse_band_map(pairs, need_qa=need_qa)
+    return {sat: one for sat in SENSORS}
 
 
 def parse_band_map(pairs: Iterable[str], *, need_qa: bool) -> dict[str, BandRef]:
@@ -314,10 +358,12 @@ def _read_header(path: Path, stat: os.stat_result) -> _Header:
 
 
 def find_sidecar(path: Path) -> Path | None:
-    """The metadata file beside ``path`` (same stem + a :data:`SIDECAR_SUFFIXES` suffix), if any."""
+    """The metadata file beside ``X.tif``, if any: ``X`` + a :data:`SIDECAR_SUFFIXES` suffix
+    (``X.json``, ``X_MTL.txt`` ...), else ``X.tif.json`` (as some Earth Engine export tools name the
+    properties; ``X.tif.xml`` is not tried: ArcGIS writes its own metadata under that name)."""
     stem = path.name.rsplit(".", 1)[0]
-    for suffix in SIDECAR_SUFFIXES:
-        candidate = path.with_name(stem + suffix)
+    for candidate in (*(path.with_name(stem + suffix) for suffix in SIDECAR_SUFFIXES),
+                      path.with_name(path.name + ".json")):
         if candidate.is_file():
             return candidate
     return None
@@ -375,9 +421,10 @@ class LocalSource:
     name = "local"
 
     def __init__(self, input_dir: str | os.PathLike[str], *, pattern: str = "**/*.tif",
-                 band_map: Sequence[str] = tuple(LocalConfig().band_map), values: str = "c2_dn",
+                 band_map: str | Sequence[str] = tuple(LocalConfig().band_map), values: str = "c2_dn",
                  qa_format: str = "c2_qa_pixel", date_regex: str = LocalConfig().date_regex,
-                 satellite: str = "", dem_file: str | os.PathLike[str] = "", reflectance: str = "auto") -> None:
+                 satellite: str = "", dem_file: str | os.PathLike[str] = "", dem_dir: str | os.PathLike[str] = "",
+                 reflectance: str = "auto") -> None:
         if not str(input_dir):
             raise ConfigError("imagery.local.input_dir is empty: give the folder to import (--input-dir)")
         self.input_dir = Path(input_dir).expanduser().resolve()
@@ -394,12 +441,15 @@ class LocalSource:
         self.pattern = pattern
         self.values = values
         self.qa_format = qa_format
-        self.band_map = parse_band_map(band_map, need_qa=qa_format != "none")
+        self.band_maps = band_maps_by_satellite(band_map, need_qa=qa_format != "none")
         self.date_regex = compile_date_regex(date_regex)
         self.satellite = normalise_satellite(satellite) if satellite else None
         self.dem_file = Path(dem_file).expanduser().resolve() if str(dem_file) else None
         if self.dem_file is not None and not self.dem_file.is_file():
             raise DatasetNotFoundError(f"imagery.local.dem_file: file not found: {self.dem_file}")
+        self.dem_dir = Path(dem_dir).expanduser().resolve() if str(dem_dir) else None
+        if self.dem_dir is not None and not self.dem_dir.is_dir():
+            raise DatasetNotFoundError(f"imagery.local.dem_dir: folder not found: {self.dem_dir}")
         if values == "c2_dn":
             self.values_kind = "c2_l2_dn"
         elif reflectance == "surface":
@@ -414,9 +464,10 @@ class LocalSource:
     @classmethod
     def from_config(cls, cfg: LocalConfig, **kw: Any) -> LocalSource:
         """Build from the ``[imagery.local]`` table; ``kw`` overrides its values."""
-        return cls(cfg.input_dir, pattern=cfg.pattern, band_map=list(cfg.band_map), values=cfg.values,
+        band_map = cfg.band_map if isinstance(cfg.band_map, str) else list(cfg.band_map)
+        return cls(cfg.input_dir, pattern=cfg.pattern, band_map=band_map, values=cfg.values,
                    qa_format=cfg.qa_format, date_regex=cfg.date_regex, satellite=cfg.satellite,
-                   dem_file=cfg.dem_file, **{"reflectance": cfg.reflectance, **kw})
+                   dem_file=cfg.dem_file, dem_dir=cfg.dem_dir, **{"reflectance": cfg.reflectance, **kw})
 
     # -------------------------------------------------------------- index
 
@@ -428,7 +479,9 @@ class LocalSource:
             return self._index
 
     def _build_index(self) -> list[IndexEntry]:
-        files = sorted(p for p in self.input_dir.glob(self.pattern) if p.is_file())
+        # a DEM folder inside input_dir holds no scenes: its files are not indexed (nor warned about)
+        files = sorted(p for p in self.input_dir.glob(self.pattern)
+                       if p.is_file() and (self.dem_dir is None or not p.resolve().is_relative_to(self.dem_dir)))
         entries: list[IndexEntry] = []
         for path in files:
             entry = self._index_file(path)
@@ -469,6 +522,11 @@ class LocalSource:
         if not SENSORS[satellite].active_on(date):
             _warn_once(path, f"skipped: {satellite} did not acquire images on {date} (check date_regex and satellite)")
             return None
+        if sidecar is None:  # said of the files kept only: a skipped file has its one warning already
+            stem = path.name.rsplit(".", 1)[0]
+            _warn_once(path, f"no metadata file beside it ({stem}.json or {path.name}.json): date and satellite "
+                             "from its name, cloud cover from its QA, no IMAGE_QUALITY (set catalog.image_quality "
+                             "= \"none\" for the inference filter)")
         stat = path.stat()
         return IndexEntry(path=path, rel=path.relative_to(self.input_dir).as_posix(), date=date,
                           satellite=satellite, sidecar=sidecar, properties=props, size=stat.st_size,
@@ -526,7 +584,7 @@ class LocalSource:
             props["GLACIERWATCH_METADATA_FILE"] = entry.sidecar.name
         if props.get("CLOUD_COVER") is None and self.qa_format != "none" and entry.header.error is None:
             try:
-                cloud = cloud_cover_pct(self._read_on_grid(entry.path, grid)[QA_BAND])
+                cloud = cloud_cover_pct(self._read_on_grid(entry.path, grid, entry.satellite)[QA_BAND])
             except SourceError as exc:  # the read will fail the same way and be ledgered then
                 log.warning("%s: cloud cover not computed: %s", entry.rel, exc)
                 cloud = None
@@ -546,16 +604,18 @@ class LocalSource:
         path = record.handle.get("path") if record.handle else None
         if not path:
             path = str(self.input_dir / record.scene_id)
-        return self._read_on_grid(Path(path), grid)
+        return self._read_on_grid(Path(path), grid, record.satellite)
 
-    def _read_on_grid(self, path: Path, grid: GlacierGrid) -> dict[str, np.ndarray]:
-        """Read, convert and warp one file onto ``grid`` (see :meth:`read`)."""
-        names = list(self.band_map)
+    def _read_on_grid(self, path: Path, grid: GlacierGrid, satellite: str) -> dict[str, np.ndarray]:
+        """Read, convert and warp one file of ``satellite`` onto ``grid`` (see :meth:`read`)."""
+        band_map = self.band_maps[satellite]
         try:
             with rasterio.open(path) as src:
                 if src.crs is None:
                     raise SourceError(f"{path}: the GeoTIFF has no CRS")
-                indexes = [self.band_map[n].resolve(src.descriptions, src.count, str(path)) for n in names]
+                found = {n: ref.find(src.descriptions, src.count, str(path)) for n, ref in band_map.items()}
+                names = [n for n, i in found.items() if i is not None]
+                indexes = [found[n] for n in names]
                 window = grid_window(src, grid, pad=_PAD_PX)
                 if window is None:  # the file's footprint misses the grid: nothing observed
                     empty = {n: np.zeros(grid.shape, np.uint16) for n in (*names, QA_BAND)}
@@ -613,12 +673,39 @@ class LocalSource:
 
     # -------------------------------------------------------------- DEM
 
+    def dem_files(self, glims_id: str) -> list[Path]:
+        """The DEM files of one glacier: ``dem_dir/<GLIMS_ID>*.tif`` (sorted, searched recursively),
+        then ``dem_file``."""
+        files: list[Path] = []
+        if self.dem_dir is not None:
+            files.extend(sorted(p for p in self.dem_dir.glob(f"**/{glims_id}*.tif") if p.is_file()))
+        if self.dem_file is not None:
+            files.append(self.dem_file)
+        return files
+
     def read_dem(self, request: GlacierRequest) -> np.ndarray | None:
-        """``dem_file``'s first band on the grid (bilinear, float32 m, NaN = no data); None without one."""
-        if self.dem_file is None:
+        """The glacier's DEM on its grid (bilinear, float32 m, NaN = no data); None without one.
+
+        Each of :meth:`dem_files` (any CRS and grid: per-glacier Earth Engine exports on their own
+        grids, or one large DEM) is warped onto the grid; where a file has no data the next one fills in.
+        """
+        files = self.dem_files(request.glims_id)
+        if not files:
+            if self.dem_dir is not None:
+                log.warning("%s: no DEM in %s (%s*.tif)", request.glims_id, self.dem_dir, request.glims_id)
             return None
-        grid = request.grid
-        path = self.dem_file
+        dem = np.full(request.grid.shape, np.nan, dtype=np.float32)
+        for path in files:
+            part = self._warp_dem(path, request.grid)
+            gap = np.isnan(dem)
+            dem[gap] = part[gap]
+            if not np.isnan(dem).any():
+                break
+        return dem
+
+    @staticmethod
+    def _warp_dem(path: Path, grid: GlacierGrid) -> np.ndarray:
+        """One DEM GeoTIFF's first band warped onto ``grid`` (bilinear, float32, NaN = no data)."""
         try:
             with rasterio.open(path) as src:
                 if src.crs is None:
@@ -635,6 +722,7 @@ class LocalSource:
             raise SourceError(f"{path}: unreadable DEM GeoTIFF ({exc})") from exc
         if nodata is not None and np.isfinite(nodata):
             data[data == np.float32(nodata)] = np.nan
+        data[~np.isfinite(data)] = np.nan
         dem = warp_to_grid(data, src_crs=crs, src_transform=transform, grid=grid, src_nodata=np.nan,
                            dst_nodata=np.nan, resampling=Resampling.bilinear)
         return dem.astype(np.float32)
@@ -653,5 +741,5 @@ def cloud_cover_pct(qa: np.ndarray) -> float | None:
     return round(100.0 * cloudy / n, 4)
 
 
-__all__ = ["LocalSource", "c1_bqa_to_qa_pixel", "cloud_cover_pct", "date_from_name",
+__all__ = ["BAND_MAP_PRESETS", "LocalSource", "band_maps_by_satellite", "c1_bqa_to_qa_pixel", "cloud_cover_pct", "date_from_name",
            "parse_band_map", "qa_from_validity", "satellite_from_name"]
