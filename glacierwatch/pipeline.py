@@ -200,7 +200,7 @@ def _run_trends(paths: WorkPaths, config: Config, progress: bool) -> None:
     write_trends(paths.areas, paths.trends, min_obs=config.trends.min_obs, by=config.trends.by,
                  max_glacier_figures=config.trends.max_glacier_figures,
                  options=TrendOptions.from_config(config.trends), fit_on=config.trends.fit_on,
-                 annual=paths.annual if config.trends.fit_on == "annual" else None)
+                 annual=paths.annual if config.trends.fit_on == "annual" else None, inventory=paths.inventory)
 
 
 def _run_report(paths: WorkPaths, config: Config, progress: bool) -> None:
@@ -223,7 +223,7 @@ def build_stages() -> list[Stage]:
               lambda c: asdict(c.train), _run_train),
         Stage("timeseries", lambda p, c: [p.catalog, p.inventory, p.model, p.dem], lambda p: [p.areas],
               lambda c: {"timeseries": asdict(c.timeseries), "catalog": asdict(c.catalog)}, _run_timeseries),
-        Stage("trends", lambda p, c: [p.areas, p.annual], lambda p: [p.trends / "glacier_trends.csv"],
+        Stage("trends", lambda p, c: [p.areas, p.annual, p.inventory], lambda p: [p.trends / "glacier_trends.csv"],
               lambda c: asdict(c.trends), _run_trends),
         Stage("report", lambda p, c: [p.areas, p.trends], lambda p: [p.report], lambda c: {}, _run_report),
     ]
@@ -233,14 +233,24 @@ def run_pipeline(config: Config, *, stages: Sequence[str] | None = None, force: 
                  progress: bool = True) -> dict[str, str]:
     """Run the stages (all by default) in order; returns stage -> 'ran' | 'up to date'.
 
-    ``force`` reruns the stages even when up to date.
+    ``force`` reruns the stages even when up to date. The work folder is locked for the run: a second
+    ``glacierwatch run`` on it stops at once naming the holder, or waits ``config.lock_wait_s`` seconds.
     """
+    from glacierwatch.io import ensure_dir
+    from glacierwatch.lock import stage_lock
+
     paths = WorkPaths.from_config(config)
-    paths.root.mkdir(parents=True, exist_ok=True)
+    ensure_dir(paths.root)
     wanted = list(STAGES) if stages is None else list(stages)
     unknown = [s for s in wanted if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    with stage_lock(paths.root, wait_s=config.lock_wait_s):
+        return _run_stages(paths, config, wanted, force=force, progress=progress)
+
+
+def _run_stages(paths: WorkPaths, config: Config, wanted: Sequence[str], *, force: bool,
+                progress: bool) -> dict[str, str]:
     status: dict[str, str] = {}
     for stage in build_stages():
         if stage.name not in wanted:

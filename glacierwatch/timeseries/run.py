@@ -31,6 +31,7 @@ from glacierwatch.errors import InputError
 from glacierwatch.glacier import Glacier, read_glaciers
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import read_table, write_table
+from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, run_per_glacier
 from glacierwatch.timeseries.annual import annual_areas
 from glacierwatch.timeseries.areas import AREA_COLUMNS, glacier_areas, remove_stale_stacks, run_key
@@ -131,15 +132,33 @@ def run_timeseries(*, catalog: str | Path, inventory: str | Path, out: str | Pat
                    model: str | Path | None = None, dem_dir: str | Path | None = None,
                    glaciers: Sequence[str] | None = None, config: TimeseriesConfig = TimeseriesConfig(),
                    catalog_config: CatalogConfig = CatalogConfig(), segmenter: Segmenter | None = None,
-                   device: str = "cpu", chip_size: int = 128, progress: bool = True) -> TimeseriesResult:
+                   device: str = "cpu", chip_size: int = 128, progress: bool = True,
+                   lock_wait_s: float = 0.0) -> TimeseriesResult:
     """Areas of every selected glacier on every scene passing the inference filter.
+
+    The output is locked while the stage runs (a second run on it stops at once naming the holder, or
+    waits ``lock_wait_s`` seconds).
 
     ``glaciers``: explicit GLIMS ids; default: the catalog's ``inference-glaciers`` selection.
     ``segmenter``: an already-built segmenter (in-process runs only, e.g. an oracle in tests);
     otherwise ``config.segmenter`` with ``model`` as checkpoint.
     """
     outputs = TimeseriesOutputs.for_path(out)
+    with stage_lock(outputs.areas, wait_s=lock_wait_s):
+        return _run_timeseries_locked(outputs, catalog=catalog, inventory=inventory, model=model,
+                                      dem_dir=dem_dir, glaciers=glaciers, config=config,
+                                      catalog_config=catalog_config, segmenter=segmenter, device=device,
+                                      chip_size=chip_size, progress=progress)
+
+
+def _run_timeseries_locked(outputs: TimeseriesOutputs, *, catalog: str | Path, inventory: str | Path,
+                           model: str | Path | None, dem_dir: str | Path | None, glaciers: Sequence[str] | None,
+                           config: TimeseriesConfig, catalog_config: CatalogConfig, segmenter: Segmenter | None,
+                           device: str, chip_size: int, progress: bool) -> TimeseriesResult:
     scenes = select_inference_scenes(catalog, inventory, catalog_config=catalog_config)
+    if scenes.empty:
+        why = scenes.attrs.get("why_empty")
+        raise InputError(f"no scene of {catalog} passed the inference filter" + (f": {why}" if why else ""))
     if glaciers is None:
         from glacierwatch.catalog import select
 

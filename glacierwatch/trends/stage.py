@@ -122,7 +122,8 @@ def write_trends(areas: str | os.PathLike[str] | pd.DataFrame, out_dir: str | os
                  min_obs: int = 10, by: str = "region", figures: bool = True,
                  max_glacier_figures: int | None = DEFAULT_MAX_GLACIER_FIGURES,
                  options: TrendOptions | None = None, fit_on: str = "annual",
-                 annual: str | os.PathLike[str] | pd.DataFrame | None = None) -> TrendResult:
+                 annual: str | os.PathLike[str] | pd.DataFrame | None = None,
+                 inventory: str | os.PathLike[str] | None = None) -> TrendResult:
     """Compute the trends of an areas table (a path or a DataFrame) and write all outputs to ``out_dir``.
 
     ``fit_on="annual"`` fits the annual table ``annual`` (``glims_id, region, year, date, area_km2,
@@ -132,6 +133,8 @@ def write_trends(areas: str | os.PathLike[str] | pd.DataFrame, out_dir: str | os
     and HAC lag (default: ``[trends]`` defaults of :class:`~glacierwatch.config.TrendsConfig`).
     Raises :class:`~glacierwatch.errors.InputError` (nothing written) for an unusable input.
     ``max_glacier_figures``: at most this many per-glacier figures (None: all; 0: none).
+    ``inventory``: the inventory GeoParquet; when given, the glacier and region trends are also
+    written as GeoParquet with their outline / region geometry (EPSG:4326, :mod:`glacierwatch.geo_outputs`).
     """
     if fit_on not in FIT_ON:
         raise ConfigError(f"[trends] fit_on must be one of {list(FIT_ON)}, got {fit_on!r}")
@@ -170,6 +173,10 @@ def write_trends(areas: str | os.PathLike[str] | pd.DataFrame, out_dir: str | os
         (out / FIGURES).rmdir()  # only if empty (figures=False on a fresh folder)
     result.out_dir = out
     result.files = [out / f for f in files]
+    if inventory is not None:
+        from glacierwatch.geo_outputs import write_trends_geoparquet
+
+        result.files += list(write_trends_geoparquet(result.glaciers, result.regions, inventory, out, by=by).values())
     log.info("trends of %d glaciers (%d flagged) in %d %s(s) written to %s", len(result.glaciers),
              int(result.glaciers["flagged"].sum()), len(result.regions) - 1, by, out)
     return result
