@@ -77,7 +77,7 @@ def test_adjacent_glaciers_territories_disjoint_and_split_at_equal_distance():
         assert ta.contains(shapely.Point(mid - 5, y)) and not ta.contains(shapely.Point(mid + 5, y))
         assert tb.contains(shapely.Point(mid + 5, y))
     # everywhere: a point is A's iff it is nearer to A (beyond a small tolerance for the densified
-    # boundary: 15 m point spacing -> the bisector is within a few metres)
+    # boundary: 30 m point spacing -> the bisector is within a few metres)
     rng = np.random.default_rng(0)
     left, bottom, right, top = box.bounds
     pts = shapely.points(rng.uniform(left, right, 4000), rng.uniform(bottom, top, 4000))

@@ -12,10 +12,10 @@ densified to points ``spacing_m`` apart; their Voronoi diagram assigns each cell
 point belongs to (for a point outside every outline, the distance to an outline is the distance to
 its boundary); *g*'s territory is the union of its cells, plus its own outline, clipped to the box,
 minus the other outlines. The bisector is exact for straight facing edges and off by at most about
-``spacing_m² / (8 d)`` elsewhere (d: distance to the outlines), well under a pixel at the default
-spacing of half a pixel. Neighbours are found with an STR-tree, so thousands of glaciers cost one
-small Voronoi diagram each. A vector territory is stored once (WKB, metres) and burnt on the grid at
-pixel centres exactly like the outline (:func:`glacierwatch.grid.territory_on_grid`), so any stage
+``spacing_m² / (8 d)`` elsewhere (d: distance to the outlines), e.g. 1 m at 30 m spacing 100 m from
+the outlines: well under a pixel at the default spacing of one pixel. Neighbours are found with an
+STR-tree, so thousands of glaciers cost one small Voronoi diagram each. A vector territory is stored
+once (WKB, metres) and burnt on the grid at pixel centres exactly like the outline (:func:`glacierwatch.grid.territory_on_grid`), so any stage
 or resolution can use it; a raster distance transform would tie it to one grid and be off by up to
 half a pixel at the outline edges.
 """
@@ -32,6 +32,15 @@ from pyproj import Transformer
 from glacierwatch.grid import GlacierGrid
 
 
+def _reach(own: shapely.Geometry, box: shapely.Geometry) -> float:
+    """An upper bound of the distance from any point of ``box`` to ``own`` (m): the farthest box
+    corner from a point of ``own``. Outline parts farther than this from the box can never be nearer
+    to a box point than ``own`` is, so only outlines within reach enter the Voronoi diagram."""
+    q = own.representative_point()
+    corners = shapely.get_coordinates(shapely.boundary(box))
+    return float(np.max(np.hypot(corners[:, 0] - q.x, corners[:, 1] - q.y)))
+
+
 def _boundary_points(geometries: Sequence[shapely.Geometry], spacing_m: float) -> list[np.ndarray]:
     """(n, 2) coordinates of each geometry's boundary, at most ``spacing_m`` apart."""
     out = []
@@ -42,16 +51,14 @@ def _boundary_points(geometries: Sequence[shapely.Geometry], spacing_m: float) -
 
 
 def territory(own_utm: shapely.Geometry, others_utm: Sequence[shapely.Geometry], box: shapely.Geometry,
-              *, spacing_m: float = 15.0) -> shapely.Geometry:
+              *, spacing_m: float = 30.0) -> shapely.Geometry:
     """The territory of ``own_utm`` in ``box`` against ``others_utm`` (all in one projected CRS, m):
     a (Multi)Polygon, possibly empty. See the module docstring for the rule and the method."""
     others = [o for o in others_utm if o is not None and not o.is_empty]
     if not others:
         return box
-    # Only outlines within reach matter: a point of the box is at most a box diagonal from its own
-    # outline (which lies in the box), so outline parts farther than that from the box never win it.
     left, bottom, right, top = box.bounds
-    reach = math.hypot(right - left, top - bottom)
+    reach = _reach(own_utm, box)
     region = shapely.box(left - reach, bottom - reach, right + reach, top + reach)
     others = [shapely.clip_by_rect(o, *region.bounds) for o in others]
     others = [o for o in others if not o.is_empty]
@@ -115,13 +122,13 @@ def territories_wkb(all_outlines_wgs84: Sequence[shapely.Geometry], selected: Se
                     grids: Sequence[GlacierGrid], *, spacing_m: float | None = None) -> list[bytes]:
     """WKB territories of the glaciers ``all_outlines_wgs84[selected[k]]`` on ``grids[k]``, each in
     its grid's CRS (m), against every other outline of ``all_outlines_wgs84`` (one per glacier,
-    WGS 84 degrees). ``spacing_m``: boundary point spacing (default: half the grid's pixel)."""
+    WGS 84 degrees). ``spacing_m``: boundary point spacing (default: the grid's pixel size, m)."""
     geoms = np.asarray(all_outlines_wgs84, dtype=object)
     tree = shapely.STRtree(geoms)
     out: list[bytes] = []
     for index, grid in zip(selected, grids, strict=True):
         left, bottom, right, top = grid.bounds
-        reach = math.hypot(right - left, top - bottom)
+        reach = math.hypot(right - left, top - bottom)  # >= _reach(): a coarse first cut in degrees
         to_wgs = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
         search = shapely.box(*to_wgs.transform_bounds(left - reach, bottom - reach, right + reach, top + reach,
                                                       densify_pts=21))
@@ -134,6 +141,6 @@ def territories_wkb(all_outlines_wgs84: Sequence[shapely.Geometry], selected: Se
         own = project(geoms[index])
         others = [project(geoms[j]) for j in near]
         result = territory(own, others, shapely.box(*grid.bounds),
-                           spacing_m=spacing_m if spacing_m is not None else grid.resolution / 2.0)
+                           spacing_m=spacing_m if spacing_m is not None else grid.resolution)
         out.append(shapely.to_wkb(result))
     return out
