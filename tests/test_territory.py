@@ -239,3 +239,28 @@ def test_trient_territory_excludes_sgi_neighbours_and_grid_holds_1990_tongue(sha
     assert not (sl < t1990[0] < sr and sb < t1990[1] < st)
     assert sl < t2010[0] < sr and sb < t2010[1] < st
     assert math.isclose(grid.resolution, 30.0)
+
+
+def test_neighbours_enter_through_their_chosen_outline(tmp_path):
+    """A neighbour with an old, larger outline and a recent one: the territory is shared against the
+    recent (rule-chosen) one, so ground the neighbour covered only in 1990 can be this glacier's."""
+    x0, y0 = 350_000.0, 5_100_000.0
+    a = shapely.box(x0, y0, x0 + 1200, y0 + 1000)
+    b_2010 = shapely.box(x0 + 2000, y0, x0 + 3200, y0 + 1000)
+    b_1990 = shapely.box(x0 + 1300, y0, x0 + 3200, y0 + 1000)  # reached to 100 m from A
+    frame = gpd.GeoDataFrame({"code": ["A", "B", "B"], "date": ["2010-09-01", "2010-09-01", "1990-09-01"],
+                              "analysis": [1, 2, 3]},
+                             geometry=[a, b_2010, b_1990], crs=UTM)
+    path = tmp_path / "multi.gpkg"
+    frame.to_file(path, driver="GPKG")
+    outlines = read_outlines(path, column_map=parse_column_map(["id=code", "date=date", "anlys_id=analysis",
+                                                                  "geog_area==Swiss Alps"]))
+    sel = select_glaciers(outlines, config=InventoryConfig(min_area_km2=1.0))
+    assert len(sel.validation) == 1  # B's 1990 outline: a validation outline, not the neighbour
+    row = sel.inventory[sel.inventory["source_id"] == "A"].iloc[0]
+    t = shapely.from_wkb(row["territory_wkb"])
+    # 1500 m from A's left edge: inside B's 1990 outline, nearer to A than to B's 2010 outline
+    probe = shapely.Point(x0 + 1500, y0 + 500)
+    assert b_1990.contains(probe) and not b_2010.contains(probe)
+    assert t.contains(probe)
+    assert not t.contains(shapely.Point(x0 + 1700, y0 + 500))  # nearer to B's 2010 outline
