@@ -108,6 +108,29 @@ def test_territory_with_several_neighbours_and_a_hole():
     assert territory(own, [], box).equals(box)
 
 
+def test_touching_glaciers_partition_the_box():
+    """Shared divides and a shared corner: the points equally near to two outlines (the wedge beyond
+    a shared vertex) go to one of them, so the territories are disjoint and fill the box."""
+    x0, y0 = 360_000.0, 5_000_000.0
+    outlines = [shapely.box(x0, y0, x0 + 1000, y0 + 1000),
+                shapely.box(x0 + 1000, y0, x0 + 2000, y0 + 1000),             # shares A's east edge
+                shapely.Polygon([(x0, y0 + 1000), (x0 + 1000, y0 + 1000), (x0 + 500, y0 + 1600)])]
+    box = shapely.box(x0 - 1500, y0 - 1500, x0 + 2500, y0 + 2500)
+    ts = [territory(g, [o for j, o in enumerate(outlines) if j != i], box, own_rank=i,
+                    other_ranks=[j for j in range(3) if j != i]) for i, g in enumerate(outlines)]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert shapely.intersection(ts[i], ts[j]).area < 1e-6 * box.area
+        assert shapely.difference(outlines[i], ts[i]).area < 1e-3  # m²: the own outline is kept
+    assert sum(t.area for t in ts) == pytest.approx(box.area, rel=1e-6)
+    rng = np.random.default_rng(2)
+    pts = shapely.points(rng.uniform(x0 - 1500, x0 + 2500, (3000, 2)))
+    for i, t in enumerate(ts):
+        mine, theirs = _nearest_is_own(pts, outlines[i], [o for j, o in enumerate(outlines) if j != i], tol=5.0)
+        inside = shapely.contains(t, pts)
+        assert inside[mine].all() and not inside[theirs].any()
+
+
 # ------------------------------------------------------------------ the inventory column and the grid
 
 def test_inventory_territory_column_counting_region(tmp_path):

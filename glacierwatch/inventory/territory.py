@@ -51,38 +51,48 @@ def _boundary_points(geometries: Sequence[shapely.Geometry], spacing_m: float) -
 
 
 def territory(own_utm: shapely.Geometry, others_utm: Sequence[shapely.Geometry], box: shapely.Geometry,
-              *, spacing_m: float = 30.0) -> shapely.Geometry:
+              *, spacing_m: float = 30.0, own_rank: int = -1,
+              other_ranks: Sequence[int] | None = None) -> shapely.Geometry:
     """The territory of ``own_utm`` in ``box`` against ``others_utm`` (all in one projected CRS, m):
-    a (Multi)Polygon, possibly empty. See the module docstring for the rule and the method."""
-    others = [o for o in others_utm if o is not None and not o.is_empty]
-    if not others:
+    a (Multi)Polygon, possibly empty. See the module docstring for the rule and the method.
+
+    Ties of positive area occur only where outlines touch (a point whose nearest ice is a shared
+    vertex is equally near to both); they go to the outline of lowest rank (``own_rank``,
+    ``other_ranks``; default: own wins), so territories computed with the same ranks are disjoint."""
+    ranks = list(other_ranks) if other_ranks is not None else [0] * len(others_utm)
+    kept = [(o, r) for o, r in zip(others_utm, ranks, strict=True) if o is not None and not o.is_empty]
+    if not kept:
         return box
+    others = [o for o, _ in kept]
+    ranks = [r for _, r in kept]
     left, bottom, right, top = box.bounds
     reach = _reach(own_utm, box)
     region = shapely.box(left - reach, bottom - reach, right + reach, top + reach)
-    others = [shapely.clip_by_rect(o, *region.bounds) for o in others]
-    others = [o for o in others if not o.is_empty]
-    if not others:
+    clipped = [(shapely.clip_by_rect(o, *region.bounds), r) for o, r in zip(others, ranks, strict=True)]
+    clipped = [(o, r) for o, r in clipped if not o.is_empty]
+    if not clipped:
         return box
+    others = [o for o, _ in clipped]
     own_pts, *other_pts = _boundary_points([own_utm, *others], spacing_m)
     coords = np.concatenate([own_pts, *other_pts])
+    point_rank = np.concatenate([np.full(len(own_pts), own_rank)]
+                                + [np.full(len(p), r) for p, (_, r) in zip(other_pts, clipped, strict=True)])
     is_own = np.zeros(len(coords), dtype=bool)
     is_own[: len(own_pts)] = True
-    # Duplicated points (closed rings, shared divides) would merge Voronoi cells; keep the first
-    # (own first, so a point on a shared divide is own: the other outline is cut out anyway).
-    _, first = np.unique(np.round(coords, 6), axis=0, return_index=True)
-    first = np.sort(first)
+    # A point shared by two outlines (closed rings, shared divides) would merge Voronoi cells: keep
+    # it once, for the outline of lowest rank.
+    key = np.round(coords, 6)
+    order = np.lexsort((point_rank, key[:, 1], key[:, 0]))
+    first = order[np.r_[True, np.any(key[order][1:] != key[order][:-1], axis=1)]]
     coords, is_own = coords[first], is_own[first]
-    cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(coords), extend_to=region,
-                                                       ordered=True))
-    if len(cells) != len(coords):  # GEOS merged near-coincident points: assign cells by containment
-        tree = shapely.STRtree(shapely.points(coords))
-        cell_idx, pt_idx = tree.query(cells, predicate="intersects")
-        owner = np.zeros(len(cells), dtype=bool)
-        owner[cell_idx[is_own[pt_idx]]] = True
-        own_cells = cells[owner]
-    else:
-        own_cells = cells[is_own]
+    # Evenly spaced points on straight edges are cocircular: degenerate Voronoi vertices, where GEOS
+    # may misplace cells. A deterministic sub-millimetre jitter breaks the ties.
+    coords = coords + np.random.default_rng(0).uniform(-1e-3, 1e-3, coords.shape)
+    cells = np.array([_polygonal(c) for c in shapely.get_parts(
+        shapely.voronoi_polygons(shapely.multipoints(coords), extend_to=region))], dtype=object)
+    # each cell goes to the outline of the point it contains (not trusting the output order)
+    pt_idx, cell_idx = shapely.STRtree(cells).query(shapely.points(coords), predicate="within")
+    own_cells = cells[np.unique(cell_idx[is_own[pt_idx]])]
     near = _union_cells(own_cells)
     result = shapely.union(shapely.make_valid(near), own_utm)
     result = shapely.intersection(result, box)
@@ -103,8 +113,9 @@ def _union_cells(cells: np.ndarray) -> shapely.Geometry:
         return shapely.Polygon()
     try:
         return shapely.coverage_union_all(polys)
-    except shapely.errors.GEOSException:  # cells not an exact coverage after clipping
-        return shapely.union_all(polys)
+    except shapely.errors.GEOSException:  # cells not an exact coverage (e.g. along shared divides)
+        # a fixed-precision overlay (1 mm) is robust to the near-degenerate cells
+        return shapely.union_all(shapely.make_valid(np.asarray(polys, dtype=object)), grid_size=1e-3)
 
 
 def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
@@ -140,7 +151,10 @@ def territories_wkb(all_outlines_wgs84: Sequence[shapely.Geometry], selected: Se
 
         own = project(geoms[index])
         others = [project(geoms[j]) for j in near]
+        # ranks = positions in the outline set, so ties where outlines touch go to the same glacier
+        # in every territory: the territories of all glaciers are disjoint
         result = territory(own, others, shapely.box(*grid.bounds),
-                           spacing_m=spacing_m if spacing_m is not None else grid.resolution)
+                           spacing_m=spacing_m if spacing_m is not None else grid.resolution,
+                           own_rank=int(index), other_ranks=near)
         out.append(shapely.to_wkb(result))
     return out
