@@ -88,11 +88,19 @@ def territory(own_utm: shapely.Geometry, others_utm: Sequence[shapely.Geometry],
     # Evenly spaced points on straight edges are cocircular: degenerate Voronoi vertices, where GEOS
     # may misplace cells. A deterministic sub-millimetre jitter breaks the ties.
     coords = coords + np.random.default_rng(0).uniform(-1e-3, 1e-3, coords.shape)
-    cells = np.array([_polygonal(c) for c in shapely.get_parts(
-        shapely.voronoi_polygons(shapely.multipoints(coords), extend_to=region))], dtype=object)
-    # each cell goes to the outline of the point it contains (not trusting the output order)
-    pt_idx, cell_idx = shapely.STRtree(cells).query(shapely.points(coords), predicate="within")
-    own_cells = cells[np.unique(cell_idx[is_own[pt_idx]])]
+    cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(coords), extend_to=region,
+                                                       ordered=True))
+    odd = np.flatnonzero(shapely.get_type_id(cells) != 3)  # 3 = Polygon
+    for i in odd:  # GEOS may return a clipped cell as a collection with a degenerate line
+        parts = [p for p in shapely.get_parts(cells[i]) if p.geom_type == "Polygon"]
+        cells[i] = max(parts, key=lambda p: p.area) if parts else shapely.Polygon()
+    # each cell goes to the outline of the point it contains: the output order when every cell holds
+    # its own point (checked), else found by containment
+    if len(cells) == len(coords) and shapely.contains_xy(cells, coords[:, 0], coords[:, 1]).all():
+        own_cells = cells[is_own]
+    else:
+        cell_idx, pt_idx = shapely.STRtree(shapely.points(coords)).query(cells, predicate="contains")
+        own_cells = cells[np.unique(cell_idx[is_own[pt_idx]])]
     near = _union_cells(own_cells)
     result = shapely.union(shapely.make_valid(near), own_utm)
     result = shapely.intersection(result, box)
@@ -101,21 +109,14 @@ def territory(own_utm: shapely.Geometry, others_utm: Sequence[shapely.Geometry],
 
 
 def _union_cells(cells: np.ndarray) -> shapely.Geometry:
-    """Union of Voronoi cells (GEOS may return a cell clipped to ``extend_to`` as a collection with a
-    degenerate line: only the polygons are kept)."""
-    polys = []
-    for cell in cells:
-        if cell.geom_type == "Polygon":
-            polys.append(cell)
-        else:
-            polys.extend(p for p in shapely.get_parts(cell) if p.geom_type == "Polygon")
-    if not polys:
+    """Union of Voronoi cells (polygons)."""
+    if not len(cells):
         return shapely.Polygon()
     try:
-        return shapely.coverage_union_all(polys)
+        return shapely.coverage_union_all(cells)
     except shapely.errors.GEOSException:  # cells not an exact coverage (e.g. along shared divides)
         # a fixed-precision overlay (1 mm) is robust to the near-degenerate cells
-        return shapely.union_all(shapely.make_valid(np.asarray(polys, dtype=object)), grid_size=1e-3)
+        return shapely.union_all(shapely.make_valid(cells), grid_size=1e-3)
 
 
 def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
