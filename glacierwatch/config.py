@@ -63,7 +63,11 @@ class InventoryConfig:
     regions: str = _opt("", "region table CSV (geog_area / RGI region -> region); empty = the packaged table "
                             "(print it with: glacierwatch inventory regions)")
     per_region: int = _opt(0, "sample at most this many glaciers per region (0 = keep all)")
-    box_margin: float = _opt(0.1, "box = outline bounding box enlarged by this fraction of its size on each side")
+    box_margin: float = _opt(0.1, "box = outline bounding box enlarged on each side by the larger of this fraction "
+                                   "of its size and box_margin_m")
+    box_margin_m: float = _opt(1500.0, "smallest box margin on each side, m, so a glacier larger in the past still "
+                                       "fits (Trient 1990 reached ~940 m below its 2010 outline; 0 = the seed's "
+                                       "10 %-only box; see docs/inventory.md)")
     resolution_m: float = _opt(30.0, "pixel size of the glacier grid, m")
     seed: int = _opt(0, "random seed of the per-region sample")
 

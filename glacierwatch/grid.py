@@ -1,9 +1,14 @@
 """The per-glacier grid: one CRS, one 30 m pixel lattice, one extent for every scene and the DEM.
 
 A glacier's grid is fixed once (UTM zone of the outline centroid, 30 m, pixel edges on the Landsat
-lattice (odd multiples of 15 m),
-covering the outline's bounding box plus a margin of 10 % of its size on each side), so that a time
-series stacks without resizing and the area of a pixel is known exactly (900 m² at 30 m).
+lattice (odd multiples of 15 m), covering the outline's bounding box plus a margin on each side of
+the larger of ``box_margin`` x its size and ``box_margin_m`` metres, see :func:`inventory_grid`), so
+that a time series stacks without resizing and the area of a pixel is known exactly (900 m² at 30 m).
+
+The area counting region of a glacier on its grid is :func:`counting_region`: its outline, or the
+outline buffered by ``buffer_m`` and cut to the glacier's *territory* (the part of the box nearer to
+its outline than to any other inventory outline, minus the other outlines; computed by
+:mod:`glacierwatch.inventory.territory`, stored as WKB in the inventory), or the whole box.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the WGS 84 UTM zone containing (lon, lat) in degrees (no Norway/Svalbard exceptions)."""
     zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
     return (32600 if lat >= 0 else 32700) + zone
+
+
+def margin_size(size: float, margin: float, margin_m: float) -> float:
+    """The box margin on each side along one axis: the larger of ``margin`` x ``size`` and ``margin_m``
+    (same units as ``size``, m on a projected grid). ``margin_m = 0`` is the seed's 10 %-only rule."""
+    return max(size * margin, margin_m)
 
 
 @dataclass(frozen=True)
@@ -61,10 +72,11 @@ class GlacierGrid:
 
     @classmethod
     def from_projected_bounds(cls, crs: str, left: float, bottom: float, right: float, top: float,
-                              *, resolution: float = 30.0, margin: float = 0.1,
+                              *, resolution: float = 30.0, margin: float = 0.1, margin_m: float = 0.0,
                               anchor: float | None = None) -> GlacierGrid:
-        """Grid covering the box (in ``crs`` units) enlarged by ``margin`` x its size on each side,
-        its pixel edges snapped outwards to ``anchor`` + multiples of ``resolution``.
+        """Grid covering the box (in ``crs`` units) enlarged on each side by the larger of ``margin``
+        x its size (per axis) and ``margin_m`` (CRS units, m), its pixel edges snapped outwards to
+        ``anchor`` + multiples of ``resolution``.
 
         ``anchor`` (default: half a pixel, 15 m at 30 m) puts the edges on the Landsat Collection 2
         UTM lattice, whose pixel edges lie at odd multiples of 15 m (pixel centres at multiples of
@@ -75,7 +87,7 @@ class GlacierGrid:
         """
         if anchor is None:
             anchor = resolution / 2.0
-        dx, dy = (right - left) * margin, (top - bottom) * margin
+        dx, dy = margin_size(right - left, margin, margin_m), margin_size(top - bottom, margin, margin_m)
         left, right = left - dx, right + dx
         bottom, top = bottom - dy, top + dy
         x0 = math.floor((left - anchor) / resolution) * resolution + anchor
@@ -88,14 +100,16 @@ class GlacierGrid:
 
     @classmethod
     def for_lonlat_bounds(cls, lon_min: float, lat_min: float, lon_max: float, lat_max: float,
-                          *, resolution: float = 30.0, margin: float = 0.1,
+                          *, resolution: float = 30.0, margin: float = 0.1, margin_m: float = 0.0,
                           crs: str | None = None) -> GlacierGrid:
-        """Grid for a WGS 84 box (degrees) in the UTM zone of its centre (or ``crs``)."""
+        """Grid for a WGS 84 box (degrees) in the UTM zone of its centre (or ``crs``); margins as in
+        :meth:`from_projected_bounds`, measured in the projected box."""
         if crs is None:
             crs = f"EPSG:{utm_epsg((lon_min + lon_max) / 2, (lat_min + lat_max) / 2)}"
         tr = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
         left, bottom, right, top = tr.transform_bounds(lon_min, lat_min, lon_max, lat_max, densify_pts=21)
-        return cls.from_projected_bounds(crs, left, bottom, right, top, resolution=resolution, margin=margin)
+        return cls.from_projected_bounds(crs, left, bottom, right, top, resolution=resolution, margin=margin,
+                                         margin_m=margin_m)
 
     @classmethod
     def from_rasterio(cls, crs: Any, transform: Affine, width: int, height: int) -> GlacierGrid:
@@ -146,3 +160,47 @@ def outline_on_grid(geometry: Any, grid: GlacierGrid, *, src_crs: Any = "EPSG:43
         return np.zeros(grid.shape, dtype=bool)
     return rasterize([(geometry, 1)], out_shape=grid.shape, transform=grid.transform, fill=0,
                      all_touched=False, dtype="uint8").astype(bool)
+
+
+def inventory_grid(outline_wgs84: Any, *, margin: float, margin_m: float, resolution: float = 30.0,
+                   crs: str | None = None) -> GlacierGrid:
+    """THE glacier grid of an outline (WGS 84 degrees): its bounding box projected to ``crs``
+    (default: the UTM zone of the outline's centroid) plus, on each side, the larger of ``margin`` x
+    the box size and ``margin_m`` metres, on the Landsat lattice. The inventory and the synthetic world
+    both derive their grids here, so a synthetic time-series grid can hold the inventory's exactly."""
+    if crs is None:
+        c = outline_wgs84.centroid
+        crs = f"EPSG:{utm_epsg(c.x, c.y)}"
+    return GlacierGrid.for_lonlat_bounds(*outline_wgs84.bounds, resolution=resolution, margin=margin,
+                                         margin_m=margin_m, crs=crs)
+
+
+def territory_on_grid(territory_wkb: bytes | None, grid: GlacierGrid) -> np.ndarray:
+    """A territory (WKB of a (Multi)Polygon in the CRS of ``grid``, m; the inventory's
+    ``territory_wkb``) burnt on ``grid`` like :func:`outline_on_grid`: bool (rows, cols), pixel
+    centres inside count. ``None`` (no territory known) -> the whole grid."""
+    if territory_wkb is None:
+        return np.ones(grid.shape, dtype=bool)
+    geometry = shapely.from_wkb(territory_wkb)
+    if geometry is None or geometry.is_empty:
+        return np.zeros(grid.shape, dtype=bool)
+    return rasterize([(geometry, 1)], out_shape=grid.shape, transform=grid.transform, fill=0,
+                     all_touched=False, dtype="uint8").astype(bool)
+
+
+def counting_region(outline_wgs84: Any, territory_wkb: bytes | None, grid: GlacierGrid,
+                    buffer_m: float | None) -> np.ndarray:
+    """The pixels whose glacier pixels count towards a glacier's area: bool (rows, cols) on ``grid``.
+
+    ``buffer_m = None``: the whole box (the seed's behaviour); ``0``: the outline itself;
+    ``> 0``: the outline buffered by ``buffer_m`` metres, intersected with the glacier's territory
+    (``territory_wkb``; ``None`` = no neighbour exclusion), so no other inventory glacier's outline
+    and no pixel nearer to another outline is counted.
+    """
+    if buffer_m is None:
+        return np.ones(grid.shape, dtype=bool)
+    if buffer_m < 0 or not math.isfinite(buffer_m):
+        raise ValueError(f"buffer_m must be >= 0 or None, got {buffer_m}")
+    if buffer_m == 0:
+        return outline_on_grid(outline_wgs84, grid)
+    return outline_on_grid(outline_wgs84, grid, buffer_m=buffer_m) & territory_on_grid(territory_wkb, grid)

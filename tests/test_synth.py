@@ -18,7 +18,8 @@ from scipy import ndimage
 
 from glacierwatch.cli import main
 from glacierwatch.errors import InputError
-from glacierwatch.grid import GlacierGrid
+from glacierwatch.config import InventoryConfig
+from glacierwatch.grid import GlacierGrid, inventory_grid
 from glacierwatch.ids import glims_id_from_lonlat, validate_glims_id
 from glacierwatch.io import read_raster, read_scene
 from glacierwatch.landsat import (
@@ -160,7 +161,7 @@ def test_scenes_share_the_dem_grid(tiny_world: WorldInfo) -> None:
         gid = info["glims_id"]
         rows = outlines[outlines["glac_id"] == gid]
         geom = rows[rows["src_date"].str[:10] == info["outline_date"]].iloc[0].geometry
-        inventory = GlacierGrid.for_lonlat_bounds(*geom.bounds, margin=0.1)
+        inventory = inventory_grid(geom, margin=InventoryConfig.box_margin, margin_m=InventoryConfig.box_margin_m)
         grid = GlacierGrid.from_dict(info["grid"])
         if info["kind"] == "training":
             assert inventory == grid  # the grid an inventory computes from the outline

@@ -35,7 +35,10 @@ Outputs (``write_inventory(selection, "DIR/inventory.parquet")``):
     ``db_area``, RGI ``Area``/``area_km2``), ``area_ratio`` and ``area_flag`` (differs by more than
     5 % and 0.001 km²), ``hemisphere`` (N/S of the centroid), ``centroid_lon/lat``, ``utm_epsg`` (UTM
     zone of the centroid), ``grid`` (:class:`~glacierwatch.grid.GlacierGrid` JSON: the outline's
-    bounding box + ``box_margin`` on each side, in that UTM zone, ``resolution_m`` pixels),
+    bounding box + max(``box_margin`` x size, ``box_margin_m``) on each side, in that UTM zone,
+    ``resolution_m`` pixels; :func:`glacierwatch.grid.inventory_grid`), ``territory_wkb`` (WKB of the
+    part of that box nearer to this outline than to any other outline read, minus the other outlines,
+    in the grid's CRS, m; :mod:`glacierwatch.inventory.territory`),
     ``box_lon_min/lat_min/lon_max/lat_max`` (the same box + margin, in degrees), ``source`` (file),
     ``source_schema``, ``source_id`` (the file's own id: GLIMS glac_id, RGIId, SGI code...),
     ``anlys_id``, ``src_date``, ``anlys_time``, ``date_field``, ``region_matched_by``,

@@ -22,9 +22,10 @@ import shapely
 
 from glacierwatch.config import InventoryConfig
 from glacierwatch.errors import ConfigError, InputError
-from glacierwatch.grid import GlacierGrid, utm_epsg
+from glacierwatch.grid import inventory_grid, margin_size, utm_epsg
 from glacierwatch.inventory.read import OUTLINE_COLUMNS, SCHEMA_NAMES, UNUSABLE_STATUSES, polygonal_part
 from glacierwatch.inventory.regions import UNKNOWN_REGION, RegionTable, load_region_table
+from glacierwatch.inventory.territory import territories_wkb
 from glacierwatch.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ _MAX_EXAMPLES = 20
 INVENTORY_COLUMNS = (
     "glims_id", "name", "region", "geog_area", "outline_date", "area_km2", "inventory_area_km2",
     "area_ratio", "area_flag", "hemisphere", "centroid_lon", "centroid_lat", "utm_epsg", "grid",
+    "territory_wkb",
     "box_lon_min", "box_lat_min", "box_lon_max", "box_lat_max", "source", "source_schema", "source_id",
     "id_derived", "anlys_id", "src_date", "anlys_time", "date_field", "region_matched_by",
     "n_outlines", "n_validation_outlines", "chosen_reason",
@@ -186,6 +188,8 @@ def _check_config(config: InventoryConfig) -> pd.Timestamp:
         raise ConfigError(f"inventory.per_region must be >= 0, got {config.per_region}")
     if not 0 <= config.box_margin < 10 or config.resolution_m <= 0:
         raise ConfigError("inventory: box_margin must be in [0, 10) and resolution_m > 0")
+    if not 0 <= config.box_margin_m <= 50_000:
+        raise ConfigError(f"inventory.box_margin_m must be in [0, 50000] m, got {config.box_margin_m}")
     return after.normalize()
 
 
@@ -324,7 +328,9 @@ def select_glaciers(outlines: gpd.GeoDataFrame | Sequence[gpd.GeoDataFrame], *,
                     if config.per_region else "per-region sample (off: per_region = 0)",
                     "glaciers", len(chosen) + sum(sample_detail.values()), len(chosen), detail=sample_detail)
 
-    inventory, validation = _build_outputs(chosen, records, span, config, after)
+    # every glacier's rule-chosen outline (selected or not): the neighbours of the territories
+    inventory, validation = _build_outputs(chosen, records, span, config, after,
+                                           all_outlines=first[["glims_id", "geometry"]])
     report.n_glaciers = len(inventory)
     report.n_validation = len(validation)
     report.per_region = {str(k): int(v) for k, v in inventory["region"].value_counts().sort_index().items()}
@@ -461,22 +467,30 @@ def _describe_choice(rows: list[dict[str, Any]], date_field: str, after: pd.Time
 
 
 def _build_outputs(chosen: pd.DataFrame, records: list[dict[str, Any]], span: dict[str, tuple[int, int]],
-                   config: InventoryConfig, after: pd.Timestamp) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+                   config: InventoryConfig, after: pd.Timestamp, *,
+                   all_outlines: pd.DataFrame) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     inv_rows: list[dict[str, Any]] = []
     val_rows: list[dict[str, Any]] = []
     chosen = chosen.sort_values(["region", "glims_id"])
-    for gid, region, matched_by in zip(chosen["glims_id"], chosen["region"], chosen["region_matched_by"], strict=True):
+    grids, epsgs = [], []
+    for gid in chosen["glims_id"]:
+        geom = records[span[gid][0]]["geometry"]
+        c = geom.centroid
+        epsgs.append(utm_epsg(c.x, c.y))
+        grids.append(inventory_grid(geom, margin=config.box_margin, margin_m=config.box_margin_m,
+                                    resolution=config.resolution_m, crs=f"EPSG:{epsgs[-1]}"))
+    position = {gid: i for i, gid in enumerate(all_outlines["glims_id"])}
+    territories = territories_wkb(all_outlines.geometry.to_numpy(), [position[g] for g in chosen["glims_id"]],
+                                  grids)
+    for gid, region, matched_by, grid, epsg, territory in zip(
+            chosen["glims_id"], chosen["region"], chosen["region_matched_by"], grids, epsgs, territories,
+            strict=True):
         a, b = span[gid]
         rows = records[a:b]
         row = rows[0]
-        geom = row["geometry"]
-        c = geom.centroid
-        lon_min, lat_min, lon_max, lat_max = geom.bounds
-        epsg = utm_epsg(c.x, c.y)
-        grid = GlacierGrid.for_lonlat_bounds(lon_min, lat_min, lon_max, lat_max, margin=config.box_margin,
-                                             resolution=config.resolution_m, crs=f"EPSG:{epsg}")
+        c = row["geometry"].centroid
         glacier = {"region": region, "hemisphere": "N" if c.y >= 0 else "S", "utm_epsg": epsg,
-                   "grid": grid.to_json(), "region_matched_by": matched_by,
+                   "grid": grid.to_json(), "territory_wkb": territory, "region_matched_by": matched_by,
                    "n_outlines": len(rows), "n_validation_outlines": len(rows) - 1}
         inv_rows.append({**_outline_fields(row, config), **glacier,
                          "chosen_reason": _describe_choice(rows, config.date_field, after)})
@@ -495,7 +509,11 @@ def _outline_fields(row: dict[str, Any], config: InventoryConfig) -> dict[str, A
     geom = row["geometry"]
     c = geom.centroid
     lon_min, lat_min, lon_max, lat_max = geom.bounds
-    dx, dy = (lon_max - lon_min) * config.box_margin, (lat_max - lat_min) * config.box_margin
+    # the grid's margin rule in degrees (metres converted at the centroid's latitude)
+    m_lat = config.box_margin_m / 111_320.0
+    m_lon = m_lat / max(math.cos(math.radians(c.y)), 1e-6)
+    dx = margin_size(lon_max - lon_min, config.box_margin, m_lon)
+    dy = margin_size(lat_max - lat_min, config.box_margin, m_lat)
     return {
         "glims_id": row["glims_id"], "name": row["name"] if isinstance(row["name"], str) else "",
         "geog_area": row["geog_area"] if isinstance(row["geog_area"], str) else "",

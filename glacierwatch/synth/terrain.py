@@ -11,9 +11,11 @@ Everything is first built on a square *canvas* (30 m pixels, aligned to the 30 m
 cropped to the glacier grid, so every layer lines up exactly with the scene files.
 
 Grids (UTM zone of the outline centroid, 30 m): a training glacier's grid is exactly what an inventory
-derives from its outline, ``GlacierGrid.for_lonlat_bounds(*outline.bounds, margin=0.1)``. A time-series
-glacier changes size, so its grid covers the largest extent of the period plus 10 % on each side (at
-least 72 px a side and 8,100 px) and also that inventory grid, which is then a window of it.
+derives from its outline, :func:`glacierwatch.grid.inventory_grid` with the inventory's default
+margins (:data:`BOX_MARGIN`, :data:`BOX_MARGIN_M`: the larger of 10 % and 1.5 km on each side). A
+time-series glacier changes size, so its grid covers the largest extent of the period plus 10 % on
+each side (at least 72 px a side and 8,100 px) and also that inventory grid, which is then a window
+of it. The generation canvas is enlarged by the metre margin on each side to hold the grid.
 """
 
 from __future__ import annotations
@@ -29,12 +31,17 @@ from rasterio import features
 from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon, shape
 
-from glacierwatch.grid import GlacierGrid, utm_epsg
+from glacierwatch.config import InventoryConfig
+from glacierwatch.grid import GlacierGrid, inventory_grid, utm_epsg
 from glacierwatch.ids import glims_id_from_lonlat
 from glacierwatch.synth.fields import fbm, smooth_noise, smoothstep, softmin, softplus, unique_float32
 from glacierwatch.synth.regions import RegionSpec
 
 RESOLUTION_M = 30.0
+#: The inventory's default box margins (fraction, m): the synthetic outlines get the grids that
+#: ``glacierwatch inventory select`` with a default configuration derives from them.
+BOX_MARGIN: float = InventoryConfig.box_margin
+BOX_MARGIN_M: float = InventoryConfig.box_margin_m
 PIXEL_AREA_M2 = RESOLUTION_M * RESOLUTION_M
 #: Time-series glaciers: the largest extent of the period stays this close to the outline-date
 #: extent (m), so an outline buffer of 500 m holds the glacier on every date.
@@ -198,7 +205,7 @@ def build_geometry(req: GeometryRequest, rng: np.random.Generator, *,
     The second value holds ``glims_id``, ``outline_wgs84`` (MultiPolygon at the outline date),
     ``patch_wgs84`` (or None), ``patch_id``, ``centroid`` (lon, lat) and ``crs``. Raises
     :class:`CanvasTooSmall` when the grid would leave the generation canvas (its size is
-    ``canvas_scale`` x 1.35 glacier lengths + 2 km a side).
+    ``canvas_scale`` x (1.35 glacier lengths + 2 km) + twice :data:`BOX_MARGIN_M` a side).
     """
     spec = req.region
     area0 = req.area0_km2
@@ -220,7 +227,7 @@ def build_geometry(req: GeometryRequest, rng: np.random.Generator, *,
                   rng.uniform(250.0, 400.0), rng.uniform(60.0, 150.0))
 
     length0 = c_len * l_ref
-    side_m = canvas_scale * (1.35 * length0 + 2000.0)
+    side_m = canvas_scale * (1.35 * length0 + 2000.0) + 2.0 * BOX_MARGIN_M
     n = int(math.ceil(side_m / RESOLUTION_M / 2.0)) * 2
     x, y = _canvas_xy(n)
     az = math.radians(azimuth)
@@ -383,7 +390,8 @@ def build_geometry(req: GeometryRequest, rng: np.random.Generator, *,
 
     grid: GlacierGrid | None = None
     if not req.timeseries:
-        grid = GlacierGrid.for_lonlat_bounds(*outline_wgs.bounds, resolution=RESOLUTION_M, margin=0.1, crs=crs)
+        grid = inventory_grid(outline_wgs, margin=BOX_MARGIN, margin_m=BOX_MARGIN_M, resolution=RESOLUTION_M,
+                              crs=crs)
         if not fits(grid, m_max, 1):
             grid = None
     if grid is None:
@@ -398,15 +406,16 @@ def build_geometry(req: GeometryRequest, rng: np.random.Generator, *,
             dx, dy = (right - left) * margin, (top - bottom) * margin
             bounds = _grow_bounds((left - dx, bottom - dy, right + dx, top + dy),
                                   MIN_TIMESERIES_SIDE, MIN_TIMESERIES_PIXELS)
-            # Also cover the grid an inventory derives from the outline (bounding box + 10 %), so
-            # that grid is a window of this one (same 30 m lattice).
-            inventory = GlacierGrid.for_lonlat_bounds(*outline_wgs.bounds, resolution=RESOLUTION_M,
-                                                      margin=0.1, crs=crs).bounds
+            # Also cover the grid an inventory derives from the outline, so that grid is a window
+            # of this one (same 30 m lattice).
+            inventory = inventory_grid(outline_wgs, margin=BOX_MARGIN, margin_m=BOX_MARGIN_M,
+                                       resolution=RESOLUTION_M, crs=crs).bounds
             bounds = (min(bounds[0], inventory[0]), min(bounds[1], inventory[1]),
                       max(bounds[2], inventory[2]), max(bounds[3], inventory[3]))
             grid = GlacierGrid.from_projected_bounds(crs, *bounds, resolution=RESOLUTION_M, margin=0.0)
         else:
-            grid = GlacierGrid.from_projected_bounds(crs, *bounds, resolution=RESOLUTION_M, margin=0.1)
+            grid = GlacierGrid.from_projected_bounds(crs, *bounds, resolution=RESOLUTION_M, margin=BOX_MARGIN,
+                                                     margin_m=BOX_MARGIN_M)
     r0, c0 = window_of(grid)
     if r0 < 0 or c0 < 0 or r0 + grid.height > n or c0 + grid.width > n:
         raise CanvasTooSmall(f"{glims_id}: grid {grid} falls outside the generation canvas")
