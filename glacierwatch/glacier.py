@@ -49,19 +49,6 @@ class Glacier:
                    latitude=float(latitude), grid=GlacierGrid.from_json(str(row["grid"])),
                    outline=row["geometry"], territory_wkb=bytes(territory) if territory is not None else None)
 
-    def territory_mask(self) -> np.ndarray | None:
-        """The territory burnt on the glacier grid (pixel centres inside), or None."""
-        if self.territory_wkb is None:
-            return None
-        from rasterio.features import rasterize
-        from shapely import wkb
-
-        geom = wkb.loads(self.territory_wkb)
-        if geom.is_empty:
-            return np.zeros(self.grid.shape, dtype=bool)
-        return rasterize([(geom, 1)], out_shape=self.grid.shape, transform=self.grid.transform, fill=0,
-                         all_touched=False, dtype="uint8").astype(bool)
-
 
 def read_glaciers(inventory: str | os.PathLike[str], glims_ids: Iterable[str] | None = None) -> dict[str, Glacier]:
     """The :class:`Glacier` of each inventory row (those of ``glims_ids`` only, when given), read once.

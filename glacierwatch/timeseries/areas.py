@@ -33,7 +33,7 @@ from shapely import Geometry
 from glacierwatch.chips.features import resize_stack
 from glacierwatch.config import TimeseriesConfig
 from glacierwatch.errors import InputError
-from glacierwatch.grid import GlacierGrid, outline_on_grid
+from glacierwatch.grid import GlacierGrid, counting_region, outline_on_grid, territory_on_grid
 from glacierwatch.io import read_raster
 from glacierwatch.landsat import COMMON_BANDS
 from glacierwatch.model.predict import batch_bounds
@@ -181,16 +181,13 @@ def prepare_glacier(glims_id: str, scenes: pd.DataFrame, geometry: Geometry, gri
 
 
 def count_region(geometry: Geometry, grid: GlacierGrid, buffer_m: float | None,
-                 territory: np.ndarray | None = None) -> np.ndarray:
-    """Where glacier pixels are counted: the outline buffered by ``buffer_m`` m (0: the outline itself)
-    within the glacier's own ``territory`` (bool on the grid: no neighbouring glacier; None: no
-    exclusion), or the whole box when ``buffer_m`` is None (the seed's)."""
-    if buffer_m is None:
-        return np.ones(grid.shape, bool)
-    if buffer_m < 0:
+                 territory_wkb: bytes | None = None) -> np.ndarray:
+    """Where glacier pixels are counted (:func:`glacierwatch.grid.counting_region`): the outline
+    buffered by ``buffer_m`` m within the glacier's own territory (0: the outline itself; None: the
+    whole box, the seed's); InputError for a negative buffer."""
+    if buffer_m is not None and buffer_m < 0:
         raise InputError(f"buffer_m must be >= 0 or none, got {buffer_m}")
-    region = outline_on_grid(geometry, grid, buffer_m=buffer_m or None)
-    return region & territory if territory is not None else region
+    return counting_region(geometry, territory_wkb, grid, buffer_m)
 
 
 #: The snow measure is taken on the box farther than this from the outline (m): the margin zone
@@ -198,11 +195,10 @@ def count_region(geometry: Geometry, grid: GlacierGrid, buffer_m: float | None,
 SNOW_ZONE_DISTANCE_M = 300.0
 
 
-def snow_zone(geometry: Geometry, grid: GlacierGrid, territory: np.ndarray | None = None) -> np.ndarray:
+def snow_zone(geometry: Geometry, grid: GlacierGrid, territory_wkb: bytes | None = None) -> np.ndarray:
     """Where a scene's seasonal snow is measured: the glacier's territory (the box without other
     glaciers) farther than :data:`SNOW_ZONE_DISTANCE_M` from its outline."""
-    zone = ~outline_on_grid(geometry, grid, buffer_m=SNOW_ZONE_DISTANCE_M)
-    return zone & territory if territory is not None else zone
+    return ~outline_on_grid(geometry, grid, buffer_m=SNOW_ZONE_DISTANCE_M) & territory_on_grid(territory_wkb, grid)
 
 
 def dem_at_chip_size(dem_path: str, grid: GlacierGrid, chip_size: int) -> np.ndarray:
@@ -349,22 +345,22 @@ def smoothed_probabilities(glims_id: str, stack: SceneStack, indices: Sequence[i
 def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, region_name: str,
                   grid: GlacierGrid | None, dem_path: str | None, segmenter: Segmenter,
                   config: TimeseriesConfig, chip_size: int = 128, threads: int = 2,
-                  scratch_dir: str | Path | None = None, territory: np.ndarray | None = None,
+                  scratch_dir: str | Path | None = None, territory_wkb: bytes | None = None,
                   latitude: float | None = None) -> pd.DataFrame:
     """Area of one glacier on every scene in ``scenes`` (columns path, date, satellite).
 
     ``grid``: the glacier grid (the inventory's); a scene on another grid is put onto it, a scene
     that cannot be read or placed is kept with its ``skip_reason`` and no area. None takes the grid
-    of the first scene file (tests). ``territory``: the glacier's own part of the box (bool on the
-    grid; None: no neighbour exclusion). ``latitude``: of the glacier (degrees; decides the season
+    of the first scene file (tests). ``territory_wkb``: the glacier's own part of the box (the
+    inventory's ``territory_wkb``; None: no neighbour exclusion). ``latitude``: of the glacier (degrees; decides the season
     window; None: the outline's centroid). ``scratch_dir``: where a stack over ``config.max_stack_mb``
     is kept on disk (see :func:`glacier_stack`).
     Returns one row per scene with the columns of :data:`AREA_COLUMNS`; ``area_km2_unsmoothed`` is
     NaN when ``config.unsmoothed`` is False (and smoothing is not ``none``).
     """
     scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, grid)
-    region = count_region(geometry, grid, config.buffer_m, territory)
-    zone = snow_zone(geometry, grid, territory)
+    region = count_region(geometry, grid, config.buffer_m, territory_wkb)
+    zone = snow_zone(geometry, grid, territory_wkb)
     dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
     dates = list(pd.to_datetime(scenes["date"]).dt.date)
     # share of the outline (at chip size) that was not observed but got a value from its neighbours

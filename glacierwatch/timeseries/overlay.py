@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
@@ -223,7 +224,6 @@ def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: s
         segmenter = _segmenter_for(settings, model=model, config=config, device=device, glims_id=glims_id)
     glacier = read_glaciers(inventory_path, [glims_id])[glims_id]
     geometry = glacier.outline
-    territory = glacier.territory_mask()
 
     scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, glacier.grid)
     dem_path = find_dem(glims_id, dem_dir, segmenter)
@@ -235,9 +235,13 @@ def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: s
         wanted = [position[name] for name in chosen["scene"]]
         probs = smoothed_probabilities(glims_id, stack, wanted, dates=dates_all, dem_small=dem_small,
                                        segmenter=segmenter, config=run_config)
-    region = count_region(geometry, grid, run_config.buffer_m, territory)
+    region = count_region(geometry, grid, run_config.buffer_m, glacier.territory_wkb)
     outline_xy = to_grid_crs(geometry, grid)
-    region_xy = outline_xy.buffer(run_config.buffer_m) if run_config.buffer_m else None
+    region_xy = None
+    if run_config.buffer_m is not None:  # what count_region counts: outline + buffer within the territory
+        region_xy = outline_xy.buffer(run_config.buffer_m) if run_config.buffer_m else outline_xy
+        if run_config.buffer_m and glacier.territory_wkb is not None:
+            region_xy = region_xy.intersection(shapely.from_wkb(glacier.territory_wkb))
 
     out = []
     for row in chosen.itertuples(index=False):

@@ -102,7 +102,7 @@ def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Gla
     dem_path = find_dem(glims_id, dem_dir, seg)
     areas = glacier_areas(glims_id, scenes, geometry=glacier.outline, region_name=glacier.region,
                           grid=glacier.grid, dem_path=dem_path, segmenter=seg, config=config,
-                          chip_size=chip_size, scratch_dir=parts_dir, territory=glacier.territory_mask(),
+                          chip_size=chip_size, scratch_dir=parts_dir, territory_wkb=glacier.territory_wkb,
                           latitude=glacier.latitude)
     write_table(areas, Path(parts_dir) / f"{glims_id}.parquet")
     return len(areas)
