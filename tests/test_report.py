@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import json
 import os
 import re
@@ -209,6 +210,7 @@ def test_report_validation_section_shows_summary_and_first_rows(built) -> None:
 
 
 def test_report_model_metrics_are_a_matrix(tmp_path) -> None:
+    from glacierwatch.model.card import INTENDED_USE, LIMITATIONS, usage_fields
     from glacierwatch.report.builder import metrics_matrix
 
     metrics = {"n_chips": 40,
@@ -221,14 +223,19 @@ def test_report_model_metrics_are_a_matrix(tmp_path) -> None:
     assert cells[("dice", "unet \u00b7 Alps")] == 0.93 and ("dice", "all") not in cells
     work = make_workdir(tmp_path, truth=False, catalog=False)
     card = json.loads((work / "model" / "model_card.json").read_text())
-    card.update(metrics=metrics, intended_use="Mapping clean mountain glaciers.", limitations="Debris cover.")
+    card.update(metrics=metrics, sensors=["L5", "L8"], regions=["Alps"])
+    usage = usage_fields(card)
+    assert usage["intended_use"] == INTENDED_USE and list(LIMITATIONS) == usage["limitations"][:len(LIMITATIONS)]
+    assert "L5, L8 only" in usage["limitations"][-2] and "Alps" in usage["limitations"][-1]
+    card.update(usage)
     (work / "model" / "model_card.json").write_text(json.dumps(card))
     page = build_report(work, max_glacier_figures=0).read_text()
     section = page[page.index('<section id="model"'):]
     header = section[section.index("<thead>"):section.index("</thead>")]
     assert [h for h in re.findall(r">([^<>]+)</th>", header)] == ["Metric", *columns]
     assert "<td>dice</td><td class=\"num\"></td><td class=\"num\">0.91</td>" in section
-    assert "Mapping clean mountain glaciers." in section and "Debris cover." in section
+    assert "Intended use." in section and section.count("<li>") >= len(usage["limitations"])
+    assert html.escape(usage["limitations"][0]) in section
 
 
 def test_report_series_draw_the_interval_band_and_observed_fraction(tmp_path) -> None:

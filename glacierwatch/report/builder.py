@@ -560,7 +560,8 @@ def _model_section(inp: ReportInputs) -> str:
     if inp.model_card is None:
         return ""
     card = inp.model_card
-    others = [(k, v) for k, v in _flatten({k: v for k, v in card.items() if k != "metrics"}) if len(v) < 300]
+    others = [(k, v) for k, v in _flatten({k: v for k, v in card.items()
+                                           if k not in ("metrics", "intended_use", "limitations")}) if len(v) < 300]
     parts = ['<section id="model"><h2>Segmentation model</h2>',
              f"<p>From <code>{MODEL_CARD}</code>.</p>"]
     rows, columns, cells = metrics_matrix(card.get("metrics", {}) if isinstance(card.get("metrics"), dict) else {})
@@ -573,9 +574,14 @@ def _model_section(inp: ReportInputs) -> str:
                                                          numeric=set(range(1, len(columns) + 1)),
                                                          caption="Metrics (rows) by segmenter, region and sensor "
                                                                  "(columns)") + "</div>")
-    for key in ("intended_use", "limitations"):
-        if isinstance(card.get(key), str):
-            parts.append(f"<p><b>{_esc(key.replace('_', ' ').capitalize())}.</b> {_esc(card[key])}</p>")
+    if isinstance(card.get("intended_use"), str):
+        parts.append(f"<p><b>Intended use.</b> {_esc(card['intended_use'])}</p>")
+    limitations = card.get("limitations")
+    if isinstance(limitations, str):
+        limitations = [limitations]
+    if isinstance(limitations, list) and limitations:
+        parts.append("<p><b>Limitations.</b></p><ul>" + "".join(f"<li>{_esc(x)}</li>" for x in limitations)
+                     + "</ul>")
     if others:
         parts.append("<details><summary>Model card details</summary>" +
                      html_table([list(o) for o in others[:200]], ["Field", "Value"], table_class="narrow") +
