@@ -268,6 +268,37 @@ def test_report_map_and_single_glacier_regions(tmp_path) -> None:
     assert "(%/yr)" in table2[:table2.index("</section>")]
 
 
+def test_report_of_a_timeseries_run_has_overlays(tiny_world, tiny_catalog, tmp_path) -> None:
+    """A work folder as `timeseries run` leaves it (NDSI on the tiny world): the report redraws
+    overlays on three dates of the first glacier drawn, with the run's own areas in their captions."""
+    import shutil
+
+    from glacierwatch.config import CatalogConfig, TimeseriesConfig
+    from glacierwatch.timeseries import run_timeseries
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(tiny_catalog["inventory"], work / "inventory.parquet")
+    (work / "dem").symlink_to(tiny_world.dem_dir, target_is_directory=True)
+    result = run_timeseries(catalog=tiny_catalog["catalog"], inventory=work / "inventory.parquet",
+                            out=work / "areas.parquet", dem_dir=work / "dem",
+                            config=TimeseriesConfig(segmenter="ndsi", sigma=3.0),
+                            catalog_config=CatalogConfig(min_inference_scenes=3, min_pixels=1000),
+                            glaciers=list(tiny_world.timeseries_ids), progress=False)
+    assert not result.report.failed
+    page = build_report(work, max_glacier_figures=2, overlay_glaciers=1).read_text()
+    section = page[page.index('<section id="glacier-figures"'):]
+    section = section[:section.index("</section>")]
+    assert "<h3>Overlays</h3>" in section
+    overlays = re.findall(r'alt="overlay ([^"]+)"', section)
+    assert len(overlays) == 3 and len({o.split()[1] for o in overlays}) == 3  # three different dates
+    areas = pd.read_parquet(work / "areas.parquet")
+    first = overlays[0].split()
+    row = areas.loc[(areas["glims_id"] == first[0]) & (pd.to_datetime(areas["date"]).dt.date.astype(str) == first[1])]
+    assert len(row) >= 1 and f"area {row['area_km2'].iloc[0]:.3f} km²" in overlays[0]
+    assert '<section id="map"' in page and "overlays skipped" not in page
+
+
 # ---------------------------------------------------------------- headless browser
 
 def _png_size(path: Path) -> tuple[int, int]:
