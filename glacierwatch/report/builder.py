@@ -130,7 +130,8 @@ class ReportInputs:
 def load_inputs(workdir: str | os.PathLike[str], *, min_obs: int | None = None, by: str | None = None,
                 rerun_trends: bool = False,
                 max_glacier_figures: int | None = DEFAULT_MAX_GLACIER_FIGURES,
-                overlay_glaciers: int = DEFAULT_OVERLAY_GLACIERS) -> ReportInputs:
+                overlay_glaciers: int = DEFAULT_OVERLAY_GLACIERS,
+                dem_dir: str | os.PathLike[str] | None = None) -> ReportInputs:
     """Load everything the report shows. The trends stage is run only when ``WORKDIR/trends`` is
     missing (or ``rerun_trends``): the report shows the trends the run made, and says when they are
     stale instead of silently replacing them."""
@@ -161,7 +162,7 @@ def load_inputs(workdir: str | os.PathLike[str], *, min_obs: int | None = None, 
     inputs.areas = read_table(areas_path)
     _load_optional(inputs)
     if overlay_glaciers > 0:
-        _load_overlays(inputs, overlay_glaciers)
+        _load_overlays(inputs, overlay_glaciers, Path(dem_dir) if dem_dir is not None else None)
     return inputs
 
 
@@ -229,7 +230,7 @@ def _overlay_dates(rows: pd.DataFrame, n: int) -> list[Any]:
     return [pd.Timestamp(d).date() for d in rows["date"].iloc[picks]]
 
 
-def _load_overlays(inputs: ReportInputs, n_glaciers: int) -> None:
+def _load_overlays(inputs: ReportInputs, n_glaciers: int, dem_dir: Path | None = None) -> None:
     """Overlays (scene, probability, outline) on a few dates of the first glaciers drawn in the report,
     redrawn by :mod:`glacierwatch.timeseries.overlay` from the run's scenes. Skipped (with a notice)
     when the work folder lacks what they need."""
@@ -244,14 +245,15 @@ def _load_overlays(inputs: ReportInputs, n_glaciers: int) -> None:
     from glacierwatch.timeseries.overlay import overlay_data, overlay_figure
 
     model = work / MODEL
-    dem_dir = next((work / d for d in DEM_CANDIDATES if (work / d).is_dir()), None)
+    if dem_dir is None:
+        dem_dir = next((work / d for d in DEM_CANDIDATES if (work / d).is_dir()), None)
     for glims_id in _series_glaciers(inputs)[:n_glaciers]:
         dates = _overlay_dates(areas.loc[areas["glims_id"] == glims_id], OVERLAY_DATES)
         try:
             items = overlay_data(glims_id, dates, areas_path=inputs.areas_path, inventory_path=work / INVENTORY,
                                  model=model if model.exists() else None, dem_dir=dem_dir)
-        except (GlacierwatchError, OSError) as exc:
-            inputs.notices.append(f"overlays of {glims_id} skipped: {exc}")
+        except Exception as exc:  # noqa: BLE001 - an optional figure must not cost the whole report
+            inputs.notices.append(f"overlays of {glims_id} skipped: {type(exc).__name__}: {exc}")
             continue
         for item in items:
             inputs.overlays.append((f"{glims_id} {item.date} {item.satellite}: observed "
@@ -599,8 +601,9 @@ def map_figure(outlines: Any, glaciers: pd.DataFrame) -> Figure:
     merged = outlines.merge(glaciers[["glims_id", "rel_change_per_year", "flagged"]], on="glims_id", how="left")
     rate = merged["rel_change_per_year"].to_numpy(float) * 100
     finite = rate[np.isfinite(rate)]
-    span = float(np.max(np.abs(finite))) if finite.size else 1.0
-    norm = TwoSlopeNorm(vmin=-span or -1.0, vcenter=0.0, vmax=span or 1.0)
+    # symmetric about 0 (blue grows, red shrinks), at least +-0.05 %/yr so that noise is not shown as a trend
+    span = max(float(np.max(np.abs(finite))) if finite.size else 0.0, 0.05)
+    norm = TwoSlopeNorm(vmin=-span, vcenter=0.0, vmax=span)
     cmap = "RdBu"
     minx, miny, maxx, maxy = merged.total_bounds
     aspect = (maxy - miny + 1e-3) / max(maxx - minx, 1e-3) / max(np.cos(np.radians((miny + maxy) / 2)), 0.2)
@@ -616,14 +619,14 @@ def map_figure(outlines: Any, glaciers: pd.DataFrame) -> Figure:
     if flagged.any():
         ax.scatter(centre.x[flagged], centre.y[flagged], s=30, facecolors="none", edgecolors="0.4",
                    linewidths=0.8, zorder=3, label="flagged / no rate")
-    pad = 0.05 * max(maxx - minx, maxy - miny, 0.02)
+    pad = 0.1 * max(maxx - minx, maxy - miny, 0.02)
     ax.set_xlim(minx - pad, maxx + pad)
     ax.set_ylim(miny - pad, maxy + pad)
     ax.set_aspect(1 / max(np.cos(np.radians((miny + maxy) / 2)), 0.2))
     ax.set_xlabel("longitude (\u00b0E)")
     ax.set_ylabel("latitude (\u00b0N)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
     fig.colorbar(colours, ax=ax, shrink=0.85, label="relative area change (% per year)")
     return fig
 
@@ -667,6 +670,7 @@ def series_figure(rows: pd.DataFrame, trend: pd.Series | None) -> Figure:
         top.plot(grid, np.exp(trend["intercept"] + trend["rel_change_per_year"] * grid), color="tab:red", lw=1.5,
                  label=f"fit {pct(trend['rel_change_per_year'])} %/yr")
     top.set_ylabel("area (km\u00b2)")
+    top.ticklabel_format(axis="y", useOffset=False)
     top.grid(alpha=0.3)
     top.legend(fontsize=8, loc="best")
     bottom.set_ylim(0, 1)
@@ -891,15 +895,18 @@ method after Waismann, Budhwar &amp; Schwartzman (Appendix A) &middot; <span id=
 def build_report(workdir: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None,
                  min_obs: int | None = None, by: str | None = None, rerun_trends: bool = False,
                  max_glacier_figures: int | None = DEFAULT_MAX_GLACIER_FIGURES,
-                 overlay_glaciers: int = DEFAULT_OVERLAY_GLACIERS) -> Path:
+                 overlay_glaciers: int = DEFAULT_OVERLAY_GLACIERS,
+                 dem_dir: str | os.PathLike[str] | None = None) -> Path:
     """Write the report of a work folder (default ``WORKDIR/report/index.html``); return its path.
 
     The trends stage is run into ``WORKDIR/trends`` only when its outputs are missing (or with
     ``rerun_trends``); stale outputs are shown with a warning. ``overlay_glaciers``: glaciers drawn
-    with overlays on a few dates (0: none).
+    with overlays on a few dates (0: none); ``dem_dir``: the run's DEM folder for them (default
+    ``WORKDIR/dem`` or ``WORKDIR/synthetic/dem``).
     """
     inputs = load_inputs(workdir, min_obs=min_obs, by=by, rerun_trends=rerun_trends,
-                         max_glacier_figures=max_glacier_figures, overlay_glaciers=overlay_glaciers)
+                         max_glacier_figures=max_glacier_figures, overlay_glaciers=overlay_glaciers,
+                         dem_dir=dem_dir)
     page = render_report(inputs)
     target = Path(out) if out is not None else Path(workdir) / "report" / "index.html"
     if target.is_dir() or target.suffix.lower() not in {".html", ".htm"}:

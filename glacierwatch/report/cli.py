@@ -39,6 +39,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--overlay-glaciers", type=int, default=None, metavar="N",
                    help="glaciers drawn with overlays for a few dates (default 2; 0: none). Needs the run's "
                         "scenes, inventory.parquet and, for the U-Net, model/model.pt in WORKDIR")
+    p.add_argument("--dem-dir", metavar="DIR", help="the run's DEM folder, for the overlays "
+                                                     "(default WORKDIR/dem or WORKDIR/synthetic/dem)")
     p.set_defaults(func=handler)
 
 
@@ -50,6 +52,6 @@ def handler(args: argparse.Namespace) -> int:
                         rerun_trends=args.rerun_trends,
                         max_glacier_figures=getattr(args, "glacier_figures", DEFAULT_MAX_GLACIER_FIGURES),
                         overlay_glaciers=DEFAULT_OVERLAY_GLACIERS if args.overlay_glaciers is None
-                        else args.overlay_glaciers)
+                        else args.overlay_glaciers, dem_dir=args.dem_dir)
     print(f"report: {path}")
     return 0
