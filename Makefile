@@ -1,5 +1,5 @@
 # glacierwatch set-up, demo and tests. Every target is idempotent: a second run skips what is done.
-#   make demo    create .venv, install torch then glacierwatch, run `glacierwatch demo`
+#   make demo    create .venv, install torch then glacierwatch (versions pinned by constraints.txt), run `glacierwatch demo`
 #   make test    same set-up, then the test suite
 # GPU users: make demo TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 PYTHON ?= python3
@@ -9,15 +9,16 @@ DEMO_ARGS ?=
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.glacierwatch-installed
+CONSTRAINTS ?= constraints.txt
 
 .PHONY: setup demo test clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e '.[test]'
 	@touch $@
 
 demo: setup

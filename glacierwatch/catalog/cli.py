@@ -7,9 +7,10 @@ import shutil
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by the handlers, not for --help
+    import pandas as pd
 
 from glacierwatch.config import CatalogConfig, Config
 from glacierwatch.errors import InputError
@@ -128,7 +129,16 @@ def _emit(df: pd.DataFrame, args: argparse.Namespace, columns: list[str] | None 
         write_table(df, args.out)
         print(f"{len(df):,} row(s) -> {args.out}")
         return
+    if df.empty:
+        # not pandas' "Empty DataFrame / Columns: [...]": say so, and why where the query says
+        explanation = df.attrs.get("explanation")
+        lines = [explanation] if isinstance(explanation, str) else list(explanation or [])
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
+        print("(0 rows)")
+        return
     shown = df[[c for c in columns if c in df.columns]] if columns else df
+    import pandas as pd
+
     width = shutil.get_terminal_size((160, 20)).columns
     with pd.option_context("display.width", width, "display.max_columns", None):
         text = shown.to_string(max_rows=args.max_rows, max_colwidth=60, index=False) if len(shown.columns) else ""

@@ -27,16 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                        "WORKDIR/dem/<GLIMS_ID>.tif and WORKDIR/imagery/ (plans, manifests, "
                                        "failures.jsonl). A rerun skips what is done.")
     fetch.add_argument("--inventory", required=True, help="inventory.parquet (glims_id, grid, outline_date)")
-    fetch.add_argument("--source", choices=["earthengine", "stac", "local"], help=f"default {d.source}")
+    fetch.add_argument("--source", choices=["earthengine", "stac", "local"],
+                       help="where scenes come from (default: [imagery] source of --config"
+                            + (f", {d.source})" if d.source else "; required without it)"))
     fetch.add_argument("--mode", choices=["training", "timeseries"], default="timeseries",
                        help="training: outline date +- window; timeseries: 1984 to today (default)")
     fetch.add_argument("--out", required=True, metavar="WORKDIR", help="work folder")
     fetch.add_argument("--start", type=_date, help="first date, YYYY-MM-DD (overrides the mode's window)")
     fetch.add_argument("--end", type=_date, help="last date, YYYY-MM-DD (inclusive)")
     fetch.add_argument("--glaciers", nargs="+", metavar="GLIMS_ID", help="only these glaciers")
-    fetch.add_argument("--workers", type=int, help=f"scenes read at once per glacier (default {d.workers})")
+    fetch.add_argument("--threads", type=int, help=f"scenes of one glacier read at once (default {d.workers})")
     fetch.add_argument("--scheduler", default="local", help="local, processes or tcp://HOST:PORT (Dask, per glacier)")
-    fetch.add_argument("--dask-workers", type=int, help="worker processes for --scheduler processes")
+    fetch.add_argument("--workers", type=int, help="Dask worker processes for --scheduler processes")
     fetch.add_argument("--input-dir", help="local source: the folder to import (overrides [imagery.local] input_dir)")
     fetch.add_argument("--refresh", action="store_true", help="search again even if a saved plan matches")
     fetch.add_argument("--config", help="TOML configuration ([imagery] and its sub-tables; [catalog] window)")
@@ -45,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retry = sub.add_parser("retry-failed", help="fetch again the scenes listed in WORKDIR/imagery/failures.jsonl")
     retry.add_argument("--out", required=True, metavar="WORKDIR", help="work folder of the earlier fetch")
     retry.add_argument("--config", help="TOML configuration (default: the settings the fetch saved in WORKDIR/imagery/fetch.json)")
-    retry.add_argument("--workers", type=int, help="scenes read at once per glacier")
+    retry.add_argument("--threads", type=int, help="scenes of one glacier read at once")
     retry.add_argument("--no-progress", action="store_true", help="no progress bars")
     retry.set_defaults(func=_retry)
 
@@ -76,8 +78,8 @@ def _fetch(args: argparse.Namespace) -> int:
         raise InputError(f"--end {args.end} is before --start {args.start}")
     report = fetch_imagery(args.inventory, args.out, source=args.source, mode=args.mode, start=args.start,
                            end=args.end, glaciers=args.glaciers, config=imagery,
-                           window_days=cfg.catalog.training_window_days, workers=args.workers,
-                           scheduler=args.scheduler, dask_workers=args.dask_workers, refresh=args.refresh,
+                           window_days=cfg.catalog.training_window_days, workers=args.threads,
+                           scheduler=args.scheduler, dask_workers=args.workers, refresh=args.refresh,
                            progress=not args.no_progress)
     return _report(report, args.out)
 
@@ -87,5 +89,5 @@ def _retry(args: argparse.Namespace) -> int:
 
     # without --config, the settings saved by the fetch are used (e.g. its --input-dir)
     config = Config.from_toml(args.config).imagery if args.config else None
-    report = retry_failed(args.out, config=config, workers=args.workers, progress=not args.no_progress)
+    report = retry_failed(args.out, config=config, workers=args.threads, progress=not args.no_progress)
     return _report(report, args.out)

@@ -76,6 +76,11 @@ def _select(args: argparse.Namespace) -> int:
         log.info("reading %s", path)
         frames.append(read_outlines(path, column_map=column_map, layer=args.layer))
     selection = select_glaciers(frames, config=config, regions=args.regions)
+    if selection.inventory.empty:
+        # an empty inventory would only fail later, in imagery or catalog: stop here, saying why
+        print(selection.report.format_text())
+        raise InputError(f"no glacier passed the selection (the steps above say where they were dropped); "
+                         f"{args.out} not written")
     paths = write_inventory(selection, args.out)
     print(selection.report.format_text())
     print(f"inventory: {paths['inventory']} ({len(selection.inventory)} glaciers)")

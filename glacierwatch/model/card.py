@@ -58,6 +58,43 @@ def check_channels(card: Mapping[str, Any], channels: Sequence[str]) -> None:
         "(glacierwatch.chips.features.compute_channels(bands, card['channels'], dem=...)).")
 
 
+#: What a glacierwatch U-Net is for (the card's ``intended_use``).
+INTENDED_USE = (
+    "Segmenting the ice of one mountain glacier (about 1-50 km²) in Landsat 5/7/8/9 Collection 2 Level-2 "
+    "surface-reflectance scenes on that glacier's own grid (its outline box + 10 %, 30 m), to measure its "
+    "area per scene and, over many scenes, its relative area change per year (the seed paper's method). "
+    "Inputs must be built exactly as the card says (channels, order, normalisation, chip size); the "
+    "output is a per-pixel glacier probability, thresholded at 0.5 for areas.")
+
+#: Known limits of the method, true of every card; :func:`usage_fields` adds the card's own.
+LIMITATIONS = (
+    "Debris-covered ice, and ice under seasonal snow or cloud, is confused with rock, snow or cloud: areas "
+    "of scenes with a low observed fraction, or outside the ablation season, are unreliable.",
+    "Trained against one outline per glacier at one date: the model learns what the inventory calls "
+    "glacier, including its analyst's choices (ice divides, nunataks, debris).",
+    "Areas are of the pixels counted inside the outline plus the buffer: growth beyond it is not measured.",
+    "Chips are resized to the chip size: the smallest glaciers lose detail and their areas are the least "
+    "precise; glaciers much larger than the chip lose more.",
+    "Not for ice sheets, polar ice caps, sea ice, or glaciers above about 60° latitude (the paper excluded "
+    "them; DEMs and illumination differ).",
+    "Probabilities are not calibrated: 0.5 is a threshold, not a 50 % chance.",
+)
+
+
+def usage_fields(card: Mapping[str, Any]) -> dict[str, Any]:
+    """``intended_use`` and ``limitations`` for a card: the general ones plus what this card's training
+    data implies (sensors and regions seen). ``card.update(usage_fields(card))`` adds them."""
+    limitations = list(LIMITATIONS)
+    sensors = [str(s) for s in card.get("sensors") or []]
+    if sensors:
+        limitations.append(f"Trained on scenes of {', '.join(sensors)} only: other sensors are out of distribution.")
+    regions = [str(r) for r in card.get("regions") or []]
+    if regions:
+        limitations.append(f"Trained on glaciers of {', '.join(regions)}: elsewhere, check it against outlines "
+                           "(glacierwatch validate) before trusting its areas.")
+    return {"intended_use": INTENDED_USE, "limitations": limitations}
+
+
 def validate_card(card: Any, *, source: str = "model card") -> dict[str, Any]:
     """Check that ``card`` has the required keys and a consistent normalisation; return it as a dict."""
     if not isinstance(card, Mapping):

@@ -3,11 +3,18 @@
 Reads from WORKDIR:
 
 * ``areas.parquet`` (required; ``areas.csv`` is accepted too);
-* ``trends/`` — the outputs of ``glacierwatch trends``; the stage is run first when they are missing,
-  older than the areas table, or made with other ``--min-obs`` / ``--by`` settings;
-* optional: ``synthetic/truth_trends.csv`` (or ``truth_trends.csv``; columns ``glims_id, region,
-  true_rel_change_per_year``) for an estimated-versus-true table, ``model/model_card.json`` for the
-  model's metrics, ``catalog.parquet`` for scene counts.
+* ``trends/`` — the outputs of ``glacierwatch trends``; the stage is run only when they are missing
+  (or with ``rerun_trends``). Outputs older than the areas table, or made with other ``min_obs`` /
+  ``by`` values than asked for, are used as they are and the page says they are stale;
+* optional: ``inventory.parquet`` (outlines: the map, EPSG:4326), ``synthetic/truth_trends.csv`` (or
+  ``truth_trends.csv``; columns ``glims_id, region, true_rel_change_per_year``) for an
+  estimated-versus-true table, ``model/model_card.json`` for the model's metrics, ``catalog.parquet``
+  for scene counts, ``validation/validation_summary.csv`` and ``validation/validation.csv`` (written
+  by ``glacierwatch validate``), and the run's scenes (``areas.scenes.parquet``) with
+  ``model/model.pt`` for overlays (:mod:`glacierwatch.timeseries.overlay`) on a few dates.
+
+Rates are shown in % per year everywhere on the page; the files in ``trends/`` (``table2.md`` too)
+keep the paper's fractions per year. Figures are 1200 px wide (8 in at 150 dpi).
 
 Writes ``WORKDIR/report/index.html`` (atomically): inline CSS and JavaScript, figures embedded as
 base64 ``data:`` URIs, no external resource of any kind, so it opens offline and can be mailed.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import logging
 import os
@@ -35,15 +43,28 @@ from glacierwatch import __version__
 from glacierwatch.config import TrendsConfig
 from glacierwatch.errors import DatasetNotFoundError, GlacierwatchError
 from glacierwatch.io import atomic_path, read_table
-from glacierwatch.trends.core import TOTAL
-from glacierwatch.trends.figures import DEFAULT_MAX_GLACIER_FIGURES, MANIFEST, png_bytes
+from glacierwatch.trends.core import TOTAL, decimal_year
+from glacierwatch.trends.figures import DEFAULT_MAX_GLACIER_FIGURES, MANIFEST
 from glacierwatch.trends.stage import FIGURES, SUMMARY, TABLE2_MD, write_trends
 
 log = logging.getLogger(__name__)
 
 TRUTH_CANDIDATES = ("synthetic/truth_trends.csv", "truth_trends.csv")
 MODEL_CARD = "model/model_card.json"
+MODEL = "model/model.pt"
 CATALOG = "catalog.parquet"
+INVENTORY = "inventory.parquet"
+VALIDATION_SUMMARY = "validation/validation_summary.csv"
+VALIDATION_ROWS = "validation/validation.csv"
+DEM_CANDIDATES = ("dem", "synthetic/dem")
+#: Interval columns of the areas table (km²), drawn as a band around each glacier's series.
+INTERVAL_COLUMNS = ("area_km2_low", "area_km2_high")
+#: Figures: 8 in wide at 150 dpi = 1200 px.
+FIG_WIDTH_IN = 8.0
+FIG_DPI = 150
+DEFAULT_OVERLAY_GLACIERS = 2
+OVERLAY_DATES = 3
+VALIDATION_ROWS_SHOWN = 20
 _TREND_FILES = ("glacier_trends.parquet", "region_trends.parquet", "region_annual.csv", TABLE2_MD, SUMMARY)
 
 
@@ -93,6 +114,12 @@ class ReportInputs:
     truth_path: Path | None = None
     model_card: dict[str, Any] | None = None
     catalog: pd.DataFrame | None = None
+    areas: pd.DataFrame | None = None
+    outlines: Any = None  #: GeoDataFrame (glims_id, geometry) in EPSG:4326, from inventory.parquet
+    validation_summary: pd.DataFrame | None = None
+    validation_rows: pd.DataFrame | None = None
+    overlays: list[tuple[str, bytes]] = field(default_factory=list)  #: (caption, PNG)
+    stale: str | None = None  #: why the trends outputs may not match the areas table
     notices: list[str] = field(default_factory=list)
 
     @property
@@ -102,19 +129,27 @@ class ReportInputs:
 
 def load_inputs(workdir: str | os.PathLike[str], *, min_obs: int | None = None, by: str | None = None,
                 rerun_trends: bool = False,
-                max_glacier_figures: int | None = DEFAULT_MAX_GLACIER_FIGURES) -> ReportInputs:
-    """Load (and if needed compute) everything the report shows."""
+                max_glacier_figures: int | None = DEFAULT_MAX_GLACIER_FIGURES,
+                overlay_glaciers: int = DEFAULT_OVERLAY_GLACIERS,
+                dem_dir: str | os.PathLike[str] | None = None) -> ReportInputs:
+    """Load everything the report shows. The trends stage is run only when ``WORKDIR/trends`` is
+    missing (or ``rerun_trends``): the report shows the trends the run made, and says when they are
+    stale instead of silently replacing them."""
     work = Path(workdir)
     if not work.is_dir():
         raise DatasetNotFoundError(f"work folder not found: {work}")
     areas_path = find_areas(work)
     trends_dir = work / "trends"
-    why = "--rerun-trends" if rerun_trends else _trends_current(trends_dir, areas_path, min_obs, by)
-    if why is not None:
+    why = _trends_current(trends_dir, areas_path, min_obs, by)
+    stale = None
+    if rerun_trends or (why is not None and why.startswith("missing")):
         defaults = TrendsConfig()
-        log.info("running the trends stage into %s (%s)", trends_dir, why)
+        log.info("running the trends stage into %s (%s)", trends_dir, "--rerun-trends" if rerun_trends else why)
         write_trends(areas_path, trends_dir, min_obs=defaults.min_obs if min_obs is None else min_obs,
                      by=by or defaults.by, max_glacier_figures=max_glacier_figures)
+    elif why is not None:
+        stale = why
+        log.warning("trends in %s are stale (%s); the report shows them as they are", trends_dir, why)
     summary = json.loads((trends_dir / SUMMARY).read_text(encoding="utf-8"))
     inputs = ReportInputs(
         workdir=work, areas_path=areas_path, trends_dir=trends_dir, summary=summary,
@@ -122,8 +157,12 @@ def load_inputs(workdir: str | os.PathLike[str], *, min_obs: int | None = None, 
         regions=read_table(trends_dir / "region_trends.parquet"),
         annual=read_table(trends_dir / "region_annual.csv"),
         figures=json.loads((trends_dir / FIGURES / MANIFEST).read_text(encoding="utf-8")),
+        stale=stale,
     )
+    inputs.areas = read_table(areas_path)
     _load_optional(inputs)
+    if overlay_glaciers > 0:
+        _load_overlays(inputs, overlay_glaciers, Path(dem_dir) if dem_dir is not None else None)
     return inputs
 
 
@@ -153,8 +192,73 @@ def _load_optional(inputs: ReportInputs) -> None:
             inputs.catalog = read_table(path)
         except GlacierwatchError as exc:
             inputs.notices.append(f"catalog skipped: {exc}")
+    path = work / INVENTORY
+    if path.exists():
+        try:
+            inputs.outlines = _read_outlines(path)
+        except (GlacierwatchError, OSError, ValueError, ImportError) as exc:
+            inputs.notices.append(f"map skipped: {path}: {exc}")
+    for attr, rel in (("validation_summary", VALIDATION_SUMMARY), ("validation_rows", VALIDATION_ROWS)):
+        path = work / rel
+        if path.exists():
+            try:
+                setattr(inputs, attr, pd.read_csv(path))
+            except (OSError, ValueError) as exc:
+                inputs.notices.append(f"validation table skipped: {path}: {exc}")
     for notice in inputs.notices:
         log.warning(notice)
+
+
+def _read_outlines(path: Path) -> Any:
+    """glims_id and outline of every inventory glacier, in EPSG:4326."""
+    import geopandas as gpd
+
+    outlines = gpd.read_parquet(path, columns=["glims_id", "geometry"])
+    if outlines.crs is None:
+        raise ValueError("the inventory's geometry has no CRS")
+    return outlines.to_crs(4326)
+
+
+def _overlay_dates(rows: pd.DataFrame, n: int) -> list[Any]:
+    """``n`` dates spread over a glacier's record (first, middle, last...), among well-observed scenes."""
+    rows = rows.dropna(subset=["area_km2"]).sort_values("date")
+    if "valid_fraction" in rows.columns and (rows["valid_fraction"] >= 0.9).sum() >= n:
+        rows = rows.loc[rows["valid_fraction"] >= 0.9]
+    if rows.empty:
+        return []
+    picks = np.unique(np.linspace(0, len(rows) - 1, n).round().astype(int))
+    return [pd.Timestamp(d).date() for d in rows["date"].iloc[picks]]
+
+
+def _load_overlays(inputs: ReportInputs, n_glaciers: int, dem_dir: Path | None = None) -> None:
+    """Overlays (scene, probability, outline) on a few dates of the first glaciers drawn in the report,
+    redrawn by :mod:`glacierwatch.timeseries.overlay` from the run's scenes. Skipped (with a notice)
+    when the work folder lacks what they need."""
+    from glacierwatch.timeseries.run import TimeseriesOutputs
+
+    work, areas = inputs.workdir, inputs.areas
+    if areas is None or not TimeseriesOutputs.for_path(inputs.areas_path).scenes.exists():
+        return  # areas not made by `timeseries run` here (e.g. imported): nothing to redraw
+    if not (work / INVENTORY).exists():
+        inputs.notices.append(f"overlays skipped: no {INVENTORY} in the work folder")
+        return
+    from glacierwatch.timeseries.overlay import overlay_data, overlay_figure
+
+    model = work / MODEL
+    if dem_dir is None:
+        dem_dir = next((work / d for d in DEM_CANDIDATES if (work / d).is_dir()), None)
+    for glims_id in _series_glaciers(inputs)[:n_glaciers]:
+        dates = _overlay_dates(areas.loc[areas["glims_id"] == glims_id], OVERLAY_DATES)
+        try:
+            items = overlay_data(glims_id, dates, areas_path=inputs.areas_path, inventory_path=work / INVENTORY,
+                                 model=model if model.exists() else None, dem_dir=dem_dir)
+        except Exception as exc:  # noqa: BLE001 - an optional figure must not cost the whole report
+            inputs.notices.append(f"overlays of {glims_id} skipped: {type(exc).__name__}: {exc}")
+            continue
+        for item in items:
+            inputs.overlays.append((f"{glims_id} {item.date} {item.satellite}: observed "
+                                    f"{item.valid_fraction:.0%}, area {item.area_km2:.3f} km²",
+                                    _png(overlay_figure(item))))
 
 
 # ---------------------------------------------------------------- formatting helpers
@@ -215,6 +319,19 @@ def _img(png: bytes, alt: str, caption: str) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
+def _png(fig: Figure) -> bytes:
+    """A report figure as PNG bytes at :data:`FIG_DPI`."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=FIG_DPI)
+    return buf.getvalue()
+
+
+def _series_glaciers(inp: ReportInputs) -> list[str]:
+    """Glaciers whose series the page draws: those the trends stage drew (its choice: the most
+    observations), in its order."""
+    return [str(m["name"]) for m in _figure_by_kind(inp, "glacier")]
+
+
 # ---------------------------------------------------------------- sections
 
 def _cards(inp: ReportInputs) -> str:
@@ -237,17 +354,19 @@ def _cards(inp: ReportInputs) -> str:
 
 
 def _table2_section(inp: ReportInputs) -> str:
-    rows = [[r[inp.by], num(r["rel_change_per_year"]), num(r["se"]), num(r["rel_se"], 3)]
+    rows = [[r[inp.by], pct(r["rel_change_per_year"]), pct(r["se"], sign=False), num(r["rel_se"], 3)]
             for _, r in inp.regions.iterrows()]
     classes = ["total" if r[0] == TOTAL else "" for r in rows]
-    table = html_table(rows, ["Region", "Relative area change", "Standard error", "Relative std. error"],
+    table = html_table(rows, ["Region", "Relative area change (%/yr)", "Standard error (%/yr)",
+                              "Relative std. error"],
                        numeric={1, 2, 3}, row_classes=classes, table_class="paper")
     return (f'<section id="table2"><h2>Table II: relative area change by {_esc(inp.by)}</h2>{table}'
-            "<p class=\"note\">Relative area change per year (a fraction: \u22120.00256 = \u22120.256 % per "
-            "year): the mean of the per-glacier log-linear slopes weighted by each glacier's number of "
-            "observations. Standard error: the spread between glaciers (WLS of the slopes on a constant). "
-            "Relative std. error = standard error / |change|. Empty cells are undefined (e.g. one glacier)."
-            f" Also in <code>{_esc(inp.trends_dir.name)}/table2.csv</code> and <code>table2.md</code>.</p></section>")
+            "<p class=\"note\">Relative area change in % per year, like every rate on this page: the mean of "
+            "the per-glacier log-linear slopes weighted by each glacier's number of observations. Standard "
+            "error: the spread between glaciers (WLS of the slopes on a constant). Relative std. error = "
+            "standard error / |change| (no unit). Empty cells are undefined (e.g. one glacier). "
+            f"<code>{_esc(inp.trends_dir.name)}/table2.csv</code> and <code>table2.md</code> give the same "
+            "values as the paper does, as fractions per year (\u22120.00256 = \u22120.256 %/yr).</p></section>")
 
 
 def _regions_section(inp: ReportInputs) -> str:
@@ -288,13 +407,21 @@ def _read_png(inp: ReportInputs, entry: dict[str, Any]) -> bytes:
 
 def _region_figures_section(inp: ReportInputs) -> str:
     parts = []
+    counts = dict(zip(inp.regions[inp.by].astype(str), inp.regions["n_glaciers"]))
+    single = []
     for m in _figure_by_kind(inp, "region"):
+        if m["name"] != TOTAL and counts.get(str(m["name"]), 2) < 2:
+            single.append(str(m["name"]))  # a histogram of one rate says nothing: its series is below
+            continue
         name = "all regions" if m["name"] == TOTAL else m["name"]
         parts.append(_img(_read_png(inp, m), f"Figure 18, {name}",
                           f"<b>{_esc(name)}</b>. Left: each glacier's areas divided by its own geometric mean "
                           "(grey), the geometric mean per year (black, divided by the regional mean), its "
                           "log-linear fit (blue) and the panel slope (orange, dashed). Right: histogram of "
                           "glacier rates, weighted mean (red) \u00b1 2 standard errors (dashed)."))
+    if single:
+        parts.append(f'<p class="note">Not drawn, one glacier each: {_esc(", ".join(single))} '
+                     "(see its series under Glaciers).</p>")
     return f'<section id="figure18"><h2>By region (Figure 18)</h2>{"".join(parts)}</section>'
 
 
@@ -336,7 +463,7 @@ def _truth_section(inp: ReportInputs) -> str:
     table = html_table(rows, ["Glacier", inp.by.capitalize(), "Obs.", "True", "Estimated", "SE", "Error", "z"],
                        numeric={2, 3, 4, 5, 6, 7}, row_classes=classes, sortable=True)
 
-    fig = Figure(figsize=(5.2, 4.6), layout="constrained")
+    fig = Figure(figsize=(FIG_WIDTH_IN * 0.65, 4.6), layout="constrained")
     ax = fig.add_subplot()
     x, y = used["true_rel_change_per_year"] * 100, used["rel_change_per_year"] * 100
     ax.errorbar(x, y, yerr=2 * used["rel_change_se"] * 100, fmt="o", ms=4, color="tab:blue", ecolor="0.7",
@@ -349,7 +476,7 @@ def _truth_section(inp: ReportInputs) -> str:
     ax.set_ylabel("estimated rate (% per year)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    img = _img(png_bytes(fig), "estimated versus true rates",
+    img = _img(_png(fig), "estimated versus true rates",
                "Estimated against true rate per glacier (flagged glaciers left out).")
     return f"""<section id="truth"><h2>Estimated versus true rates</h2>
 <p>The work folder holds a synthetic world with known rates (<code>{_esc(inp.truth_path.relative_to(inp.workdir))}</code>).
@@ -401,23 +528,156 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
     return items
 
 
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, str, bool)) or value is None
+
+
+def metrics_matrix(metrics: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], Any]]:
+    """(rows, columns, cells) of a model card's nested metrics: each dict of numbers becomes a column
+    named by its path (``unet · overall``, ``unet · Alps``; ``per_region``-like levels dropped), its keys
+    the rows (``dice``, ``iou``...); numbers at the top level form the column ``all``."""
+    rows: list[str] = []
+    columns: list[str] = []
+    cells: dict[tuple[str, str], Any] = {}
+
+    def visit(node: dict[str, Any], path: list[str]) -> None:
+        leaves = {k: v for k, v in node.items() if _scalar(v)}
+        if leaves:
+            column = " \u00b7 ".join(p for p in path if not p.startswith("per_")) or "all"
+            if column not in columns:
+                columns.append(column)
+            for key, value in leaves.items():
+                if key not in rows:
+                    rows.append(key)
+                cells[(key, column)] = value
+        for key, value in node.items():
+            if isinstance(value, dict):
+                visit(value, [*path, str(key)])
+
+    visit(metrics, [])
+    return rows, columns, cells
+
+
 def _model_section(inp: ReportInputs) -> str:
     if inp.model_card is None:
         return ""
     card = inp.model_card
-    metrics = _flatten(card.get("metrics", {}), "")
-    others = [(k, v) for k, v in _flatten({k: v for k, v in card.items() if k != "metrics"}) if len(v) < 300]
+    others = [(k, v) for k, v in _flatten({k: v for k, v in card.items()
+                                           if k not in ("metrics", "intended_use", "limitations")}) if len(v) < 300]
     parts = ['<section id="model"><h2>Segmentation model</h2>',
              f"<p>From <code>{MODEL_CARD}</code>.</p>"]
-    if metrics:
-        parts.append(html_table([list(m) for m in metrics], ["Metric", "Value"], numeric={1},
-                                caption="Metrics", table_class="narrow"))
+    rows, columns, cells = metrics_matrix(card.get("metrics", {}) if isinstance(card.get("metrics"), dict) else {})
+    if rows:
+        def cell(value: Any) -> str:
+            return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+        body = [[r, *[cell(cells.get((r, c))) for c in columns]] for r in rows]
+        parts.append('<div class="scroll">' + html_table(body, ["Metric", *columns],
+                                                         numeric=set(range(1, len(columns) + 1)),
+                                                         caption="Metrics (rows) by segmenter, region and sensor "
+                                                                 "(columns)") + "</div>")
+    if isinstance(card.get("intended_use"), str):
+        parts.append(f"<p><b>Intended use.</b> {_esc(card['intended_use'])}</p>")
+    limitations = card.get("limitations")
+    if isinstance(limitations, str):
+        limitations = [limitations]
+    if isinstance(limitations, list) and limitations:
+        parts.append("<p><b>Limitations.</b></p><ul>" + "".join(f"<li>{_esc(x)}</li>" for x in limitations)
+                     + "</ul>")
     if others:
         parts.append("<details><summary>Model card details</summary>" +
                      html_table([list(o) for o in others[:200]], ["Field", "Value"], table_class="narrow") +
                      "</details>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def map_figure(outlines: Any, glaciers: pd.DataFrame) -> Figure:
+    """All glaciers in longitude/latitude (EPSG:4326), each outline filled with its rate (%/yr) on a
+    diverging scale, with a marker at its centroid so that small glaciers stay visible at any extent."""
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.cm import ScalarMappable
+
+    merged = outlines.merge(glaciers[["glims_id", "rel_change_per_year", "flagged"]], on="glims_id", how="left")
+    rate = merged["rel_change_per_year"].to_numpy(float) * 100
+    finite = rate[np.isfinite(rate)]
+    # symmetric about 0 (blue grows, red shrinks), at least +-0.05 %/yr so that noise is not shown as a trend
+    span = max(float(np.max(np.abs(finite))) if finite.size else 0.0, 0.05)
+    norm = TwoSlopeNorm(vmin=-span, vcenter=0.0, vmax=span)
+    cmap = "RdBu"
+    minx, miny, maxx, maxy = merged.total_bounds
+    aspect = (maxy - miny + 1e-3) / max(maxx - minx, 1e-3) / max(np.cos(np.radians((miny + maxy) / 2)), 0.2)
+    fig = Figure(figsize=(FIG_WIDTH_IN, float(np.clip(FIG_WIDTH_IN * aspect, 3.5, 7.0))), layout="constrained")
+    ax = fig.add_subplot()
+    colours = ScalarMappable(norm=norm, cmap=cmap)
+    face = [colours.to_rgba(v) if np.isfinite(v) else (0.8, 0.8, 0.8, 1.0) for v in rate]
+    merged.plot(ax=ax, color=face, edgecolor="0.2", linewidth=0.4)
+    centre = merged.geometry.representative_point()
+    flagged = merged["flagged"].fillna(True).astype(bool).to_numpy() | ~np.isfinite(rate)
+    ax.scatter(centre.x[~flagged], centre.y[~flagged], c=rate[~flagged], cmap=cmap, norm=norm, s=36,
+               edgecolors="k", linewidths=0.5, zorder=3, label="glacier (colour: rate)")
+    if flagged.any():
+        ax.scatter(centre.x[flagged], centre.y[flagged], s=30, facecolors="none", edgecolors="0.4",
+                   linewidths=0.8, zorder=3, label="flagged / no rate")
+    pad = 0.1 * max(maxx - minx, maxy - miny, 0.02)
+    ax.set_xlim(minx - pad, maxx + pad)
+    ax.set_ylim(miny - pad, maxy + pad)
+    ax.set_aspect(1 / max(np.cos(np.radians((miny + maxy) / 2)), 0.2))
+    ax.set_xlabel("longitude (\u00b0E)")
+    ax.set_ylabel("latitude (\u00b0N)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
+    fig.colorbar(colours, ax=ax, shrink=0.85, label="relative area change (% per year)")
+    return fig
+
+
+def _map_section(inp: ReportInputs) -> str:
+    if inp.outlines is None:
+        return ""
+    shown = inp.outlines.loc[inp.outlines["glims_id"].isin(inp.glaciers["glims_id"])]
+    if shown.empty:
+        return ('<section id="map"><h2>Map</h2><p class="warn">No glacier of the areas table is in '
+                f"<code>{INVENTORY}</code>.</p></section>")
+    img = _img(_png(map_figure(shown, inp.glaciers)), "map of the glaciers coloured by their rate",
+               f"{len(shown)} glaciers of <code>{INVENTORY}</code> (EPSG:4326), filled with their rate of "
+               "relative area change (% per year; blue: growing, red: shrinking). Hollow markers: glaciers "
+               "flagged (too few observations) or without a rate.")
+    return f'<section id="map"><h2>Map</h2>{img}</section>'
+
+
+def series_figure(rows: pd.DataFrame, trend: pd.Series | None) -> Figure:
+    """One glacier's areas per scene (km²) with their interval where the table has one, the log-linear
+    fit, and below it the observed (valid, non-cloud) fraction of the glacier box in each scene."""
+    rows = rows.sort_values("date")
+    t = decimal_year(rows["date"])
+    fig = Figure(figsize=(FIG_WIDTH_IN, 4.4), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    area = rows["area_km2"].to_numpy(float)
+    if all(c in rows.columns for c in INTERVAL_COLUMNS):
+        low, high = (rows[c].to_numpy(float) for c in INTERVAL_COLUMNS)
+        ok = np.isfinite(low) & np.isfinite(high)
+        top.fill_between(t[ok], low[ok], high[ok], color="tab:blue", alpha=0.18, lw=0, label="interval")
+    observed = rows["valid_fraction"].to_numpy(float) if "valid_fraction" in rows.columns else None
+    if observed is not None:
+        points = top.scatter(t, area, c=observed, cmap="viridis", vmin=0, vmax=1, s=12, zorder=3,
+                             label="area per scene")
+        fig.colorbar(points, ax=top, label="observed fraction", shrink=0.9)
+        bottom.bar(t, observed, width=0.06, color="0.35")
+    else:
+        top.scatter(t, area, s=12, color="0.3", zorder=3, label="area per scene")
+    if trend is not None and _finite(trend.get("rel_change_per_year")) and _finite(trend.get("intercept")):
+        grid = np.linspace(float(np.nanmin(t)), float(np.nanmax(t)), 50)
+        top.plot(grid, np.exp(trend["intercept"] + trend["rel_change_per_year"] * grid), color="tab:red", lw=1.5,
+                 label=f"fit {pct(trend['rel_change_per_year'])} %/yr")
+    top.set_ylabel("area (km\u00b2)")
+    top.ticklabel_format(axis="y", useOffset=False)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="best")
+    bottom.set_ylim(0, 1)
+    bottom.set_ylabel("observed")
+    bottom.set_xlabel("year")
+    bottom.grid(alpha=0.3)
+    return fig
 
 
 def _glacier_table_section(inp: ReportInputs) -> str:
@@ -437,21 +697,68 @@ def _glacier_table_section(inp: ReportInputs) -> str:
 
 
 def _glacier_figures_section(inp: ReportInputs) -> str:
-    entries = _figure_by_kind(inp, "glacier")
+    names = _series_glaciers(inp)
     n_all = len(inp.glaciers)
-    if not entries:
+    if not names or inp.areas is None:
         return ""
-    parts = [_img(_read_png(inp, m), f"Figure 16, {m['name']}", _esc(m["name"])) for m in entries]
-    note = "" if len(entries) >= n_all else (
-        f" {len(entries)} of {n_all} glaciers are drawn (those with the most observations); "
-        "<code>glacierwatch trends --glacier-figures all</code> draws every one.")
-    return (f'<section id="glacier-figures"><h2>Per-glacier series (Figure 16)</h2><p>Areas per scene '
-            f"(grey), annual means (black) and the log-linear fit (blue).{note}</p>"
-            f'<div class="gallery">{"".join(parts)}</div></section>')
+    trends = inp.glaciers.set_index(inp.glaciers["glims_id"].astype(str))
+    areas = inp.areas.assign(glims_id=inp.areas["glims_id"].astype(str))
+    parts = []
+    for name in names:
+        rows = areas.loc[areas["glims_id"] == name]
+        if rows.empty:
+            continue
+        trend = trends.loc[name] if name in trends.index else None
+        region = f" ({_esc(trend[inp.by])})" if trend is not None else ""
+        parts.append(_img(_png(series_figure(rows, trend)), f"Figure 16, {name}", f"<b>{_esc(name)}</b>{region}"))
+    has_interval = all(c in inp.areas.columns for c in INTERVAL_COLUMNS)
+    note = "" if len(parts) >= n_all else (
+        f" {len(parts)} of {n_all} glaciers are drawn (those with the most observations); "
+        "<code>glacierwatch trends --glacier-figures all</code> then <code>glacierwatch report</code> draws every one.")
+    overlays = ""
+    if inp.overlays:
+        overlays = ("<h3>Overlays</h3><p>Scenes of the first glaciers in true colour with the predicted glacier "
+                    "probability, its threshold contour (cyan), the inventory outline (red) and the counted "
+                    "region, redrawn from the run's scenes (<code>glacierwatch timeseries overlay</code>).</p>"
+                    '<div class="gallery">' + "".join(_img(png, f"overlay {c}", _esc(c)) for c, png in inp.overlays)
+                    + "</div>")
+    return (f'<section id="glacier-figures"><h2>Per-glacier series (Figure 16)</h2><p>Area per scene (dots, '
+            "coloured by the observed fraction of the glacier box: 1 = clear, lower = cloud, shadow or no data), "
+            + ("its interval (<code>area_km2_low</code> to <code>area_km2_high</code>, shaded), " if has_interval else "")
+            + "the log-linear fit (red) and, below, the observed fraction of each scene."
+            f"{note}</p><div class=\"gallery\">{''.join(parts)}</div>{overlays}</section>")
+
+
+def _validation_section(inp: ReportInputs) -> str:
+    if inp.validation_summary is None and inp.validation_rows is None:
+        return ""
+    parts = ['<section id="validation"><h2>Validation against reference outlines</h2>',
+             "<p>From <code>glacierwatch validate</code> (<code>validation/</code>).</p>"]
+    for frame, caption, limit in ((inp.validation_summary, "Summary", None),
+                                  (inp.validation_rows, "Comparisons", VALIDATION_ROWS_SHOWN)):
+        if frame is None:
+            continue
+        shown = frame if limit is None else frame.head(limit)
+        numeric = {i for i, c in enumerate(shown.columns) if pd.api.types.is_numeric_dtype(shown[c])}
+        rows = [[_cell(v) for v in r] for r in shown.itertuples(index=False)]
+        more = "" if limit is None or len(frame) <= limit else f" (first {limit} of {len(frame):,} rows)"
+        parts.append('<div class="scroll">' + html_table(rows, [str(c) for c in shown.columns], numeric=numeric,
+                                                         caption=f"{caption}{more}") + "</div>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if not np.isfinite(value) else f"{value:.4g}".replace("-", "\u2212")
+    return "" if value is None else str(value)
 
 
 def _notices_section(inp: ReportInputs) -> str:
     items = list(inp.summary.get("warnings", [])) + inp.notices
+    if inp.stale:
+        items.insert(0, f"The trends in {inp.trends_dir} are stale ({inp.stale}): this page shows them as they "
+                        "are. Run 'glacierwatch trends' again (or 'glacierwatch report --rerun-trends') to update.")
     if not items:
         return ""
     return ('<section id="warnings" class="warnbox"><h2>Warnings</h2><ul>' +
@@ -499,7 +806,7 @@ table.sortable th:hover{color:var(--accent)}
 figure{margin:14px 0 22px}
 figure img{max-width:100%;height:auto;border:1px solid var(--line);border-radius:6px;background:#fff}
 figcaption{color:var(--muted);font-size:13px;margin-top:4px}
-.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:8px 18px}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(600px,1fr));gap:8px 18px}
 .two{display:grid;grid-template-columns:minmax(300px,520px) 1fr;gap:18px;align-items:start}
 .explain{display:grid;grid-template-columns:repeat(auto-fit,minmax(280px,1fr));gap:14px;font-size:14px}
 .explain p{background:var(--bg);border-left:3px solid var(--accent);padding:10px 12px;margin:0;border-radius:4px}
@@ -547,6 +854,7 @@ _JS = """
 def render_report(inp: ReportInputs) -> str:
     """The whole page as one HTML string."""
     sections = [
+        ("map", "Map", _map_section(inp)),
         ("table2", "Table II", _table2_section(inp)),
         ("regions", "Regions", _regions_section(inp)),
         ("figure18", "Figure 18", _region_figures_section(inp)),
@@ -555,6 +863,7 @@ def render_report(inp: ReportInputs) -> str:
         ("model", "Model", _model_section(inp)),
         ("glaciers", "Glaciers", _glacier_table_section(inp)),
         ("glacier-figures", "Glacier figures", _glacier_figures_section(inp)),
+        ("validation", "Validation", _validation_section(inp)),
         ("methods", "Reading guide", _methods_section(inp)),
     ]
     nav = "".join(f'<a href="#{sid}">{_esc(title)}</a>' for sid, title, body in sections if body)
@@ -585,14 +894,19 @@ method after Waismann, Budhwar &amp; Schwartzman (Appendix A) &middot; <span id=
 
 def build_report(workdir: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None,
                  min_obs: int | None = None, by: str | None = None, rerun_trends: bool = False,
-                 max_glacier_figures: int | None = DEFAULT_MAX_GLACIER_FIGURES) -> Path:
+                 max_glacier_figures: int | None = DEFAULT_MAX_GLACIER_FIGURES,
+                 overlay_glaciers: int = DEFAULT_OVERLAY_GLACIERS,
+                 dem_dir: str | os.PathLike[str] | None = None) -> Path:
     """Write the report of a work folder (default ``WORKDIR/report/index.html``); return its path.
 
-    The trends stage is run into ``WORKDIR/trends`` first when its outputs are missing, stale, or
-    made with other ``min_obs`` / ``by`` values (or always with ``rerun_trends``).
+    The trends stage is run into ``WORKDIR/trends`` only when its outputs are missing (or with
+    ``rerun_trends``); stale outputs are shown with a warning. ``overlay_glaciers``: glaciers drawn
+    with overlays on a few dates (0: none); ``dem_dir``: the run's DEM folder for them (default
+    ``WORKDIR/dem`` or ``WORKDIR/synthetic/dem``).
     """
     inputs = load_inputs(workdir, min_obs=min_obs, by=by, rerun_trends=rerun_trends,
-                         max_glacier_figures=max_glacier_figures)
+                         max_glacier_figures=max_glacier_figures, overlay_glaciers=overlay_glaciers,
+                         dem_dir=dem_dir)
     page = render_report(inputs)
     target = Path(out) if out is not None else Path(workdir) / "report" / "index.html"
     if target.is_dir() or target.suffix.lower() not in {".html", ".htm"}:

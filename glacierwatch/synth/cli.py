@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from glacierwatch.config import Config, SynthConfig
-from glacierwatch.synth.world import make_world_from_config
 
 
 def register(subparsers: Any) -> None:
@@ -53,6 +52,8 @@ def register(subparsers: Any) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Build the world described by ``args``; print a one-line summary. Returns 0."""
+    from glacierwatch.synth.world import make_world_from_config
+
     config = Config.from_toml(args.config).synth if args.config is not None else SynthConfig()
     overrides = {
         "n_training_glaciers": args.glaciers,

@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--max-stack-mb", type=float,
                      help=f"larger per-glacier stacks go to a temporary file, MB (default {d.max_stack_mb:g})")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
 
     overlay = sub.add_parser("overlay", help="true-colour scenes of a glacier with its predicted probability "
@@ -72,7 +73,8 @@ def _run(args: argparse.Namespace) -> int:
     catalog_config: CatalogConfig = cfg.catalog
     result = run_timeseries(catalog=args.catalog, inventory=args.inventory, out=args.out, model=args.model,
                             dem_dir=args.dem_dir, glaciers=args.glaciers, config=ts_config,
-                            catalog_config=catalog_config, device=args.device)
+                            catalog_config=catalog_config, device=args.device,
+                            progress=not args.no_progress)
     print(result.report.summary())
     print(f"areas: {result.outputs.areas} ({len(result.areas)} rows)")
     if result.report.failed:

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
         "trends", help="per-glacier and regional relative area change, Table II and figures",
         description="Fit the log-linear trend of every glacier in an areas table and the regional "
                     "averages (the paper's Appendix A, Figures 13, 16, 18 and Table II). "
-                    "Rates are fractions per year: -0.01 = -1 %% per year. See docs/trends.md.")
+                    "Rates are fractions per year: -0.01 = -1 % per year. See docs/trends.md.")
     p.add_argument("areas", metavar="AREAS",
                    help="areas table, Parquet or CSV, with glims_id, region, date, area_km2")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
