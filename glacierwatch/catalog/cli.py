@@ -131,7 +131,7 @@ def _emit(df: pd.DataFrame, args: argparse.Namespace, columns: list[str] | None 
         return
     if df.empty:
         # not pandas' "Empty DataFrame / Columns: [...]": say so, and why where the query says
-        explanation = df.attrs.get("explanation")
+        explanation = df.attrs.get("explanation") or df.attrs.get("why_empty")
         lines = [explanation] if isinstance(explanation, str) else list(explanation or [])
         sys.stdout.write("".join(f"{line}\n" for line in lines))
         print("(0 rows)")
