@@ -206,7 +206,7 @@ def _run_trends(paths: WorkPaths, config: Config, progress: bool) -> None:
 def _run_report(paths: WorkPaths, config: Config, progress: bool) -> None:
     from glacierwatch.report import write_report
 
-    write_report(paths.root, out=paths.report)
+    write_report(paths.root, out=paths.report, dem_dir=paths.dem)
 
 
 def build_stages() -> list[Stage]:

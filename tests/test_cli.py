@@ -21,7 +21,8 @@ HEAVY = ("torch", "statsmodels", "matplotlib")
 #: Verbs whose packages import none of HEAVY. chips, train, evaluate, timeseries and trends import
 #: torch or statsmodels from their package's __init__ (see the report of issue 15 for the lazy
 #: __init__ they need).
-LIGHT_VERBS = ("synth", "inventory", "imagery", "catalog", "report", "run", "init", "demo")
+LIGHT_VERBS = ("synth", "inventory", "imagery", "catalog", "timeseries", "trends", "validate", "report", "run", "init",
+               "demo")
 
 _PROBE = """
 import json, sys

@@ -4,17 +4,42 @@ Public API: :func:`run_timeseries` (many glaciers, resumable, Dask-capable), :fu
 (one glacier), segmenters (:class:`SegmenterSpec`, :class:`NDSISegmenter`, :class:`UNetSegmenter`,
 :class:`OracleSegmenter`), :func:`smooth_stack` and :func:`smooth_block` (the same values for a block
 of scenes, reading only the block and its halo).
+
+Names load on first use (PEP 562), so importing a submodule (``timeseries.cli`` for ``--help``)
+does not import torch.
 """
 
-from glacierwatch.timeseries.areas import AREA_COLUMNS, glacier_areas, outline_on_grid
-from glacierwatch.timeseries.run import TimeseriesOutputs, TimeseriesResult, read_areas, run_timeseries
-from glacierwatch.timeseries.segmenters import (
-    NDSISegmenter, OracleSegmenter, SegmenterSpec, UNetSegmenter, make_segmenter,
-)
-from glacierwatch.timeseries.stack import SMOOTHING_MODES, read_stack, smooth_block, smooth_stack
+from __future__ import annotations
 
-__all__ = [
-    "AREA_COLUMNS", "NDSISegmenter", "OracleSegmenter", "SMOOTHING_MODES", "SegmenterSpec",
-    "TimeseriesOutputs", "TimeseriesResult", "UNetSegmenter", "glacier_areas", "make_segmenter",
-    "outline_on_grid", "read_areas", "read_stack", "run_timeseries", "smooth_block", "smooth_stack",
-]
+import importlib
+from typing import Any
+
+#: Public name -> the submodule that defines it.
+_EXPORTS = {
+    "ANNUAL_COLUMNS": "annual",
+    "AREA_COLUMNS": "areas",
+    "NDSISegmenter": "segmenters",
+    "OracleSegmenter": "segmenters",
+    "SMOOTHING_MODES": "stack",
+    "SegmenterSpec": "segmenters",
+    "TimeseriesOutputs": "run",
+    "TimeseriesResult": "run",
+    "UNetSegmenter": "segmenters",
+    "annual_areas": "annual",
+    "glacier_areas": "areas",
+    "make_segmenter": "segmenters",
+    "outline_on_grid": "areas",
+    "read_areas": "run",
+    "read_stack": "stack",
+    "run_timeseries": "run",
+    "smooth_block": "stack",
+    "smooth_stack": "stack",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,33 +2,48 @@
 Figures 13, 16, 18 and Table II). See ``docs/trends.md``.
 
 Rates are fractions per year (the slope of ln(area) on the decimal year): -0.01 = -1 % per year.
+
+Names load on first use (PEP 562), so importing a submodule (``trends.cli`` for ``--help``)
+does not import statsmodels or matplotlib.
 """
 
-from glacierwatch.trends.core import (
-    REQUIRED_COLUMNS,
-    TOTAL,
-    PAPER_OPTIONS,
-    AreaCounts,
-    TrendOptions,
-    TrendResult,
-    annual_geomean,
-    compute_trends,
-    decimal_year,
-    geomean_rate,
-    glacier_trends,
-    panel_rate,
-    prepare_areas,
-    region_trends,
-    table2,
-    table2_markdown,
-    weighted_mean_rate,
-)
-from glacierwatch.trends.figures import glacier_figure, inventory_figure, make_figures, region_figure
-from glacierwatch.trends.stage import annual_table_path, read_areas, write_trends
+from __future__ import annotations
 
-__all__ = [
-    "PAPER_OPTIONS", "REQUIRED_COLUMNS", "TOTAL", "AreaCounts", "TrendOptions", "annual_table_path", "TrendResult", "annual_geomean", "compute_trends",
-    "decimal_year", "geomean_rate", "glacier_figure", "glacier_trends", "inventory_figure",
-    "make_figures", "panel_rate", "prepare_areas", "read_areas", "region_figure", "region_trends",
-    "table2", "table2_markdown", "weighted_mean_rate", "write_trends",
-]
+import importlib
+from typing import Any
+
+#: Public name -> the submodule that defines it.
+_EXPORTS = {
+    "AreaCounts": "core",
+    "PAPER_OPTIONS": "core",
+    "REQUIRED_COLUMNS": "core",
+    "TOTAL": "core",
+    "TrendOptions": "core",
+    "TrendResult": "core",
+    "annual_geomean": "core",
+    "annual_table_path": "stage",
+    "compute_trends": "core",
+    "decimal_year": "core",
+    "geomean_rate": "core",
+    "glacier_figure": "figures",
+    "glacier_trends": "core",
+    "inventory_figure": "figures",
+    "make_figures": "figures",
+    "panel_rate": "core",
+    "prepare_areas": "core",
+    "read_areas": "stage",
+    "region_figure": "figures",
+    "region_trends": "core",
+    "table2": "core",
+    "table2_markdown": "core",
+    "weighted_mean_rate": "core",
+    "write_trends": "stage",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,9 @@ import argparse
 from typing import Any
 
 from glacierwatch.config import TrendsConfig
-from glacierwatch.trends.figures import DEFAULT_MAX_GLACIER_FIGURES
+
+#: [trends] max_glacier_figures (the one default; figures.py imports matplotlib, --help must not)
+DEFAULT_MAX_GLACIER_FIGURES = TrendsConfig().max_glacier_figures
 
 
 def glacier_figure_count(text: str) -> int | None:

@@ -24,10 +24,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from glacierwatch.config import TrendsConfig
 from glacierwatch.trends.core import TOTAL, TrendResult, _included, geomean_rate
 
 #: Default cap on per-glacier figures (a run over thousands of glaciers writes this many).
-DEFAULT_MAX_GLACIER_FIGURES = 50
+DEFAULT_MAX_GLACIER_FIGURES = TrendsConfig().max_glacier_figures
 MANIFEST = "figures.json"
 DPI = 100
 
