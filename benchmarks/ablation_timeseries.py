@@ -21,17 +21,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glacierwatch.config import CatalogConfig, Config, TimeseriesConfig
+from glacierwatch.config import Config, TimeseriesConfig
 from glacierwatch.timeseries import run_timeseries
 from glacierwatch.timeseries.annual import annual_areas
 from glacierwatch.trends.core import decimal_year
 
-#: name -> (timeseries settings, fit on: "annual" or "scenes", catalog months: "seed" or "all")
-VARIANTS: dict[str, tuple[dict, str]] = {
-    "seed (sigma 20 images, May-Oct, box, scenes)": (
-        dict(smoothing="seed", sigma=20.0, season="seed", buffer_m=None, min_valid_fraction=0.0), "scenes"),
-    "masked sigma 4 images, May-Oct, scenes (old demo)": (
-        dict(smoothing="masked", sigma=4.0, season="seed", min_valid_fraction=0.0), "scenes"),
+#: name -> (timeseries settings, fit on: "annual" or "scenes"[, inventory: "seed" (10 % box, no
+#: territories), "box" (1.5 km box, no territories); default the work folder's inventory])
+VARIANTS: dict[str, tuple] = {
+    "seed (sigma 20 images, May-Oct, 10 % box, whole box, scenes)": (
+        dict(smoothing="seed", sigma=20.0, season="seed", buffer_m=None, min_valid_fraction=0.0), "scenes", "seed"),
+    "masked sigma 4 images, outline + 500 m (old demo)": (
+        dict(smoothing="masked", sigma=4.0, season="seed", min_valid_fraction=0.0), "scenes", "seed"),
+    "+ 1.5 km box": (dict(smoothing="masked", sigma=4.0, season="seed", min_valid_fraction=0.0), "scenes", "box"),
+    "+ own territory": (dict(smoothing="masked", sigma=4.0, season="seed", min_valid_fraction=0.0), "scenes"),
     "+ no smoothing": (dict(smoothing="none", season="seed", min_valid_fraction=0.0), "scenes"),
     "+ end-of-season window": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.0), "scenes"),
     "+ observed >= 0.9": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.9), "scenes"),
@@ -82,6 +85,21 @@ def evaluate(areas: pd.DataFrame, annual: pd.DataFrame, fit_on: str, world: Path
             "n_annual": int(len(annual))}
 
 
+def _inventory_variant(cfg: Config, kind: str, out: Path) -> Path:
+    """The inventory of the work folder's outlines with the seed's 10 % box (``seed``) or the 1.5 km
+    box (``box``), both without territories (no neighbour exclusion)."""
+    from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
+
+    margin_m = 0.0 if kind == "seed" else cfg.inventory.box_margin_m
+    inv_cfg = dataclasses.replace(cfg.inventory, box_margin_m=margin_m)
+    selection = select_glaciers([read_outlines(p) for p in inv_cfg.outlines], config=inv_cfg)
+    selection.inventory["territory_wkb"] = None
+    path = out / f"inventory-{kind}.parquet"
+    out.mkdir(parents=True, exist_ok=True)
+    write_inventory(selection, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdir", type=Path)
@@ -96,13 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     catalog_config = dataclasses.replace(cfg.catalog, summer_months_north=list(range(1, 13)),
                                          summer_months_south=list(range(1, 13)))
     results = {}
-    for k, (name, (settings, fit_on)) in enumerate(VARIANTS.items()):
+    inventories = {"": work / "inventory.parquet"}
+    for k, (name, (settings, fit_on, *which)) in enumerate(VARIANTS.items()):
         if args.variants and not any(v in name for v in args.variants):
             continue
+        kind = which[0] if which else ""
+        if kind not in inventories:
+            inventories[kind] = _inventory_variant(cfg, kind, args.out)
         ts = dataclasses.replace(TimeseriesConfig(), segmenter=args.segmenter, **settings)
         out = args.out / f"{args.segmenter}-{k}" / "areas.parquet"
         dem_dir = work / cfg.imagery.dem_dir
-        res = run_timeseries(catalog=work / "catalog.parquet", inventory=work / "inventory.parquet", out=out,
+        res = run_timeseries(catalog=work / "catalog.parquet", inventory=inventories[kind], out=out,
                              model=work / "model" / "model.pt" if args.segmenter == "unet" else None,
                              dem_dir=dem_dir, config=ts, catalog_config=catalog_config, progress=False)
         if settings.get("season") == "seed":  # the paper's months: drop the others before the fit

@@ -41,6 +41,7 @@ GLIMS_ID = "G007026E45991N"
 SGI_AREA_KM2 = 5.83  # Trient, SGI 2010 (B90-02), 5.825 km²
 TRIENT_DIR = "glacierview_trient_l5_toa_timeseries"
 OUTLINE = "sgi2010_trient_region/trient_SGI2010_B90-02_epsg4326.geojson"
+REGION = "sgi2010_trient_region/SGI_2010_trient_region_lv95.shp"
 
 #: The configuration of docs/imagery_local.md (paths filled in by :func:`write_config`).
 CONFIG_TEMPLATE = """\
@@ -138,12 +139,17 @@ def run_trient(shared: Path, work: Path, *, quiet: bool = True) -> dict[str, Any
     inventory = work / "inventory.parquet"
     timings: dict[str, float] = {}
 
+    # all 24 SGI 2010 glaciers of the region are read, so Trient's territory leaves out its neighbours'
+    # ice; then the inventory keeps Trient (B90-02) alone, under its GLIMS id
     rc, timings["inventory"], _ = _cli(
-        ["inventory", "select", str(shared / OUTLINE), "--column-map", "id=SGI", "area_m2=Shape_Area",
-         "src_date==2010-09-01", "geog_area==Swiss Alps", f"glims_id=={GLIMS_ID}", "--out", str(inventory)],
-        quiet=quiet)
+        ["inventory", "select", str(shared / REGION), "--column-map", "id=SGI", "area_m2=Shape_Area",
+         "src_date==2010-09-01", "geog_area==Swiss Alps", "--out", str(inventory)], quiet=quiet)
     if rc != 0:
         raise RuntimeError(f"inventory select failed with status {rc}")
+    inv = gpd.read_parquet(inventory)
+    trient_row = inv.loc[inv["source_id"] == "B90-02"].copy()
+    trient_row["glims_id"] = GLIMS_ID
+    trient_row.to_parquet(inventory)
     inv = gpd.read_parquet(inventory)
     row = inv.loc[inv["glims_id"] == GLIMS_ID].iloc[0]
     grid = GlacierGrid.from_json(row["grid"])
@@ -210,7 +216,17 @@ def run_trient(shared: Path, work: Path, *, quiet: bool = True) -> dict[str, Any
             "valid_fraction": float(by_scene["none"].loc[path.name, "valid_fraction"]),
             "area_km2": float(by_scene["none"].loc[path.name, "area_km2"]),
             "area_km2_masked": float(by_scene["masked"].loc[path.name, "area_km2"]),
+            "use": bool(by_scene["none"].loc[path.name, "use"]),
+            "snow_fraction": float(by_scene["none"].loc[path.name, "snow_fraction"]),
         })
+
+    from glacierwatch.grid import counting_region
+    region = counting_region(row.geometry, row["territory_wkb"], grid, cfg.timeseries.buffer_m)
+    everyone = gpd.read_file(shared / REGION).to_crs("EPSG:4326")  # all SGI 2010 glaciers of the region
+    others = everyone.loc[everyone["SGI"] != "B90-02"]
+    neighbour_px = sum(int((outline_on_grid(g, grid) & region).sum()) for g in others.geometry)
+    annual_path = work / "areas_none.annual.parquet"
+    annual = pd.read_parquet(annual_path) if annual_path.exists() else pd.DataFrame()
 
     dem, dem_grid, _ = read_raster(paths.dem_dir / f"{GLIMS_ID}.tif")
     return {
@@ -222,6 +238,10 @@ def run_trient(shared: Path, work: Path, *, quiet: bool = True) -> dict[str, Any
         "paper_predicates": predicates, "area_rows": {k: len(v) for k, v in area_tables.items()},
         "timeseries_cli_status": ts_status, "timeseries_cli_output": {k: v.strip() for k, v in ts_output.items()},
         "scenes": per_scene, "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "counting_region_km2": float(region.sum() * grid.pixel_area_m2 / 1e6),
+        "neighbour_glaciers_read": int(len(others)),
+        "neighbour_pixels_in_counting_region": neighbour_px,
+        "annual": annual.assign(date=annual["date"].astype(str)).to_dict("records") if len(annual) else [],
     }
 
 
@@ -259,6 +279,15 @@ def report(result: dict[str, Any]) -> str:
             c = np.array([s["area_km2"] for s in clean])
             lines.append(f"  of which {len(clean)} with > 80 % of the outline observed and no fill in it: median "
                          f"{np.median(c):.2f} km² ({', '.join(s['date'] for s in clean)})")
+    lines += ["", f"counting region (outline + buffer within Trient's territory): {result['counting_region_km2']:.2f} km²; "
+                  f"pixels of the {result['neighbour_glaciers_read']} other SGI 2010 glaciers in it: "
+                  f"{result['neighbour_pixels_in_counting_region']}"]
+    counted = [s for s in result["scenes"] if s["use"]]
+    lines.append(f"counted end-of-season scenes (Aug-Oct, >= 90 % of the outline observed): "
+                 + ", ".join(f"{s['date']} {s['area_km2']:.2f} km² (snow {s['snow_fraction']:.2f})" for s in counted))
+    for a in result["annual"]:
+        lines.append(f"  annual area {a['year']}: {a['area_km2']:.2f} km² [{a['area_km2_low']:.2f}, "
+                     f"{a['area_km2_high']:.2f}] from {a['n_scenes']} scene(s) vs SGI 2010 {SGI_AREA_KM2} km²")
     lines += ["", "run times (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["timings_s"].items())]
     return "\n".join(lines)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from glacierwatch.config import Config
-from glacierwatch.errors import ConfigError, InputError
+from glacierwatch.errors import ConfigError
 from glacierwatch.io import write_json
 
 log = logging.getLogger(__name__)

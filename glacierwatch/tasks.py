@@ -128,5 +128,5 @@ def run_per_glacier(func: Callable[..., Any], glims_ids: Sequence[str], *, stage
             if cluster is not None:
                 cluster.close()
     bar.close()
-    log.info(report.summary())
+    log.debug(report.summary())  # the stage logs its own line with it
     return report

@@ -83,3 +83,13 @@ def test_time_kernel_depends_on_dates_not_on_image_counts() -> None:
 
 def test_seed_season_and_dates_are_typed_options() -> None:
     assert dt.date(2000, 9, 1).month in season_months(TimeseriesConfig(), 46.5)
+
+
+def test_ndsi_baseline_never_counts_open_water() -> None:
+    from glacierwatch.chips.features import ndsi_mask
+
+    # ice, snow, a lake (NDSI > 0.4 too) and rock, as surface reflectance
+    bands = {"green": np.array([0.75, 0.9, 0.08, 0.15]), "swir16": np.array([0.05, 0.1, 0.01, 0.3]),
+             "nir08": np.array([0.55, 0.8, 0.02, 0.25])}
+    assert list(ndsi_mask(bands)) == [True, True, False, False]
+    assert list(ndsi_mask(bands, exclude_water=False)) == [True, True, True, False]

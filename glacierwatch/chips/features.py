@@ -163,7 +163,27 @@ class Normaliser:
                    tuple(float(v) for v in data["high"]))
 
 
-def ndsi_mask(bands: Mapping[str, np.ndarray], *, threshold: float = NDSI_GLACIER_THRESHOLD) -> np.ndarray:
-    """The classical baseline: glacier where NDSI = (green - swir16)/(green + swir16) > ``threshold``."""
+#: Open water (lakes, which also have NDSI > 0.4): NDWI = (green - nir08)/(green + nir08) above this
+#: and NIR reflectance below :data:`WATER_MAX_NIR` (water is dark in the near infrared; snow and ice
+#: are bright, NDWI ~0.1-0.2). McFeeters' NDWI; thresholds as used for glacial lakes.
+WATER_MIN_NDWI = 0.4
+WATER_MAX_NIR = 0.15
+
+
+def water_mask(bands: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Open water: NDWI > :data:`WATER_MIN_NDWI` and nir08 < :data:`WATER_MAX_NIR` (reflectance)."""
+    ndwi = np.nan_to_num(normalized_difference(bands["green"], bands["nir08"]), nan=-1.0)
+    return (ndwi > WATER_MIN_NDWI) & (np.nan_to_num(np.asarray(bands["nir08"], dtype=np.float32), nan=1.0)
+                                      < WATER_MAX_NIR)
+
+
+def ndsi_mask(bands: Mapping[str, np.ndarray], *, threshold: float = NDSI_GLACIER_THRESHOLD,
+              exclude_water: bool = True) -> np.ndarray:
+    """The classical baseline: glacier where NDSI = (green - swir16)/(green + swir16) > ``threshold``,
+    and never open water (:func:`water_mask`, when ``nir08`` is given; ``exclude_water=False``: the
+    seed's plain NDSI, which counts lakes)."""
     ndsi = normalized_difference(bands["green"], bands["swir16"])
-    return np.nan_to_num(ndsi, nan=-1.0) > threshold
+    glacier = np.nan_to_num(ndsi, nan=-1.0) > threshold
+    if exclude_water and "nir08" in bands:
+        glacier &= ~water_mask(bands)
+    return glacier

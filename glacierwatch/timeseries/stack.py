@@ -25,7 +25,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from glacierwatch.chips.features import (
-    NDSI_GLACIER_THRESHOLD, normalized_difference, physical_bands, resize_stack,
+    NDSI_GLACIER_THRESHOLD, ndsi_mask, physical_bands, resize_stack,
 )
 from glacierwatch.errors import GlacierwatchError, InputError, SceneReadError
 from glacierwatch.grid import GlacierGrid
@@ -126,7 +126,8 @@ def reduce_scene(path: str, grid: GlacierGrid, outline: np.ndarray, size: int, b
 
     ``valid_fraction``: share of ``outline`` pixels observed (not fill, cloud, shadow or cirrus);
     ``snow_fraction``: share of the observed pixels of ``snow_zone`` (the box away from the glacier)
-    with NDSI > 0.4, a measure of seasonal snow (NaN when none of the zone is observed or no zone given).
+    with NDSI > 0.4 that are not open water, a measure of seasonal snow (NaN when none of the zone is
+    observed or no zone given).
     """
     scene, warped = scene_on_grid(path, grid)
     phys = physical_bands(scene, band_names)
@@ -138,8 +139,7 @@ def reduce_scene(path: str, grid: GlacierGrid, outline: np.ndarray, size: int, b
     if snow_zone is not None and "green" in phys and "swir16" in phys:
         seen = snow_zone & ~invalid
         if seen.any():
-            ndsi = normalized_difference(phys["green"], phys["swir16"])
-            snow = float((np.nan_to_num(ndsi[seen], nan=-1.0) > SNOW_NDSI).mean())
+            snow = float(ndsi_mask(phys, threshold=SNOW_NDSI)[seen].mean())  # lakes are not snow
     clean = np.where(invalid[None], 0.0, stacked).astype(np.float32)
     small_w = resize_stack(valid[None], size).numpy()[0]
     small_sum = resize_stack(clean, size).numpy()
