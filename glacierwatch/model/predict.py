@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -56,8 +57,14 @@ def amp_dtype(device: torch.device, want: bool | None) -> torch.dtype | None:
     if device.type == "cuda" and want:
         return torch.float16
     if want:
-        log.info("bf16 autocast requested but not supported on %s; running fp32", device)
+        _note_no_bf16(device)
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _note_no_bf16(device: torch.device) -> None:
+    """Log "bf16 not supported" once per process and device, not once per glacier or batch."""
+    log.info("bf16 autocast requested but not supported on %s; running fp32", device)
 
 
 @contextlib.contextmanager
@@ -92,8 +99,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def model_from_card(card: dict[str, Any]) -> UNet:
+    """The network a card describes (cards written before the decoder option mean ``decoder = "seed"``)."""
     return UNet(encoder=str(card["encoder"]), in_channels=int(card["in_channels"]),
-                num_classes=int(card["num_classes"]))
+                num_classes=int(card["num_classes"]), decoder=str(card.get("decoder", "seed")))
 
 
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[UNet, dict[str, Any]]:
