@@ -157,9 +157,9 @@ class TrainConfig:
     """U-Net training."""
 
     encoder: str = _opt("resnet50", "ResNet encoder: resnet18, resnet34 or resnet50")
-    decoder: str = _opt("seed", "U-Net decoder: seed (the authors': transposed convolutions, channels follow the "
-                                "encoder, 14.3 of ResNet-50's 17.2 GFLOP per image) or light (common U-Net decoder, "
-                                "256/128/64/32/16 channels); stored in the model card (docs/model.md)")
+    decoder: str = _opt("light", "U-Net decoder: light (common U-Net decoder, 256/128/64/32/16 channels; chosen by "
+                                 "measurement, docs/model.md) or seed (the authors': transposed convolutions, channels "
+                                 "follow the encoder, 14.3 of ResNet-50's 17.2 GFLOP per image); stored in the model card")
     encoder_weights: str = _opt("", "optional torchvision-layout ResNet state dict file to start the encoder from")
     learning_rate: float = _opt(1e-5, "Adam learning rate")
     weight_decay: float = _opt(1e-5, "Adam weight decay")
