@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown decoder in {decoders}; choose from {sorted(DECODERS)}")
 
     def measure_matmul() -> None:  # the reference is the best seen over the run (the machine may be shared)
-        for key, dtype in (("fp32_gflop_s", torch.float32), ("bf16_gflop_s", torch.bfloat16)):
+        dtypes = [("fp32_gflop_s", torch.float32)] + ([] if args.fp32_only else [("bf16_gflop_s", low_precision(device))])
+        for key, dtype in dtypes:
             mm[key] = max(mm.get(key, 0.0), matmul_gflops(args.matmul_n, dtype, device, max(2, args.repeats)))
 
     mm: dict[str, Any] = {"n": args.matmul_n}
@@ -236,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: {params / 1e6:.1f} M parameters ({dec_params / 1e6:.1f} M decoder), {fwd / 1e9:.2f} GFLOP "
               f"per image forward ({(fwd - enc_fwd) / 1e9:.2f} decoder), {fwdbwd / 1e9:.2f} forward+backward")
         measure_matmul()
-    print(f"reference matmul {args.matmul_n}^2 (best over the run): fp32 {mm['fp32_gflop_s']:.1f} GFLOP/s, "
-          f"bf16 {mm['bf16_gflop_s']:.1f} GFLOP/s")
+    print(f"reference matmul {args.matmul_n}^2 (best over the run): fp32 {mm['fp32_gflop_s']:.1f} GFLOP/s"
+          + (f", bf16 {mm['bf16_gflop_s']:.1f} GFLOP/s" if "bf16_gflop_s" in mm else ""))
     print(f"{'model':15} {'best inference':20} {'img/s':>7} {'of matmul':>9} | {'best training':20} {'img/s':>7} "
           f"{'of matmul':>9}")
     for label, entry in result["models"].items():
