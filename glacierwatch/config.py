@@ -186,19 +186,28 @@ class TrainConfig:
     """U-Net training."""
 
     encoder: str = _opt("resnet50", "ResNet encoder: resnet18, resnet34 or resnet50")
+    decoder: str = _opt("light", "U-Net decoder: light (common U-Net decoder, 256/128/64/32/16 channels; chosen by "
+                                 "measurement, docs/model.md) or seed (the authors': transposed convolutions, channels "
+                                 "follow the encoder, 14.3 of ResNet-50's 17.2 GFLOP per image); stored in the model card")
     encoder_weights: str = _opt("", "optional torchvision-layout ResNet state dict file to start the encoder from")
     learning_rate: float = _opt(1e-5, "Adam learning rate")
     weight_decay: float = _opt(1e-5, "Adam weight decay")
     batch_size: int = _opt(32, "chips per batch")
-    epochs: int = _opt(100, "maximum epochs")
+    epochs: int = _opt(100, "maximum epochs: training stops after this many, or earlier by patience")
     patience: int = _opt(10, "early stopping: epochs without a better validation loss")
-    max_minutes: float = _opt(0.0, "stop training after this many minutes of wall-clock time (0 = no limit)")
+    max_minutes: float = _opt(0.0, "stop training after this many minutes of wall-clock time (0 = no limit; a "
+                                   "limit makes the model depend on the machine's speed)")
     p_flip: float = _opt(0.5, "probability of each of vertical and horizontal flip")
     p_blur: float = _opt(0.5, "probability of a 3x3 Gaussian blur of the image (not the mask)")
     blur_sigma: float = _opt(0.8, "sigma of that blur, pixels")
     device: str = _opt("auto", "auto, cpu or cuda")
     bf16: bool = _opt(True, "bf16 autocast on CPU / AMP on CUDA where supported")
     seed: int = _opt(0, "random seed (weights, shuffling, augmentation)")
+    deterministic: bool = _opt(True, "deterministic algorithms (torch.use_deterministic_algorithms, cuDNN "
+                                     "deterministic): the same run gives the same weights on the same machine "
+                                     "and thread count")
+    loader_workers: int = _opt(2, "CUDA only: CPU threads preparing (augmenting, pinning) the next batches "
+                                  "while the GPU runs the current one (0 = in the training loop)")
 
 
 @dataclass

@@ -135,6 +135,104 @@ def test_unknown_encoder() -> None:
         UNet(encoder="resnet101")
 
 
+def _forward_flops(net: torch.nn.Module, size: int = 64) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(torch.randn(1, net.in_channels, size, size))
+    return float(fc.get_total_flops())
+
+
+def test_light_decoder_layout_and_cost() -> None:
+    from glacierwatch.model.unet import LIGHT_DECODER_CHANNELS
+
+    for encoder in ("resnet18", "resnet50"):
+        light = UNet(encoder=encoder, in_channels=10, decoder="light").eval()
+        seed = UNet(encoder=encoder, in_channels=10).eval()
+        assert light.decoder_name == "light" and seed.decoder_name == "seed"
+        # 256/128/64/32/16 whatever the encoder, each step concatenating the matching skip
+        outs = tuple(b.conv[3].out_channels for b in light.decoder)
+        assert outs == LIGHT_DECODER_CHANNELS
+        c0, c1, c2, c3, c4 = light.encoder.channels
+        ins = [b.conv[0].in_channels for b in light.decoder]
+        assert ins == [c4 + c3, 256 + c2, 128 + c1, 64 + c0, 32 + 10]
+        with torch.no_grad():
+            assert tuple(light(torch.randn(2, 10, 50, 70)).shape) == (2, 2, 50, 70)
+        # the encoders are the same module; only the decoder costs less
+        assert light.encoder.state_dict().keys() == seed.encoder.state_dict().keys()
+        n_light = sum(p.numel() for p in light.parameters())
+        n_seed = sum(p.numel() for p in seed.parameters())
+        assert n_light < n_seed
+        if encoder == "resnet50":  # where the seed decoder dominates (2048->1024 up-convolution)
+            assert _forward_flops(light) < 0.5 * _forward_flops(seed) and n_light < 0.5 * n_seed
+
+
+def test_unknown_decoder(tmp_path: Path, chips32: Path) -> None:
+    with pytest.raises(ValueError, match="unknown decoder"):
+        UNet(encoder="resnet18", decoder="tiny")
+    with pytest.raises(ConfigError, match="decoder"):
+        train(chips32, tmp_path / "x", config=TrainConfig(encoder="resnet18", decoder="tiny"), progress=False)
+
+
+def test_decoder_is_in_the_card_and_rebuilt(tmp_path: Path, chips32: Path) -> None:
+    from glacierwatch.model.predict import model_from_card
+
+    cfg = TrainConfig(**{**FAST.__dict__, "decoder": "light", "epochs": 1})
+    path = train(chips32, tmp_path / "light", config=cfg, progress=False, evaluate_test=False)
+    card = json.loads((path.parent / "model_card.json").read_text())
+    assert card["decoder"] == "light" and card["settings"]["decoder"] == "light"
+    model, card2 = load_checkpoint(path)
+    assert model.decoder_name == "light" and card2["decoder"] == "light"
+    x = np.random.default_rng(0).random((3, model.in_channels, 32, 32), dtype=np.float32)
+    prob = predict_proba(model, x, bf16=False)
+    assert prob.shape == (3, 32, 32) and np.isfinite(prob).all()
+    # a card from before the option means the seed's decoder; the light weights do not fit it
+    old = {k: v for k, v in card2.items() if k != "decoder"}
+    assert model_from_card(old).decoder_name == "seed"
+    ckpt = torch.load(path, weights_only=True)
+    torch.save({**ckpt, "card": old}, tmp_path / "old.pt")
+    with pytest.raises(InputError, match="do not fit"):
+        load_checkpoint(tmp_path / "old.pt")
+
+
+def test_training_twice_gives_the_same_weights(tmp_path: Path, chips32: Path, trained: Path) -> None:
+    assert not torch.are_deterministic_algorithms_enabled()  # the setting is the run's, restored after it
+    again = train(chips32, tmp_path / "again", config=FAST, progress=False, evaluate_test=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    a, b = read_checkpoint(trained), read_checkpoint(again)
+    assert a["card"]["fingerprint"] == b["card"]["fingerprint"]
+    assert a["card"]["settings"]["deterministic"] and a["card"]["training"]["stopped"] == "max epochs"
+    assert a["card"]["settings"]["max_minutes"] == 0.0  # no wall-clock limit by default
+
+
+def test_prefetched_batches_are_the_same_draws(chips32: Path) -> None:
+    from glacierwatch.model.train import _batch_source, _epoch_order
+
+    cs = ChipSet(chips32)
+    imgs, msks = cs.load_rows(cs.index)
+    x, y = torch.from_numpy(cs.normaliser.apply(imgs)), torch.from_numpy(msks.astype(np.int64))
+    order = _epoch_order(0, 3, len(x))
+    cfg = TrainConfig(p_flip=0.5, p_blur=0.5)
+    steps = range(1, 4)  # a resumed epoch starts mid-way
+    plain = list(_batch_source(x, y, order, steps, batch_size=8, seed=0, epoch=3, config=cfg, workers=0, pin=False))
+    ahead = list(_batch_source(x, y, order, steps, batch_size=8, seed=0, epoch=3, config=cfg, workers=2, pin=False))
+    assert [s for s, *_ in plain] == [1, 2, 3] == [s for s, *_ in ahead]
+    assert [n for _, n, *_ in plain] == [8, 8, len(x) - 24]
+    for (_, _, xa, ya), (_, _, xb, yb) in zip(plain, ahead):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_no_bf16_note_is_logged_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from glacierwatch.model import predict
+
+    monkeypatch.setattr(predict, "bf16_supported", lambda device: False)
+    predict._note_no_bf16.cache_clear()
+    with caplog.at_level("INFO", logger="glacierwatch.model.predict"):
+        for _ in range(5):  # e.g. one segmenter per glacier in one process
+            assert predict.amp_dtype(torch.device("cpu"), True) is None
+    assert sum("not supported" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_loads_torchvision_resnet50_state_dict_strict(tmp_path: Path) -> None:
     sd = torchvision_resnet_state_dict(50)
     torch.save(sd, tmp_path / "resnet50.pth")

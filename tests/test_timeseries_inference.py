@@ -123,3 +123,46 @@ def test_unet_segmenter_runs_the_prepared_model(tmp_path: Path) -> None:
     x = Normaliser.from_dict(card["normalisation"]).apply(fill_nan(compute_channels(bands, DEFAULT_CHANNELS, dem=dem)))
     ref = predict_proba(model, x, bf16=False)
     assert out.shape == (6, 32, 32) and np.abs(out - ref).max() <= 1e-5
+
+
+def test_light_decoder_folds_every_batchnorm() -> None:
+    torch.manual_seed(0)
+    model = UNet(encoder="resnet18", in_channels=len(DEFAULT_CHANNELS), num_classes=2, decoder="light")
+    gen = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(torch.rand(module.num_features, generator=gen) * 0.4 - 0.2)
+            module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert _batchnorms(folded) == 0  # its BNs all follow a Conv2d
+    x = torch.rand(2, len(DEFAULT_CHANNELS), 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref, out = model(x), folded(x)
+    assert float((ref - out).abs().max()) <= 1e-5 * max(float(ref.abs().max()), 1.0)
+
+
+def test_segmenter_prefetching_inputs_gives_the_same_probabilities(tmp_path: Path) -> None:
+    model = _unet("resnet18", seed=10)
+    state = model.state_dict()
+    lows, highs = [0.0] * 6 + [250.0, 0.0, -1.0, -1.0], [1.0] * 6 + [300.0, 5000.0, 1.0, 1.0]
+    card = {
+        "format": "glacierwatch-model-card/1", "channels": list(DEFAULT_CHANNELS),
+        "normalisation": Normaliser(DEFAULT_CHANNELS, tuple(lows), tuple(highs)).to_dict(),
+        "chip_size": 32, "encoder": "resnet18", "in_channels": len(DEFAULT_CHANNELS), "num_classes": 2,
+        "fingerprint": weights_fingerprint(state), "data_fingerprint": "test", "settings": {}, "metrics": {},
+        "sensors": ["L8"],
+    }
+    torch.save({"state_dict": state, "card": card}, tmp_path / "model.pt")
+    plain = UNetSegmenter(str(tmp_path / "model.pt"), batch_size=3, bf16=False)
+    ahead = UNetSegmenter(str(tmp_path / "model.pt"), batch_size=3, bf16=False, prefetch_workers=2)
+    assert plain.prefetch_workers == 0 and ahead.prefetch_workers == 2  # CPU default: none
+    rng = np.random.default_rng(11)
+    bands = {b: rng.random((8, 32, 32), dtype=np.float32) * 0.8 for b in ("blue", "green", "red", "nir08",
+                                                                           "swir16", "swir22")}
+    bands["lwir"] = 260.0 + 20.0 * rng.random((8, 32, 32), dtype=np.float32)
+    bands["red"][2, :5, :5] = np.nan  # filled per batch as for the whole call
+    dem = np.linspace(2000.0, 3000.0, 32 * 32, dtype=np.float32).reshape(32, 32)
+    a = plain(bands, dem, glims_id="G000000E00000N", dates=list(range(8)))
+    b = ahead(bands, dem, glims_id="G000000E00000N", dates=list(range(8)))
+    assert a.shape == (8, 32, 32) and np.abs(a - b).max() <= 1e-6

@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="model folder (model.pt, model_card.json, last.pt, metrics.csv)")
     t.add_argument("--config", help="TOML configuration; its [train] table is used")
     t.add_argument("--encoder", choices=["resnet18", "resnet34", "resnet50"], help=f"default {d.encoder}")
+    t.add_argument("--decoder", choices=["seed", "light"], help=f"default {d.decoder} (docs/model.md)")
     t.add_argument("--encoder-weights", metavar="FILE",
                    help="torchvision-layout ResNet state dict (ImageNet or SSL4EO-L) to start the encoder from")
     t.add_argument("--encoder-weights-bands", metavar="NAMES",
@@ -63,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     cfg = Config.from_toml(args.config).train if args.config else TrainConfig()
     over = {k: v for k, v in {
-        "encoder": args.encoder, "encoder_weights": args.encoder_weights, "learning_rate": args.lr,
+        "encoder": args.encoder, "decoder": args.decoder, "encoder_weights": args.encoder_weights, "learning_rate": args.lr,
         "weight_decay": args.weight_decay, "batch_size": args.batch_size, "epochs": args.epochs,
         "patience": args.patience, "max_minutes": args.max_minutes, "device": args.device, "seed": args.seed,
     }.items() if v is not None}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -56,8 +57,14 @@ def amp_dtype(device: torch.device, want: bool | None) -> torch.dtype | None:
     if device.type == "cuda" and want:
         return torch.float16
     if want:
-        log.info("bf16 autocast requested but not supported on %s; running fp32", device)
+        _note_no_bf16(device)
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _note_no_bf16(device: torch.device) -> None:
+    """Log "bf16 not supported" once per process and device, not once per glacier or batch."""
+    log.info("bf16 autocast requested but not supported on %s; running fp32", device)
 
 
 @contextlib.contextmanager
@@ -92,8 +99,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def model_from_card(card: dict[str, Any]) -> UNet:
+    """The network a card describes (cards written before the decoder option mean ``decoder = "seed"``)."""
     return UNet(encoder=str(card["encoder"]), in_channels=int(card["in_channels"]),
-                num_classes=int(card["num_classes"]))
+                num_classes=int(card["num_classes"]), decoder=str(card.get("decoder", "seed")))
 
 
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[UNet, dict[str, Any]]:
@@ -187,7 +195,9 @@ def predict_proba(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, batch
     ``bf16``: autocast in bf16 (None = where the device supports it fast). A model whose weights are
     already bf16 (:func:`prepare_for_inference`) runs in bf16 without autocast whatever ``bf16`` says.
     The images are split into near-equal batches of at most ``batch_size`` (:func:`batch_bounds`);
-    each image's result does not depend on the batch it is in.
+    each image's result does not depend on the batch it is in. On CUDA each batch goes through pinned
+    memory with non-blocking copies both ways, so the GPU has the next batch queued while it runs one;
+    the call waits once, at its end.
     """
     card = getattr(model, "card", None)
     if channels is not None and card is not None:
@@ -211,15 +221,29 @@ def predict_proba(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, batch
     if channels_last:
         model.to(memory_format=torch.channels_last)
     out = np.empty((arr.shape[0], *arr.shape[-2:]), dtype=np.float32)
+    on_gpu = dev.type == "cuda"
+    pending: list[tuple[int, int, torch.Tensor]] = []
     with torch.inference_mode():
         for start, stop in batch_bounds(arr.shape[0], batch_size):
-            xb = arr[start:stop].to(dev, dtype=input_dtype, non_blocking=True)
+            xb = arr[start:stop]
+            if on_gpu:  # pinned host memory: the copy runs asynchronously, the next batch is queued meanwhile
+                xb = xb.pin_memory()
+            xb = xb.to(dev, dtype=input_dtype, non_blocking=True)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(dev, dtype):
                 logits = model(xb)
             prob = torch.softmax(logits.float(), dim=1)[:, 1]
-            out[start:stop] = prob.cpu().numpy()
+            if on_gpu:  # copied back without waiting; one synchronisation for the whole call
+                host = torch.empty(prob.shape, dtype=torch.float32, pin_memory=True)
+                host.copy_(prob, non_blocking=True)
+                pending.append((start, stop, host))
+            else:
+                out[start:stop] = prob.cpu().numpy()
+        if pending:
+            torch.cuda.synchronize(dev)
+            for start, stop, host in pending:
+                out[start:stop] = host.numpy()
     if was_training:
         model.train()
     return out

@@ -12,12 +12,23 @@ Outputs in ``OUT`` (``work/model``):
 
 Determinism: weights are initialised after ``torch.manual_seed(seed)``; the epoch's chip order and each
 step's augmentation draws come from generators seeded by (seed, epoch) and (seed, epoch, step), so a
-run resumed mid-epoch draws exactly what the uninterrupted run would have drawn (bit-identical on CPU
-with the same number of threads; on CUDA up to non-deterministic kernels).
+run resumed mid-epoch draws exactly what the uninterrupted run would have drawn. Training stops by
+epochs (``epochs``) and early stopping (``patience`` epochs without a better validation loss), never by
+the clock unless ``max_minutes`` is set (default 0 = off), so a slower machine trains the same model.
+With ``deterministic`` (default) the run sets ``torch.use_deterministic_algorithms(True, warn_only=True)``
+(restored afterwards) and cuDNN's deterministic mode: two runs on the same machine with the same thread
+count give bit-identical weights (checked by the tests on CPU). Across machines or thread counts the
+float summation order of oneDNN/BLAS kernels may differ (fp32 rounding, not different draws), and bf16
+autocast is only used where the CPU has native bf16, so on CPUs the arithmetic can differ between
+machines with and without AVX512-BF16/AMX; the draws (weights, order, augmentation) never do.
+
+On CUDA the batches are prepared (indexed, augmented, pinned) by ``loader_workers`` threads while the GPU
+runs the current step and copied with ``non_blocking=True``; the draws are the same as on CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -26,7 +37,8 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +56,13 @@ from glacierwatch.io import atomic_path, write_json, write_table
 from glacierwatch.model.card import CARD_FORMAT, weights_fingerprint
 from glacierwatch.model.evaluate import evaluate_arrays, summarise
 from glacierwatch.model.predict import CHECKPOINT_FORMAT, amp_dtype, autocast, resolve_device
-from glacierwatch.model.unet import ENCODERS, UNet, load_encoder_weights
+from glacierwatch.model.unet import DECODERS, ENCODERS, UNet, load_encoder_weights
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "glacierwatch-train-state/1"
 #: Settings that must be equal to resume a run (others, e.g. epochs or device, may change).
-RESUME_KEYS = ("encoder", "encoder_weights", "learning_rate", "weight_decay", "batch_size", "p_flip", "p_blur",
+RESUME_KEYS = ("encoder", "decoder", "encoder_weights", "learning_rate", "weight_decay", "batch_size", "p_flip", "p_blur",
                "blur_sigma", "seed")
 #: The rows of the seed's Table I (learning rate, batch size); (1e-5, 8) appears twice there.
 TABLE_I = ((1e-3, 16), (1e-4, 16), (1e-5, 16), (1e-5, 8), (1e-5, 32))
@@ -95,6 +107,56 @@ def _step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
 
 def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 7]).permutation(n)
+
+
+def _batch_source(x: torch.Tensor, y: torch.Tensor, order: np.ndarray, steps: range, *, batch_size: int,
+                  seed: int, epoch: int, config: TrainConfig, workers: int, pin: bool
+                  ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+    """(step, n images, augmented images, masks) for each step of one epoch, in order.
+
+    With ``workers`` > 0 the next ``workers + 1`` batches are prepared by a thread pool while the caller
+    runs the current one (for a GPU fed from the CPU), pinned when ``pin``; each batch is built from its own
+    (seed, epoch, step) generator, so what is drawn does not depend on the threads.
+    """
+    n_steps_total = steps.stop
+
+    def make(step: int) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+        idx = order[step * batch_size:(step + 1) * batch_size] if step < n_steps_total - 1 else order[step * batch_size:]
+        idx_t = torch.from_numpy(idx)
+        xb, yb = augment(x[idx_t], y[idx_t], _step_generator(seed, epoch, step), p_flip=config.p_flip,
+                         p_blur=config.p_blur, sigma=config.blur_sigma)
+        if pin:
+            xb, yb = xb.pin_memory(), yb.pin_memory()
+        return step, len(idx), xb, yb
+
+    if workers <= 0:
+        for step in steps:
+            yield make(step)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="train-batches") as pool:
+        pending = [pool.submit(make, s) for s in steps[:workers + 1]]
+        nxt = steps.start + len(pending)
+        while pending:
+            item = pending.pop(0).result()
+            if nxt < steps.stop:
+                pending.append(pool.submit(make, nxt))
+                nxt += 1
+            yield item
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` inside the block (operations with no
+    deterministic implementation warn instead of failing), then the previous setting again."""
+    if not enabled:
+        yield
+        return
+    before, before_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=before_warn)
 
 
 def _settings_key(config: TrainConfig, data_fingerprint: str, channels: Sequence[str]) -> dict[str, Any]:
@@ -152,11 +214,29 @@ def data_fingerprint(cs: ChipSet, split: pd.Series) -> str:
     return h.hexdigest()[:16]
 
 
-def train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | None = None, progress: bool = True,
-          max_minutes: float | None = None, resume: bool = True, split_override: Mapping[str, str] | None = None,
-          encoder_weights_bands: Sequence[str] | None = None, channels_last: bool | None = None,
-          checkpoint_every_s: float = 120.0, evaluate_test: bool = True, num_threads: int | None = None,
-          restart_if_changed: bool = False, _stop_after_steps: int | None = None) -> Path:
+def train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | None = None,
+          **kwargs: Any) -> Path:
+    """Train the U-Net on a chip set; return the path of ``model.pt`` (the best checkpoint).
+
+    Keyword arguments: see :func:`_train` (``progress``, ``max_minutes``, ``resume``, ``split_override``,
+    ``encoder_weights_bands``, ``channels_last``, ``checkpoint_every_s``, ``evaluate_test``,
+    ``num_threads``, ``restart_if_changed``). With ``config.deterministic`` the run uses deterministic
+    algorithms (:func:`deterministic_algorithms`; the global setting is restored afterwards).
+    """
+    config = config or TrainConfig()
+    if config.deterministic and torch.cuda.is_available():
+        # cuBLAS is deterministic only with a fixed workspace; must be set before its first use
+        import os
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    with deterministic_algorithms(config.deterministic):
+        return _train(chips_dir, out_dir, config=config, **kwargs)
+
+
+def _train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | None = None, progress: bool = True,
+           max_minutes: float | None = None, resume: bool = True, split_override: Mapping[str, str] | None = None,
+           encoder_weights_bands: Sequence[str] | None = None, channels_last: bool | None = None,
+           checkpoint_every_s: float = 120.0, evaluate_test: bool = True, num_threads: int | None = None,
+           restart_if_changed: bool = False, _stop_after_steps: int | None = None) -> Path:
     """Train the U-Net on a chip set; return the path of ``model.pt`` (the best checkpoint).
 
     ``max_minutes`` (default ``config.max_minutes``; 0 = none) caps the wall-clock time of this call.
@@ -169,6 +249,8 @@ def train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | N
     config = config or TrainConfig()
     if config.encoder not in ENCODERS:
         raise ConfigError(f"train.encoder must be one of {sorted(ENCODERS)}, not {config.encoder!r}")
+    if config.decoder not in DECODERS:
+        raise ConfigError(f"train.decoder must be one of {sorted(DECODERS)}, not {config.decoder!r}")
     if config.batch_size < 1 or config.learning_rate <= 0 or config.epochs < 1:
         raise ConfigError("train: batch_size and epochs must be >= 1 and learning_rate > 0")
     if num_threads:
@@ -192,6 +274,8 @@ def train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | N
             model_path.unlink(missing_ok=True)
         else:
             state = torch.load(state_path, map_location="cpu", weights_only=True)
+            if isinstance(state.get("settings_key"), dict):  # runs from before the decoder option: the seed's
+                state["settings_key"].setdefault("decoder", "seed")
             if state.get("format") != STATE_FORMAT or state.get("settings_key") != key:
                 old = state.get("settings_key", {})
                 diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
@@ -232,13 +316,13 @@ def train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | N
         raise InputError(f"{chips_dir}: {len(x_tr)} training chip(s); at least 2 are needed")
     if len(x_va) == 0:
         log.warning("train: no validation chips; the checkpoint is chosen on the training loss")
+    loader_workers = max(0, int(config.loader_workers)) if device.type == "cuda" else 0
     if device.type == "cuda":
-        x_tr, y_tr = x_tr.pin_memory(), y_tr.pin_memory()
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = not config.deterministic
+        torch.backends.cudnn.deterministic = bool(config.deterministic)
 
     torch.manual_seed(config.seed)
-    model = UNet(config.encoder, in_channels=len(channels), num_classes=2)
+    model = UNet(config.encoder, in_channels=len(channels), num_classes=2, decoder=config.decoder)
     enc_report = None
     if config.encoder_weights and state is None:
         try:
@@ -299,54 +383,54 @@ def train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | N
         bar = tqdm(total=steps_per_epoch, initial=step0, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                    disable=not progress, leave=False)
         t_epoch = time.perf_counter()
-        for step in range(step0, steps_per_epoch):
-            idx = order[step * bs:(step + 1) * bs] if step < steps_per_epoch - 1 else order[step * bs:]
-            idx_t = torch.from_numpy(idx)
-            xb, yb = augment(x_tr[idx_t], y_tr[idx_t], _step_generator(config.seed, epoch, step),
-                             p_flip=config.p_flip, p_blur=config.p_blur, sigma=config.blur_sigma)
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            if use_cl:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(device, dtype):
-                logits = model(xb)
-            loss = F.cross_entropy(logits.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                pred = logits.argmax(1) == 1
-                t = yb == 1
-                acc["tp"] += int((pred & t).sum())
-                acc["fp"] += int((pred & ~t).sum())
-                acc["fn"] += int((~pred & t).sum())
-            acc["loss"] += float(loss.detach()) * len(idx)
-            acc["n"] += len(idx)
-            acc["images"] += len(idx)
-            den = 2 * acc["tp"] + acc["fp"] + acc["fn"]
-            bar.set_postfix(loss=f"{acc['loss'] / acc['n']:.4f}", dice=f"{(2 * acc['tp'] / den if den else 1):.3f}")
-            bar.update(1)
-            steps_done += 1
-            if _stop_after_steps is not None and steps_done >= _stop_after_steps:
-                step += 1
-                save_state()
-                raise _Interrupted(f"stopped after {steps_done} steps (test hook)")
-            now = time.perf_counter()
-            if now - last_ckpt > checkpoint_every_s and step + 1 < steps_per_epoch:
-                step += 1
-                acc["seconds"] += now - t_epoch
-                t_epoch = now
-                save_state()
-                step -= 1
-                last_ckpt = now
-            if deadline is not None and now > deadline and step + 1 < steps_per_epoch:
-                stopped = "time limit"
-                step += 1
-                break
+        batches = contextlib.closing(_batch_source(
+            x_tr, y_tr, order, range(step0, steps_per_epoch), batch_size=bs, seed=config.seed, epoch=epoch,
+            config=config, workers=loader_workers, pin=device.type == "cuda"))
+        with batches as batch_iter:
+            for step, n_batch, xb, yb in batch_iter:
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                if use_cl:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with autocast(device, dtype):
+                    logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                with torch.no_grad():
+                    pred = logits.argmax(1) == 1
+                    t = yb == 1
+                    acc["tp"] += int((pred & t).sum())
+                    acc["fp"] += int((pred & ~t).sum())
+                    acc["fn"] += int((~pred & t).sum())
+                acc["loss"] += float(loss.detach()) * n_batch
+                acc["n"] += n_batch
+                acc["images"] += n_batch
+                den = 2 * acc["tp"] + acc["fp"] + acc["fn"]
+                bar.set_postfix(loss=f"{acc['loss'] / acc['n']:.4f}", dice=f"{(2 * acc['tp'] / den if den else 1):.3f}")
+                bar.update(1)
+                steps_done += 1
+                if _stop_after_steps is not None and steps_done >= _stop_after_steps:
+                    step += 1
+                    save_state()
+                    raise _Interrupted(f"stopped after {steps_done} steps (test hook)")
+                now = time.perf_counter()
+                if now - last_ckpt > checkpoint_every_s and step + 1 < steps_per_epoch:
+                    step += 1
+                    acc["seconds"] += now - t_epoch
+                    t_epoch = now
+                    save_state()
+                    step -= 1
+                    last_ckpt = now
+                if deadline is not None and now > deadline and step + 1 < steps_per_epoch:
+                    stopped = "time limit"
+                    step += 1
+                    break
         bar.close()
         acc["seconds"] += time.perf_counter() - t_epoch
         if stopped != "epochs":
@@ -397,7 +481,7 @@ def train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | N
                "epoch": epoch}, model_path)
     # ---- final: best weights, test metrics, card
     ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
-    best = UNet(config.encoder, in_channels=len(channels), num_classes=2)
+    best = UNet(config.encoder, in_channels=len(channels), num_classes=2, decoder=config.decoder)
     best.load_state_dict(ckpt["state_dict"])
     best.eval()
     metrics = {"split": "test", "n_chips": 0, "note": "no test chips"}
@@ -440,6 +524,7 @@ def _make_card(*, cs: ChipSet, config: TrainConfig, channels: Sequence[str], wei
         "format": CARD_FORMAT,
         "model": "unet",
         "encoder": config.encoder,
+        "decoder": config.decoder,
         "in_channels": len(channels),
         "num_classes": 2,
         "class_names": ["background", "glacier"],

@@ -11,7 +11,14 @@ ReLU -> BatchNorm, concatenation with the matching encoder output, then two (Con
 For ResNet-50 at 128x128: 2048 (4x4) -> 1024 with layer3 (8x8) -> 512 with layer2 (16x16) -> 256 with
 layer1 (32x32) -> 64 with the stem's ReLU output (64x64) -> 32 with the input image itself
 (128x128, block (32 + C) -> 16) -> 1x1 conv 16 -> ``num_classes`` logits.
-For ResNet-18/34 the same rule gives 512 -> 256 -> 128 -> 64 -> 64 -> 32 -> 16.
+For ResNet-18/34 the same rule gives 512 -> 256 -> 128 -> 64 -> 64 -> 32 -> 16. This is
+``decoder="seed"``; for ResNet-50 it is 83 % of the network's FLOPs (14.3 of 17.2 GFLOP per 128x128 image).
+
+``decoder="light"``: the common U-Net decoder (segmentation_models_pytorch's ``UnetDecoder`` layout) with
+256/128/64/32/16 channels whatever the encoder: each step is a nearest-neighbour 2x upsampling,
+concatenation with the matching encoder output (layer3, layer2, layer1, stem, then the input image),
+then two (Conv3x3 -> BN -> ReLU). The decoder type is part of the model card (``card["decoder"]``), so
+inference rebuilds the network that was trained; cards written before the option mean ``seed``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,14 @@ ENCODERS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet34": ("basic", (3, 4, 6, 3)),
     "resnet50": ("bottleneck", (3, 4, 6, 3)),
 }
+
+#: Decoder name -> what it is (the ``[train] decoder`` option).
+DECODERS: dict[str, str] = {
+    "seed": "the authors' decoder: transposed convolutions, channels follow the encoder (2048->1024->...->16)",
+    "light": "common U-Net decoder: nearest 2x upsampling + two 3x3 convs, 256/128/64/32/16 channels",
+}
+#: Output channels of the light decoder's five steps (1/16, 1/8, 1/4, 1/2, 1/1 of the input size).
+LIGHT_DECODER_CHANNELS: tuple[int, ...] = (256, 128, 64, 32, 16)
 
 #: Input band order of torchvision's ImageNet ResNet weights.
 IMAGENET_BANDS: tuple[str, ...] = ("red", "green", "blue")
@@ -164,29 +179,59 @@ class UpBlock(nn.Module):
         return self.conv(torch.cat([x, skip], dim=1))
 
 
-class UNet(nn.Module):
-    """U-Net with a torchvision-layout ResNet encoder.
+class LightUpBlock(nn.Module):
+    """Nearest 2x upsampling, concatenate ``skip``, two (Conv3x3 -> BN -> ReLU) to ``cout`` channels."""
 
-    ``UNet(encoder="resnet50", in_channels=10, num_classes=2)`` maps (N, 10, 128, 128) to logits
-    (N, 2, 128, 128) through a (N, 2048, 4, 4) bottleneck. Inputs whose height or width is not a
-    multiple of 32 are reflect-padded to one and the logits cropped back.
-    """
-
-    def __init__(self, encoder: str = "resnet50", in_channels: int = 10, num_classes: int = 2):
+    def __init__(self, cin: int, cskip: int, cout: int):
         super().__init__()
-        self.encoder_name = encoder
-        self.in_channels = int(in_channels)
-        self.num_classes = int(num_classes)
-        self.encoder = ResNetEncoder(encoder, in_channels)
-        c0, c1, c2, c3, c4 = self.encoder.channels
-        self.decoder = nn.ModuleList([
+        self.conv = _double_conv(cin + cskip, cout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+        return self.conv(torch.cat([x, skip], dim=1))
+
+
+def build_decoder(name: str, encoder_channels: Sequence[int], in_channels: int) -> tuple[nn.ModuleList, int]:
+    """The decoder ``name`` (:data:`DECODERS`) for an encoder with skip channels ``encoder_channels``
+    (stem, layer1 ... layer4) and ``in_channels`` image bands; returns (blocks, output channels)."""
+    c0, c1, c2, c3, c4 = encoder_channels
+    if name == "seed":
+        return nn.ModuleList([
             UpBlock(c4, c3, c3, c3),                 # 2048 -> 1024, + layer3
             UpBlock(c3, c2, c2, c2),                 # 1024 -> 512,  + layer2
             UpBlock(c2, c1, c1, c1),                 # 512  -> 256,  + layer1
             UpBlock(c1, c0, c0, c0),                 # 256  -> 64,   + stem ReLU output
             UpBlock(c0, 32, in_channels, 16),        # 64   -> 32,   + the input image; block (32+C) -> 16
-        ])
-        self.head = nn.Conv2d(16, num_classes, kernel_size=1)
+        ]), 16
+    if name == "light":
+        d = LIGHT_DECODER_CHANNELS
+        skips = (c3, c2, c1, c0, in_channels)
+        cins = (c4, *d[:-1])
+        return nn.ModuleList([LightUpBlock(ci, cs, co) for ci, cs, co in zip(cins, skips, d)]), d[-1]
+    raise ValueError(f"unknown decoder {name!r}; choose one of {sorted(DECODERS)}")
+
+
+class UNet(nn.Module):
+    """U-Net with a torchvision-layout ResNet encoder.
+
+    ``UNet(encoder="resnet50", in_channels=10, num_classes=2)`` maps (N, 10, 128, 128) to logits
+    (N, 2, 128, 128) through a (N, 2048, 4, 4) bottleneck. Inputs whose height or width is not a
+    multiple of 32 are reflect-padded to one and the logits cropped back. ``decoder``: ``seed`` (the
+    authors') or ``light`` (see the module docstring).
+    """
+
+    def __init__(self, encoder: str = "resnet50", in_channels: int = 10, num_classes: int = 2,
+                 decoder: str = "seed"):
+        super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; choose one of {sorted(DECODERS)}")
+        self.encoder_name = encoder
+        self.decoder_name = decoder
+        self.in_channels = int(in_channels)
+        self.num_classes = int(num_classes)
+        self.encoder = ResNetEncoder(encoder, in_channels)
+        self.decoder, head_in = build_decoder(decoder, self.encoder.channels, self.in_channels)
+        self.head = nn.Conv2d(head_in, num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
