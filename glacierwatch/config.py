@@ -238,6 +238,8 @@ class TimeseriesConfig:
                                            "(25th percentile), mean or least_snow (the scene with the least "
                                            "snow off the glacier)")
     interval_spread: float = _opt(0.25, "per-scene interval: glacier areas at threshold -/+ this probability")
+    interval_model_error: bool = _opt(True, "per-scene interval also widened by the model's relative area error "
+                                            "on its held-out test chips (90th percentile, from the model card)")
     batch_size: int = _opt(32, "images per model call")
     unsmoothed: bool = _opt(False, "also compute area_km2_unsmoothed with smoothing on: a second model pass "
                                    "per scene (with smoothing none it is the same pass, always filled)")

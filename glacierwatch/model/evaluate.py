@@ -86,6 +86,8 @@ def _group_metrics(df: pd.DataFrame) -> dict[str, Any]:
     err = df["area_error_pct"].replace([np.inf, -np.inf], np.nan).dropna()
     out["area_error_pct_mean_abs"] = float(err.abs().mean()) if len(err) else float("nan")
     out["area_error_pct_median"] = float(err.median()) if len(err) else float("nan")
+    # what the per-scene area intervals of the time series are widened by (docs/timeseries.md)
+    out["area_error_pct_abs_p90"] = float(err.abs().quantile(0.9)) if len(err) else float("nan")
     out["area_error_pct_mean"] = float(err.mean()) if len(err) else float("nan")
     km2 = df["area_error_km2"].dropna()
     out["area_error_km2_mean_abs"] = float(km2.abs().mean()) if len(km2) else float("nan")

@@ -53,7 +53,7 @@ from glacierwatch.chips.store import ChipSet, assign_folds
 from glacierwatch.config import TrainConfig
 from glacierwatch.errors import ConfigError, InputError
 from glacierwatch.io import atomic_path, write_json, write_table
-from glacierwatch.model.card import CARD_FORMAT, weights_fingerprint
+from glacierwatch.model.card import CARD_FORMAT, usage_fields, weights_fingerprint
 from glacierwatch.model.evaluate import evaluate_arrays, summarise
 from glacierwatch.model.predict import CHECKPOINT_FORMAT, amp_dtype, autocast, resolve_device
 from glacierwatch.model.unet import DECODERS, ENCODERS, UNet, load_encoder_weights
@@ -552,6 +552,7 @@ def _make_card(*, cs: ChipSet, config: TrainConfig, channels: Sequence[str], wei
         "software": {"glacierwatch": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    card.update(usage_fields(card))  # intended use and limitations, with the sensors and regions seen
     # plain JSON types only (the checkpoint is loaded with weights_only=True)
     return json.loads(json.dumps(card, default=str))
 

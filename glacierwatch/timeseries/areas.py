@@ -97,7 +97,8 @@ def run_key(segmenter: Segmenter, config: TimeseriesConfig) -> str:
                           "season_months": [config.season_months_north, config.season_months_south,
                                             config.tropics_lat],
                           "min_valid_fraction": config.min_valid_fraction,
-                          "interval_spread": config.interval_spread, "areas_version": 2}, sort_keys=True)
+                          "interval_spread": config.interval_spread,
+                          "interval_model_error": config.interval_model_error, "areas_version": 2}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -384,6 +385,10 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
             got = _areas_on_grid(blk.probs, grid, region, config.threshold, weight=seen, outline=outline,
                                  spread=config.interval_spread)
             areas[rows], low[rows], high[rows] = got.area, got.low, got.high
+            if config.interval_model_error:  # the model's own measured error on held-out chips
+                error = float(getattr(segmenter, "relative_area_error", 0.0))
+                low[rows] *= max(0.0, 1.0 - error)
+                high[rows] *= 1.0 + error
             if blk.probs_raw is blk.probs:
                 areas_raw[rows] = areas[rows]
             elif blk.probs_raw is not None:

@@ -44,10 +44,24 @@ class SegmenterSpec:
     ndsi_threshold: float = NDSI_GLACIER_THRESHOLD
 
 
+def held_out_area_error(card: Mapping[str, Any]) -> float:
+    """The model's measured relative area error on its held-out test chips (a fraction): the 90th
+    percentile of the per-chip absolute error from the card's metrics, else the mean absolute error,
+    else 0 (no measurement). The time series widens each scene's area interval by it."""
+    metrics = (card.get("metrics") or {}).get("unet") or {}
+    for key in ("area_error_pct_abs_p90", "area_error_pct_mean_abs"):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and np.isfinite(value):
+            return float(value) / 100.0
+    return 0.0
+
+
 class NDSISegmenter:
-    """Baseline: glacier where NDSI > threshold (0.4, Hall et al.)."""
+    """Baseline: glacier where NDSI > threshold (0.4, Hall et al.) and not open water."""
 
     name = "ndsi"
+    #: no held-out measurement: its intervals come from the pixels alone
+    relative_area_error = 0.0
 
     def __init__(self, threshold: float = NDSI_GLACIER_THRESHOLD) -> None:
         self.threshold = threshold
@@ -85,6 +99,7 @@ class UNetSegmenter:
                              f"normalisation channels {self.normaliser.channels}")
         self.chip_size = int(self.card.get("chip_size", 128))
         self.fingerprint = str(self.card.get("fingerprint", "unknown"))
+        self.relative_area_error = held_out_area_error(self.card)
         self.batch_size, self.device, self.bf16 = batch_size, device, bf16
         on_gpu = str(device).startswith("cuda")
         self.prefetch_workers = (2 if on_gpu else 0) if prefetch_workers is None else max(0, int(prefetch_workers))
