@@ -42,6 +42,12 @@ VARIANTS: dict[str, tuple] = {
                              annual_statistic="median"), "annual"),
     "annual min": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.9,
                         annual_statistic="min"), "annual"),
+    "annual q25": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.9,
+                        annual_statistic="q25"), "annual"),
+    "annual median, observed >= 0.8": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.8,
+                                            annual_statistic="median"), "annual"),
+    "annual median, May-Oct": (dict(smoothing="none", season="seed", min_valid_fraction=0.9,
+                                    annual_statistic="median"), "annual"),
     "annual least_snow": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.9,
                                annual_statistic="least_snow"), "annual"),
     "time sigma 30 d + annual median": (dict(smoothing="time", sigma_days=30.0, season="end_of_ablation",
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the variants' areas")
     parser.add_argument("--segmenter", default="unet", choices=["unet", "ndsi"])
     parser.add_argument("--variants", nargs="*", help="names (substring match) to run; default all")
+    parser.add_argument("--ndsi-counts-water", action="store_true",
+                        help="the seed's plain NDSI baseline (lakes counted as glacier)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     work = args.workdir
@@ -122,11 +130,17 @@ def main(argv: list[str] | None = None) -> int:
         if kind not in inventories:
             inventories[kind] = _inventory_variant(cfg, kind, args.out)
         ts = dataclasses.replace(TimeseriesConfig(), segmenter=args.segmenter, **settings)
+        segmenter = None
+        if args.segmenter == "ndsi" and args.ndsi_counts_water:
+            from glacierwatch.timeseries import NDSISegmenter
+
+            segmenter = NDSISegmenter(exclude_water=False)
         out = args.out / f"{args.segmenter}-{k}" / "areas.parquet"
         dem_dir = work / cfg.imagery.dem_dir
         res = run_timeseries(catalog=work / "catalog.parquet", inventory=inventories[kind], out=out,
                              model=work / "model" / "model.pt" if args.segmenter == "unet" else None,
-                             dem_dir=dem_dir, config=ts, catalog_config=catalog_config, progress=False)
+                             dem_dir=dem_dir, config=ts, catalog_config=catalog_config, progress=False,
+                             segmenter=segmenter)
         if settings.get("season") == "seed":  # the paper's months: drop the others before the fit
             months = res.areas["date"].map(lambda d: d.month)
             south = res.areas["glims_id"].str.endswith("S")

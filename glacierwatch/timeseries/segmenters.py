@@ -63,13 +63,14 @@ class NDSISegmenter:
     #: no held-out measurement: its intervals come from the pixels alone
     relative_area_error = 0.0
 
-    def __init__(self, threshold: float = NDSI_GLACIER_THRESHOLD) -> None:
+    def __init__(self, threshold: float = NDSI_GLACIER_THRESHOLD, *, exclude_water: bool = True) -> None:
         self.threshold = threshold
-        self.fingerprint = f"ndsi>{threshold:g}"
+        self.exclude_water = exclude_water
+        self.fingerprint = f"ndsi>{threshold:g}" + ("-water" if exclude_water else "")
 
     def __call__(self, bands: Mapping[str, np.ndarray], dem: np.ndarray | None, *, glims_id: str,
                  dates: Sequence[Any]) -> np.ndarray:
-        return ndsi_mask(bands, threshold=self.threshold).astype(np.float32)
+        return ndsi_mask(bands, threshold=self.threshold, exclude_water=self.exclude_water).astype(np.float32)
 
 
 class UNetSegmenter:
