@@ -143,6 +143,12 @@ def write_trends(areas: str | os.PathLike[str] | pd.DataFrame, out_dir: str | os
         candidate = annual_table_path(areas)
         annual = candidate if candidate.exists() else None
     if fit_on == "annual" and annual is not None:
+        annual_rows = len(annual) if isinstance(annual, pd.DataFrame) else len(read_table(annual))
+        if annual_rows == 0:
+            raise InputError(f"{annual}: no annual area: no scene counts (end-of-season window, enough of the "
+                             "outline observed; see the use and valid_fraction columns of the areas table); "
+                             "widen [timeseries] season / min_valid_fraction, or fit every scene with "
+                             "--fit-on scenes")
         areas = annual
     elif fit_on == "annual":
         log.info("no annual areas table given: fitting every scene of the areas table")
