@@ -50,8 +50,9 @@ import pandas as pd
 from glacierwatch.chips import features
 from glacierwatch.chips.store import ChipSetInfo, assign_splits, write_chipset
 from glacierwatch.config import CatalogConfig, ChipsConfig
-from glacierwatch.errors import ConfigError, InputError
+from glacierwatch.errors import ConfigError, GlacierwatchError, InputError
 from glacierwatch.grid import GlacierGrid, outline_on_grid
+from glacierwatch.imagery.standard import scene_on_grid
 from glacierwatch.io import atomic_path, read_raster, read_scene
 from glacierwatch.landsat import QA_BAND
 from glacierwatch.tasks import run_per_glacier
@@ -91,10 +92,10 @@ def composite_scenes(paths: Sequence[str | Path], satellites: Sequence[str], ban
     per_sat: Counter[str] = Counter()
     used, skipped = [], []
     for path, sat in zip(paths, satellites):
-        scene = read_scene(path, bands=[*bands, QA_BAND])
-        if scene.grid.shape != grid.shape or abs(scene.grid.x0 - grid.x0) > 1e-3 * grid.resolution \
-                or abs(scene.grid.y0 - grid.y0) > 1e-3 * grid.resolution:
-            log.warning("%s: not on the glacier grid (%s vs %s); scene skipped", path, scene.grid, grid)
+        try:  # a scene on another grid is put onto the glacier grid (nearest neighbour, windowed read)
+            scene, _ = scene_on_grid(str(path), grid)
+        except GlacierwatchError as exc:
+            log.warning("%s: scene skipped (%s)", path, exc)
             skipped.append(str(path))
             continue
         phys = features.physical_bands(scene, bands, mask_invalid=True)

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
+import rasterio.errors
 from affine import Affine
 from pyproj import CRS as ProjCRS
 from rasterio.crs import CRS
@@ -28,12 +30,13 @@ from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from glacierwatch.catalog.build import scene_path
-from glacierwatch.errors import InputError
+from glacierwatch.errors import InputError, SceneReadError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.ids import glacier_path
-from glacierwatch.io import write_cog, write_json, write_scene_cog
-from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS
 from glacierwatch.imagery.records import SceneRecord
+from glacierwatch.io import Scene, read_scene, write_cog, write_json, write_scene_cog
+from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS
+
 
 #: Standard file band order per satellite: the sensor's bands (coastal first on OLI) when all are
 #: present, else the bands common to all sensors.
@@ -180,3 +183,31 @@ def write_dem(dem_dir: str | os.PathLike[str], glims_id: str, elevation: np.ndar
     write_cog(target, np.asarray(elevation, dtype=np.float32), grid, band_names=["elevation"], units=["m"],
               nodata=float("nan"), tags={"glims_id": glims_id, "units": "m", "source": source})
     return target
+
+
+def scene_on_grid(path: str, grid: GlacierGrid) -> tuple[Scene, bool]:
+    """A scene file's bands on ``grid``: the file itself when it is on the grid, otherwise only the
+    window of the file that covers the grid, put onto it by nearest neighbour (the one resampling of
+    scenes, :func:`glacierwatch.imagery.standard.warp_to_grid`); grid pixels the file does not cover are
+    fill. Memory is bounded by the grid whatever the file's size. SceneReadError when the file cannot
+    be read or does not overlap the grid. Returns (scene, whether it was warped)."""
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise SceneReadError(f"{path}: no CRS")
+            file_grid = GlacierGrid.from_rasterio(src.crs, src.transform, src.width, src.height)
+            window = None if file_grid == grid else grid_window(src, grid, pad=2)
+            if file_grid != grid and window is None:
+                raise SceneReadError(f"{path}: does not overlap the glacier grid {grid}")
+    except rasterio.errors.RasterioIOError as exc:
+        raise SceneReadError(f"{path}: unreadable GeoTIFF ({exc})") from exc
+    scene = read_scene(path, bands=SCENE_BANDS, window=window)
+    if scene.grid == grid:
+        return scene, False
+    bands: dict[str, np.ndarray] = {}
+    for name, values in scene.bands.items():
+        # QA fill is bit 0 set (1); reflective and thermal fill is DN 0
+        fill = 1 if name == QA_BAND else FILL_DN
+        bands[name] = warp_to_grid(values, src_crs=scene.grid.crs, src_transform=scene.grid.transform,
+                                   grid=grid, src_nodata=fill, dst_nodata=fill)
+    return Scene(path=scene.path, grid=grid, bands=bands, tags=scene.tags), True

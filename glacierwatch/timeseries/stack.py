@@ -25,12 +25,19 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from glacierwatch.chips.features import (
-    NDSI_GLACIER_THRESHOLD, ndsi_mask, physical_bands, resize_stack,
+    NDSI_GLACIER_THRESHOLD,
+    ndsi_mask,
+    physical_bands,
+    resize_stack,
 )
-from glacierwatch.errors import GlacierwatchError, InputError, SceneReadError
+from glacierwatch.errors import GlacierwatchError, InputError
 from glacierwatch.grid import GlacierGrid
-from glacierwatch.io import Scene, read_scene
-from glacierwatch.landsat import COMMON_BANDS, FILL_DN, QA_BAND, SCENE_BANDS, qa_invalid_mask
+from glacierwatch.imagery.standard import scene_on_grid
+from glacierwatch.landsat import (
+    COMMON_BANDS,
+    QA_BAND,
+    qa_invalid_mask,
+)
 
 #: ``time``: Gaussian over dates (sigma in days), renormalised over the observed pixels of the scenes
 #: within 4 sigma: no reflection at the series ends. ``masked``/``seed``: Gaussian over image positions
@@ -76,36 +83,6 @@ def stack_bytes_per_scene(size: int, n_bands: int = len(COMMON_BANDS), *, keep_r
 #: NDSI above which an observed pixel counts as snow or ice in the per-scene snow measure (the same
 #: threshold as the NDSI glacier baseline, :data:`glacierwatch.chips.features.NDSI_GLACIER_THRESHOLD`).
 SNOW_NDSI = NDSI_GLACIER_THRESHOLD
-
-
-def scene_on_grid(path: str, grid: GlacierGrid) -> tuple[Scene, bool]:
-    """A scene file's bands on ``grid``: the file itself when it is on the grid, otherwise only the
-    window of the file that covers the grid, put onto it by nearest neighbour (the one resampling of
-    scenes, :func:`glacierwatch.imagery.standard.warp_to_grid`); grid pixels the file does not cover are
-    fill. Memory is bounded by the grid whatever the file's size. SceneReadError when the file cannot
-    be read or does not overlap the grid. Returns (scene, whether it was warped)."""
-    from glacierwatch.imagery.standard import grid_window, warp_to_grid
-
-    try:
-        with rasterio.open(path) as src:
-            if src.crs is None:
-                raise SceneReadError(f"{path}: no CRS")
-            file_grid = GlacierGrid.from_rasterio(src.crs, src.transform, src.width, src.height)
-            window = None if file_grid == grid else grid_window(src, grid, pad=2)
-            if file_grid != grid and window is None:
-                raise SceneReadError(f"{path}: does not overlap the glacier grid {grid}")
-    except rasterio.errors.RasterioIOError as exc:
-        raise SceneReadError(f"{path}: unreadable GeoTIFF ({exc})") from exc
-    scene = read_scene(path, bands=SCENE_BANDS, window=window)
-    if scene.grid == grid:
-        return scene, False
-    bands = {}
-    for name, values in scene.bands.items():
-        # QA fill is bit 0 set (1); reflective and thermal fill is DN 0
-        fill = 1 if name == QA_BAND else FILL_DN
-        bands[name] = warp_to_grid(values, src_crs=scene.grid.crs, src_transform=scene.grid.transform,
-                                   grid=grid, src_nodata=fill, dst_nodata=fill)
-    return Scene(path=scene.path, grid=grid, bands=bands, tags=scene.tags), True
 
 
 @dataclass(frozen=True)
