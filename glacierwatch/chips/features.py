@@ -166,8 +166,8 @@ class Normaliser:
 #: Open water (lakes, which also have NDSI > 0.4): NDWI = (green - nir08)/(green + nir08) above this
 #: and NIR reflectance below :data:`WATER_MAX_NIR` (water is dark in the near infrared; snow and ice
 #: are bright, NDWI ~0.1-0.2). McFeeters' NDWI; thresholds as used for glacial lakes.
-WATER_MIN_NDWI = 0.4
-WATER_MAX_NIR = 0.15
+WATER_MIN_NDWI = 0.5
+WATER_MAX_NIR = 0.05
 
 
 def water_mask(bands: Mapping[str, np.ndarray]) -> np.ndarray:
