@@ -45,6 +45,9 @@ def test_every_public_name_resolves(package: str) -> None:
     import importlib
 
     module = importlib.import_module(package)
+    defined_here = {n for n, v in vars(module).items()
+                    if not n.startswith("_") and callable(v) and getattr(v, "__module__", "") == package}
+    assert set(module.__all__) == set(module._EXPORTS) | defined_here  # the one table and __all__ agree
     for name in module.__all__:
         value = getattr(module, name)
         assert value is not None, f"{package}.{name}"

@@ -45,7 +45,26 @@ _EXPORTS = {
     "write_chipset": "store",
 }
 
-__all__ = sorted([*_EXPORTS, "build_chips_from_catalog", "read_inventory"])
+__all__ = [
+    "MASK_KINDS",
+    "MASK_MODES",
+    "SEED_BAND_MAP",
+    "ChipPlan",
+    "ChipSet",
+    "ChipSetInfo",
+    "SyntheticTruth",
+    "assign_folds",
+    "assign_splits",
+    "build_chips",
+    "build_chips_from_catalog",
+    "composite_scenes",
+    "import_chips",
+    "parse_band_map",
+    "plan_chips",
+    "read_inventory",
+    "resize_mask",
+    "write_chipset",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -71,7 +90,7 @@ def read_inventory(path: str | PathLike[str]) -> Any:
         raise DatasetNotFoundError(f"inventory not found: {path}")
     try:
         inv = gpd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - geopandas/pyarrow raise many types
+    except Exception as exc:  # geopandas/pyarrow raise many types
         raise InputError(f"{path}: not a readable GeoParquet inventory ({type(exc).__name__}: {exc})") from exc
     if inv.crs is None:
         inv = inv.set_crs("EPSG:4326")

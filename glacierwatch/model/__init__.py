@@ -50,7 +50,30 @@ _EXPORTS = {
 #: function (as it always was), the module is ``sys.modules["glacierwatch.model.train"]``.
 _FUNCTIONS_OVER_SUBMODULES = frozenset({"train", "evaluate"})
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ENCODERS",
+    "TABLE_I",
+    "EvaluationResult",
+    "ResNetEncoder",
+    "UNet",
+    "adapt_first_conv",
+    "check_channels",
+    "cross_validate",
+    "dice_iou",
+    "evaluate",
+    "evaluate_arrays",
+    "format_summary",
+    "load_checkpoint",
+    "load_encoder_weights",
+    "ndsi_probability",
+    "predict_proba",
+    "read_checkpoint",
+    "resolve_device",
+    "train",
+    "train_grid",
+    "validate_card",
+    "weights_fingerprint",
+]
 
 
 def __getattr__(name: str) -> Any:
