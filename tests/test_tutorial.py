@@ -1,7 +1,7 @@
 """docs/tutorial/trient.py runs, as a user would run it, on the real Trient exports and SGI outlines,
 and each step leaves a sane output: the inventory row, the imported scenes and DEM, the catalog, the
 areas, the overlay PNG, the flagged short-record trend with its interval, the SGI 2010 validation row.
-Skipped when ../shared/data is not there (about 30 s otherwise)."""
+Skipped when ../shared/data is not there (about 20 s otherwise)."""
 
 from __future__ import annotations
 
