@@ -6,7 +6,7 @@ Steps, each through the command line a user would type (``glacierwatch ...``), t
 
 1. ``inventory select`` on the SGI 2010 outline of Trient (B90-02, 5.83 km²) with a column map
    (``glims_id==G007026E45991N`` so the id is Trient's GLIMS id, not a derived one);
-2. ``imagery fetch --source local`` with the ``[imagery.local]`` table of docs/imagery_local.md
+2. ``imagery fetch --source local`` with the ``[imagery.local]`` table of docs/tutorial/trient.py
    (band map 1-8, physical values, Collection 1 BQA, day-of-year date names, L5, the NASADEM file);
 3. ``catalog build --inventory``;
 4. ``timeseries run --segmenter ndsi`` (NDSI > 0.4), once with ``--smoothing none`` and once with
@@ -43,46 +43,23 @@ TRIENT_DIR = "glacierview_trient_l5_toa_timeseries"
 OUTLINE = "sgi2010_trient_region/trient_SGI2010_B90-02_epsg4326.geojson"
 REGION = "sgi2010_trient_region/SGI_2010_trient_region_lv95.shp"
 
-#: The configuration of docs/imagery_local.md (paths filled in by :func:`write_config`).
-CONFIG_TEMPLATE = """\
-[imagery]
-source = "local"
-# a local folder is imported whole: no provider-side cloud limit in timeseries mode
-timeseries_max_cloud_cover = "none"
+def _load_tutorial() -> Any:
+    """docs/tutorial/trient.py, which holds the one copy of the Trient configuration."""
+    import importlib.util
 
-[imagery.local]
-input_dir = "{input_dir}"
-pattern = "*.tif"
-# Earth Engine LANDSAT/LT05/C01/T1_TOA export order: B1-B5, B6 (thermal, K), B7, BQA
-band_map = ["blue=1", "green=2", "red=3", "nir08=4", "swir16=5", "lwir=6", "swir22=7", "qa_pixel=8"]
-values = "physical"
-qa_format = "c1_bqa"
-# G000000000000N_<YYYY><MM><DOY>_Landsat5.tif (geemap's 'YYYYMMDD' Joda pattern: DD = day of year)
-date_regex = '_(?P<year>\\d{{4}})(?P<month>\\d{{2}})(?P<doy>\\d{{1,3}})_'
-satellite = "L5"
-dem_file = "{dem_file}"
-
-[catalog]
-# relax the inference filter: the exports are 1990-91 TOA of every season, carry no IMAGE_QUALITY
-# and have fill where Earth Engine masked pixels
-image_quality = "none"
-max_cloud_cover = 100.1
-max_nodata_pixels = 1000000
-max_zero_pixel_pct = 100.0
-min_pixels = 0
-summer_months_north = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
-
-[timeseries]
-segmenter = "ndsi"
-smoothing = "none"
-"""
+    path = Path(__file__).resolve().parents[1] / "docs" / "tutorial" / "trient.py"
+    spec = importlib.util.spec_from_file_location("glacierwatch_tutorial_trient", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def write_config(path: Path, shared: Path) -> Path:
-    trient = shared / TRIENT_DIR
-    path.write_text(CONFIG_TEMPLATE.format(input_dir=trient / "landsat5_c01_toa",
-                                           dem_file=trient / "nasadem" / "G000000000000N_DEM.tif"), encoding="utf-8")
-    return path
+_TUTORIAL = _load_tutorial()
+#: The configuration of the Trient exports (explained in docs/tutorial/trient.md).
+CONFIG_TEMPLATE: str = _TUTORIAL.CONFIG_TEMPLATE
+#: ``write_config(path, shared)``: :data:`CONFIG_TEMPLATE` with the Trient folders under ``shared``.
+write_config = _TUTORIAL.write_config
 
 
 def _cli(args: list[str], *, quiet: bool) -> tuple[int, float, str]:

@@ -18,11 +18,9 @@ from glacierwatch.logs import OnceFilter, console_logging, level_for
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "statsmodels", "matplotlib")
-#: Verbs whose packages import none of HEAVY. chips, train, evaluate, timeseries and trends import
-#: torch or statsmodels from their package's __init__ (see the report of issue 15 for the lazy
-#: __init__ they need).
-LIGHT_VERBS = ("synth", "inventory", "imagery", "catalog", "timeseries", "trends", "validate", "report", "run", "init",
-               "demo")
+#: Verbs whose --help imports none of HEAVY (every verb: the stage packages load their names lazily).
+LIGHT_VERBS = ("synth", "inventory", "imagery", "catalog", "chips", "train", "evaluate", "timeseries", "trends",
+               "validate", "report", "run", "init", "demo")
 
 _PROBE = """
 import json, sys

@@ -12,35 +12,71 @@ shared with the time-series stage in :mod:`glacierwatch.chips.features`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from glacierwatch.chips.build import (
-    MASK_KINDS,
-    MASK_MODES,
-    ChipPlan,
-    SyntheticTruth,
-    build_chips,
-    composite_scenes,
-    plan_chips,
-    resize_mask,
-)
-from glacierwatch.chips.importer import SEED_BAND_MAP, import_chips, parse_band_map
-from glacierwatch.chips.store import ChipSet, ChipSetInfo, assign_folds, assign_splits, write_chipset
-from glacierwatch.config import CatalogConfig, ChipsConfig
+if TYPE_CHECKING:
+    from glacierwatch.chips.store import ChipSetInfo
+    from glacierwatch.config import CatalogConfig, ChipsConfig
 
 log = logging.getLogger(__name__)
 
+#: Public name -> the submodule that defines it. Names load on first use (PEP 562), so importing
+#: ``chips.cli`` for ``chips --help`` does not import torch.
+_EXPORTS = {
+    "MASK_KINDS": "build",
+    "MASK_MODES": "build",
+    "ChipPlan": "build",
+    "SyntheticTruth": "build",
+    "build_chips": "build",
+    "composite_scenes": "build",
+    "plan_chips": "build",
+    "resize_mask": "build",
+    "SEED_BAND_MAP": "importer",
+    "import_chips": "importer",
+    "parse_band_map": "importer",
+    "ChipSet": "store",
+    "ChipSetInfo": "store",
+    "assign_folds": "store",
+    "assign_splits": "store",
+    "write_chipset": "store",
+}
+
 __all__ = [
-    "MASK_KINDS", "MASK_MODES", "SEED_BAND_MAP", "ChipPlan", "ChipSet", "ChipSetInfo", "SyntheticTruth",
-    "assign_folds", "assign_splits", "build_chips", "plan_chips",
-    "build_chips_from_catalog", "composite_scenes", "import_chips", "parse_band_map",
-    "read_inventory", "resize_mask", "write_chipset",
+    "MASK_KINDS",
+    "MASK_MODES",
+    "SEED_BAND_MAP",
+    "ChipPlan",
+    "ChipSet",
+    "ChipSetInfo",
+    "SyntheticTruth",
+    "assign_folds",
+    "assign_splits",
+    "build_chips",
+    "build_chips_from_catalog",
+    "composite_scenes",
+    "import_chips",
+    "parse_band_map",
+    "plan_chips",
+    "read_inventory",
+    "resize_mask",
+    "write_chipset",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value  # cached: __getattr__ runs once per name
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
 
 
 def read_inventory(path: str | PathLike[str]) -> Any:
@@ -54,7 +90,7 @@ def read_inventory(path: str | PathLike[str]) -> Any:
         raise DatasetNotFoundError(f"inventory not found: {path}")
     try:
         inv = gpd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - geopandas/pyarrow raise many types
+    except Exception as exc:  # geopandas/pyarrow raise many types
         raise InputError(f"{path}: not a readable GeoParquet inventory ({type(exc).__name__}: {exc})") from exc
     if inv.crs is None:
         inv = inv.set_crs("EPSG:4326")
@@ -76,8 +112,12 @@ def build_chips_from_catalog(catalog: str | PathLike[str], inventory: str | Path
     the ``inference-glaciers`` when ``config.exclude_inference_glaciers`` (the glaciers whose areas are
     measured are not trained on).
     """
+    import pandas as pd
+
     from glacierwatch.catalog import select
     from glacierwatch.catalog.queries import config_with
+    from glacierwatch.chips.build import build_chips
+    from glacierwatch.config import CatalogConfig, ChipsConfig
     from glacierwatch.errors import InputError
     from glacierwatch.inventory.select import output_paths
 

@@ -9,20 +9,94 @@ checkpoint loading, prediction and evaluation (with the NDSI > 0.4 baseline besi
     >>> check_channels(card, channels_i_built)                                      # doctest: +SKIP
     >>> p = predict_proba(model, Normaliser.from_dict(card["normalisation"]).apply(x))  # doctest: +SKIP
 
-See docs/model.md.
+Names load on first use (PEP 562), so importing a submodule (``model.cli`` for ``train --help``)
+does not import torch. See docs/model.md.
 """
 
-from glacierwatch.model.card import check_channels, validate_card, weights_fingerprint
-from glacierwatch.model.evaluate import (
-    EvaluationResult, dice_iou, evaluate, evaluate_arrays, format_summary, ndsi_probability,
-)
-from glacierwatch.model.predict import load_checkpoint, predict_proba, read_checkpoint, resolve_device
-from glacierwatch.model.train import TABLE_I, cross_validate, train, train_grid
-from glacierwatch.model.unet import ENCODERS, ResNetEncoder, UNet, adapt_first_conv, load_encoder_weights
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
+
+#: Public name -> the submodule that defines it.
+_EXPORTS = {
+    "ENCODERS": "unet",
+    "EvaluationResult": "evaluate",
+    "ResNetEncoder": "unet",
+    "TABLE_I": "train",
+    "UNet": "unet",
+    "adapt_first_conv": "unet",
+    "check_channels": "card",
+    "cross_validate": "train",
+    "dice_iou": "evaluate",
+    "evaluate": "evaluate",
+    "evaluate_arrays": "evaluate",
+    "format_summary": "evaluate",
+    "load_checkpoint": "predict",
+    "load_encoder_weights": "unet",
+    "ndsi_probability": "evaluate",
+    "predict_proba": "predict",
+    "read_checkpoint": "predict",
+    "resolve_device": "predict",
+    "train": "train",
+    "train_grid": "train",
+    "validate_card": "card",
+    "weights_fingerprint": "card",
+}
+
+#: Names that are both a function and the submodule defining it: ``glacierwatch.model.train`` is the
+#: function (as it always was), the module is ``sys.modules["glacierwatch.model.train"]``.
+_FUNCTIONS_OVER_SUBMODULES = frozenset({"train", "evaluate"})
 
 __all__ = [
-    "ENCODERS", "TABLE_I", "EvaluationResult", "ResNetEncoder", "UNet", "adapt_first_conv", "check_channels",
-    "cross_validate", "dice_iou", "evaluate", "evaluate_arrays", "format_summary", "load_checkpoint",
-    "load_encoder_weights", "ndsi_probability", "predict_proba", "read_checkpoint", "resolve_device", "train",
-    "train_grid", "validate_card", "weights_fingerprint",
+    "ENCODERS",
+    "TABLE_I",
+    "EvaluationResult",
+    "ResNetEncoder",
+    "UNet",
+    "adapt_first_conv",
+    "check_channels",
+    "cross_validate",
+    "dice_iou",
+    "evaluate",
+    "evaluate_arrays",
+    "format_summary",
+    "load_checkpoint",
+    "load_encoder_weights",
+    "ndsi_probability",
+    "predict_proba",
+    "read_checkpoint",
+    "resolve_device",
+    "train",
+    "train_grid",
+    "validate_card",
+    "weights_fingerprint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value  # cached: __getattr__ runs once per name
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """This package, refusing to let the import system bind the submodules ``train`` and ``evaluate``
+    over the functions of the same names (it does so whenever those submodules are first imported,
+    e.g. by ``from glacierwatch.model.train import augment``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FUNCTIONS_OVER_SUBMODULES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

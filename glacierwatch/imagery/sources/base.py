@@ -40,7 +40,7 @@ class SourceAuthError(SourceError):
 
 
 class SourceUnavailableError(GlacierwatchError):
-    """The optional client library of a source is not installed (``pip install glacierwatch[stac]``)."""
+    """The optional client library of a source is not installed (from a clone: ``pip install -e '.[stac]'``)."""
 
 
 @runtime_checkable

@@ -53,7 +53,8 @@ from glacierwatch.imagery.sources.base import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-INSTALL_HINT = "pip install 'glacierwatch[earthengine]'"
+#: glacierwatch is not on PyPI: the extra is installed from a clone of the repository.
+INSTALL_HINT = "from a clone: pip install -e '.[earthengine]'"
 AUTH_HINT = ("authenticate with 'earthengine authenticate' and set [imagery.earthengine] project to a Cloud "
              "project registered for Earth Engine, or set service_account_key to a service-account JSON key file")
 

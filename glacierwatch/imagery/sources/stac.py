@@ -48,7 +48,8 @@ from glacierwatch.landsat import FILL_DN, SCENE_BANDS, SENSORS, common_band_name
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'glacierwatch[stac]'"
+#: glacierwatch is not on PyPI: the extra is installed from a clone of the repository.
+INSTALL_HINT = "from a clone: pip install -e '.[stac]'"
 PC_HOST = "planetarycomputer.microsoft.com"
 SIGNING_MODES = ("auto", "planetary-computer", "none")
 
