@@ -15,11 +15,12 @@ resolution only for one batch of images. The areas do not depend on the blocks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +35,23 @@ from shapely import Geometry
 from glacierwatch.chips.features import resize_stack
 from glacierwatch.config import TimeseriesConfig
 from glacierwatch.errors import InputError
-from glacierwatch.grid import GlacierGrid, counting_region, outline_on_grid, territory_on_grid
+from glacierwatch.grid import (
+    GlacierGrid,
+    counting_region,
+    outline_on_grid,
+    territory_on_grid,
+)
 from glacierwatch.io import read_raster
 from glacierwatch.landsat import COMMON_BANDS
 from glacierwatch.model.predict import batch_bounds
 from glacierwatch.timeseries.segmenters import Segmenter
 from glacierwatch.timeseries.stack import (
-    SceneStack, read_stack, scenes_needed, smooth_block, smoothing_is_identity, stack_bytes_per_scene,
+    SceneStack,
+    read_stack,
+    scenes_needed,
+    smooth_block,
+    smoothing_is_identity,
+    stack_bytes_per_scene,
 )
 
 AREA_COLUMNS = (
@@ -242,7 +253,7 @@ def block_length(n_scenes: int, bytes_per_scene: int, config: TimeseriesConfig) 
 @contextlib.contextmanager
 def glacier_stack(scenes: pd.DataFrame, grid: GlacierGrid, outline: np.ndarray, *, config: TimeseriesConfig,
                   chip_size: int = 128, threads: int = 2, scratch_dir: str | Path | None = None,
-                  glims_id: str = "glacier", snow_zone: np.ndarray | None = None,
+                  glims_id: str = "glacier", snow_zone: np.ndarray | Callable[[], np.ndarray] | None = None,
                   background: bool = False) -> Iterator[SceneStack]:
     """Read a glacier's scenes (in :func:`prepare_glacier` order) into a chip-size :class:`SceneStack`.
 
@@ -392,7 +403,6 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
     NaN when ``config.unsmoothed`` is False (and smoothing is not ``none``).
     """
     scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, grid)
-    zone = snow_zone(geometry, grid, territory_wkb)  # the readers need it
     dates = list(pd.to_datetime(scenes["date"]).dt.date)
     if latitude is None:
         latitude = float(geometry.centroid.y)
@@ -404,9 +414,12 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
     with contextlib.ExitStack() as scope:
         stack = scope.enter_context(glacier_stack(scenes, grid, outline, config=config, chip_size=chip_size,
                                                   threads=threads, scratch_dir=scratch_dir, glims_id=glims_id,
-                                                  snow_zone=zone, background=overlap))
-        # independent of the scenes: prepared while the first ones are read
-        region = count_region(geometry, grid, config.buffer_m, territory_wkb)
+                                                  snow_zone=functools.partial(snow_zone, geometry, grid, territory_wkb),
+                                                  background=overlap))
+        # independent of the scenes: prepared while the first ones are read (the counting region, an
+        # outline buffer, on the counting thread; the snow zone by the reading thread)
+        counter = scope.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-areas"))
+        region_ready = counter.submit(count_region, geometry, grid, config.buffer_m, territory_wkb)
         dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
         # share of the outline (at chip size) that was not observed but got a value from its neighbours
         outline_small = resize_stack(outline.astype(np.float32)[None], chip_size).numpy()[0] >= 0.5
@@ -417,6 +430,7 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
             # the interval's "unobserved" is what the segmented stack lacked: after smoothing, the
             # pixels no observed neighbour filled (support), else the scene's own gaps
             seen = blk.support if config.smoothing in ("masked", "time") else blk.weight
+            region = region_ready.result()
             got = _areas_on_grid(blk.probs, grid, region, config.threshold, weight=seen, outline=outline,
                                  spread=config.interval_spread)
             raw = None
@@ -450,7 +464,6 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
         else:
             # one counting thread: a batch is counted while the next is in the model; at most one
             # batch waits to be counted, so at most two batches of probabilities exist at a time
-            counter = scope.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-areas"))
             pending: tuple[Future[_CountedBlock], bool] | None = None
             for blk in blocks:
                 future = counter.submit(count, blk)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,7 +198,8 @@ def reduce_scene(path: str, grid: GlacierGrid, outline: np.ndarray, size: int, b
 
 def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, size: int = 128,
                band_names: Sequence[str] = COMMON_BANDS, threads: int = 2, keep_raw: bool = True,
-               scratch_dir: str | Path | None = None, snow_zone: np.ndarray | None = None,
+               scratch_dir: str | Path | None = None,
+               snow_zone: np.ndarray | Callable[[], np.ndarray] | None = None,
                background: bool = False) -> SceneStack:
     """Read scenes (already in date order) into a :class:`SceneStack` at ``size`` x ``size``.
 
@@ -207,7 +208,9 @@ def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, 
     ``keep_raw``: also keep the raw bands (only ``smoothing = seed`` uses them; False halves the stack).
     ``scratch_dir``: an existing folder to hold the stack arrays as memory-mapped files
     (``bands.f32``, ``raw.f32``, ``weight.f32``) instead of memory, for series too long to hold; the
-    caller removes the folder when done with the stack. ``snow_zone``: where the snow measure is taken.
+    caller removes the folder when done with the stack. ``snow_zone``: where the snow measure is taken,
+    or a function giving it (called once, by the reading thread before the first scene: a background
+    reading then also overlaps its computation).
     ``background``: return at once and read in a background thread (the same readers, the same
     values), so that the model can work on the first scenes while the next are read; use
     :meth:`SceneStack.wait_read` before touching scenes and :meth:`SceneStack.close` when done.
@@ -230,9 +233,11 @@ def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, 
     warped = np.zeros(n, dtype=bool)
     reasons = [""] * n
 
+    zone: list[np.ndarray | None] = [None]
+
     def reduce(path: str) -> ReducedScene | str:
         try:
-            return reduce_scene(path, grid, outline, size, band_names, keep_raw, snow_zone)
+            return reduce_scene(path, grid, outline, size, band_names, keep_raw, zone[0])
         except (GlacierwatchError, OSError, ValueError, rasterio.errors.RasterioError) as exc:
             return f"{type(exc).__name__}: {exc}"
 
@@ -251,6 +256,7 @@ def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, 
     progress = ReadProgress(n) if background else None
 
     def read_all() -> None:
+        zone[0] = snow_zone() if callable(snow_zone) else snow_zone
         # at most a few scenes read ahead (pool.map would queue every scene's result of a long series)
         ahead = 2 * max(1, threads)
         with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="read-stack") as pool:
