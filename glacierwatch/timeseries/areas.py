@@ -15,7 +15,6 @@ resolution only for one batch of images. The areas do not depend on the blocks.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import shutil
@@ -412,14 +411,15 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
     areas_raw = np.full(n, np.nan, dtype=np.float64)
     filled_fraction = np.zeros(n, dtype=np.float64)
     with contextlib.ExitStack() as scope:
+        # independent of the scenes, so prepared while the first ones are read: the snow zone (which
+        # the readers wait for) and the counting region, outline buffers burnt on the grid, on the
+        # counting thread one after the other (rasterio warns when two threads rasterize at once)
+        counter = scope.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-areas"))
+        zone_ready = counter.submit(snow_zone, geometry, grid, territory_wkb)
+        region_ready = counter.submit(count_region, geometry, grid, config.buffer_m, territory_wkb)
         stack = scope.enter_context(glacier_stack(scenes, grid, outline, config=config, chip_size=chip_size,
                                                   threads=threads, scratch_dir=scratch_dir, glims_id=glims_id,
-                                                  snow_zone=functools.partial(snow_zone, geometry, grid, territory_wkb),
-                                                  background=overlap))
-        # independent of the scenes: prepared while the first ones are read (the counting region, an
-        # outline buffer, on the counting thread; the snow zone by the reading thread)
-        counter = scope.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-areas"))
-        region_ready = counter.submit(count_region, geometry, grid, config.buffer_m, territory_wkb)
+                                                  snow_zone=zone_ready.result, background=overlap))
         dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
         # share of the outline (at chip size) that was not observed but got a value from its neighbours
         outline_small = resize_stack(outline.astype(np.float32)[None], chip_size).numpy()[0] >= 0.5
