@@ -10,6 +10,10 @@ Memory per glacier is bounded: the chip-size stack is held in memory up to
 the output in a stage run), and a series is smoothed, segmented and counted block by block
 (:func:`segment_blocks`): probabilities exist for one block of scenes at a time, at full grid
 resolution only for one batch of images. The areas do not depend on the blocks.
+
+Reading, the model and the counting overlap (:func:`glacier_areas`, ``overlap=True``): the stack is read
+in the background while the model segments the scenes already read, batch by batch, and a batch's
+probabilities are counted on the grid by a second thread while the next batch is in the model.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ at once to chip size (128 x 128 by default): only the reduced stack of a glacier
 the seed's smoothing), never the full-resolution stack. A long series can be kept in memory-mapped
 files (``scratch_dir``) instead of memory, and smoothed in blocks of scenes
 (:func:`smooth_block`): each block reads only its scenes and a halo of one kernel radius around them,
-and its values equal those of the whole-stack smoothing.
+and its values equal those of the whole-stack smoothing. A stack can also be read in the background
+(``read_stack(..., background=True)``) and used while it fills (:meth:`SceneStack.wait_read`).
 """
 
 from __future__ import annotations
