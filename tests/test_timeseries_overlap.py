@@ -178,7 +178,7 @@ def _unet_segmenter(folder: Path) -> Any:
 
 @pytest.mark.parametrize("kind,smoothing,max_stack_mb", [
     ("ndsi", "none", 1024.0), ("ndsi", "masked", 1024.0), ("ndsi", "time", 1e-3),
-    ("unet", "none", 1024.0), ("unet", "masked", 1e-3),
+    ("unet", "none", 1024.0), pytest.param("unet", "masked", 1e-3, marks=pytest.mark.slow),
 ])
 def test_overlapped_stage_equals_the_sequential_one(tiny_catalog: dict[str, Path], tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch, torch_two_threads: None,
