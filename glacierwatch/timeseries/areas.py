@@ -38,23 +38,13 @@ from shapely import Geometry
 from glacierwatch.chips.features import resize_stack
 from glacierwatch.config import TimeseriesConfig
 from glacierwatch.errors import InputError
-from glacierwatch.grid import (
-    GlacierGrid,
-    counting_region,
-    outline_on_grid,
-    territory_on_grid,
-)
+from glacierwatch.grid import GlacierGrid, counting_region, outline_on_grid, territory_on_grid
 from glacierwatch.io import read_raster
 from glacierwatch.landsat import COMMON_BANDS
 from glacierwatch.model.predict import batch_bounds
 from glacierwatch.timeseries.segmenters import Segmenter
 from glacierwatch.timeseries.stack import (
-    SceneStack,
-    read_stack,
-    scenes_needed,
-    smooth_block,
-    smoothing_is_identity,
-    stack_bytes_per_scene,
+    SceneStack, read_stack, scenes_needed, smooth_block, smoothing_is_identity, stack_bytes_per_scene,
 )
 
 AREA_COLUMNS = (
