@@ -9,6 +9,8 @@ the weights) U-Net:
   resize, then one model call per image, fp32) -> ``speedup_vs_naive``: the stage with one model pass
   per scene (``unsmoothed = false``, the default to be); ``--two-pass`` also times the stage with the
   second (unsmoothed) pass -> ``speedup_vs_naive_two_pass``;
+* ``--sequential``: the stage without overlapping reading, model and counting (``glacier_areas(...,
+  overlap=False)``) -> ``overlap_speedup`` (time ratio) and ``end_to_end_vs_model_only_sequential``;
 * the stage against the model alone (prepared as the stage prepares it) on the same number of input
   tensors -> ``end_to_end_vs_model_only`` (model time / stage time: the share of the stage spent in the model);
 * a Dask LocalCluster with 2 workers against 1 worker -> ``dask_2_vs_1_workers`` (time ratio);
@@ -195,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32; 256 on a GPU)")
     parser.add_argument("--two-pass", action="store_true", help="also time the stage with the unsmoothed second pass")
     parser.add_argument("--skip-naive", action="store_true", help="do not time the naive seed loop")
+    parser.add_argument("--sequential", action="store_true",
+                        help="also time the stage without overlap (reading, model and counting in turn)")
     parser.add_argument("--scaling", default="50,200,800", help="scene counts of the scaling case ('' = none)")
     parser.add_argument("--scaling-2000", action="store_true", help="add 2,000 scenes to the scaling case")
     parser.add_argument("--scaling-max-stack-mb", type=float, default=64.0,
@@ -249,6 +253,20 @@ def main(argv: list[str] | None = None) -> int:
     t_stage = timed("stage", lambda: stage("stage"))
     model_calls = n_scenes  # one pass per scene
     print(f"stage:       {t_stage:8.1f} s  {n_scenes / t_stage:7.2f} scenes/s ({model_calls} model inputs)")
+    t_sequential = None
+    if args.sequential:
+        import functools
+
+        import glacierwatch.timeseries.run as run_module
+
+        overlapped = run_module.glacier_areas
+        # the stage has no switch for it (glacier_areas' overlap=False exists for comparisons like this)
+        run_module.glacier_areas = functools.partial(overlapped, overlap=False)
+        try:
+            t_sequential = timed("stage_sequential", lambda: stage("sequential"))
+        finally:
+            run_module.glacier_areas = overlapped
+        print(f"sequential:  {t_sequential:8.1f} s  {n_scenes / t_sequential:7.2f} scenes/s (no overlap)")
     t_two = None
     if args.two_pass:
         t_two = timed("stage_two_pass", lambda: stage("two", unsmoothed=True))
@@ -299,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if t_two is not None:
         result["stage_two_pass_scenes_per_s"] = n_scenes / t_two
+    if t_sequential is not None:
+        result["stage_sequential_scenes_per_s"] = n_scenes / t_sequential
+        result["overlap_speedup"] = t_sequential / t_stage
+        result["end_to_end_vs_model_only_sequential"] = t_model / t_sequential
     speedup = float("nan")
     if not args.skip_naive:
         t_naive = timed("naive", naive)
@@ -359,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     if "speedup_vs_naive_two_pass" in result:
         print(f"  with the second (unsmoothed) pass on:             {result['speedup_vs_naive_two_pass']:.2f}x")
     print(f"share of stage time in the model:                   {result['end_to_end_vs_model_only']:.2f}")
+    if "overlap_speedup" in result:
+        print(f"  without overlap: {result['end_to_end_vs_model_only_sequential']:.2f}; "
+              f"overlap speedup {result['overlap_speedup']:.2f}x")
     if "dask_2_vs_1_workers" in result:
         print(f"Dask LocalCluster, 2 workers vs 1:                  {result['dask_2_vs_1_workers']:.2f}x")
     proj = result["projection_gpu_machine"]

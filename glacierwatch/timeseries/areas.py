@@ -10,6 +10,10 @@ Memory per glacier is bounded: the chip-size stack is held in memory up to
 the output in a stage run), and a series is smoothed, segmented and counted block by block
 (:func:`segment_blocks`): probabilities exist for one block of scenes at a time, at full grid
 resolution only for one batch of images. The areas do not depend on the blocks.
+
+Reading, the model and the counting overlap (:func:`glacier_areas`, ``overlap=True``): the stack is read
+in the background while the model segments the scenes already read, batch by batch, and a batch's
+probabilities are counted on the grid by a second thread while the next batch is in the model.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +44,7 @@ from glacierwatch.landsat import COMMON_BANDS
 from glacierwatch.model.predict import batch_bounds
 from glacierwatch.timeseries.segmenters import Segmenter
 from glacierwatch.timeseries.stack import (
-    SceneStack, read_stack, smooth_block, smoothing_is_identity, stack_bytes_per_scene,
+    SceneStack, read_stack, scenes_needed, smooth_block, smoothing_is_identity, stack_bytes_per_scene,
 )
 
 AREA_COLUMNS = (
@@ -241,29 +246,35 @@ def block_length(n_scenes: int, bytes_per_scene: int, config: TimeseriesConfig) 
 @contextlib.contextmanager
 def glacier_stack(scenes: pd.DataFrame, grid: GlacierGrid, outline: np.ndarray, *, config: TimeseriesConfig,
                   chip_size: int = 128, threads: int = 2, scratch_dir: str | Path | None = None,
-                  glims_id: str = "glacier", snow_zone: np.ndarray | None = None) -> Iterator[SceneStack]:
+                  glims_id: str = "glacier", snow_zone: np.ndarray | Callable[[], np.ndarray] | None = None,
+                  background: bool = False) -> Iterator[SceneStack]:
     """Read a glacier's scenes (in :func:`prepare_glacier` order) into a chip-size :class:`SceneStack`.
 
     The stack is in memory when it takes at most ``config.max_stack_mb`` MB (2^20 bytes), else in
     memory-mapped files in a temporary folder ``.<glims_id>.stack-*`` inside ``scratch_dir`` (None:
     the system's temporary folder), removed when the context ends, also on error. The raw bands are
-    read only for ``smoothing = seed``, the only mode using them.
+    read only for ``smoothing = seed``, the only mode using them. ``background``: the context starts
+    at once and the scenes are read while it runs (:meth:`SceneStack.wait_read`); the reading is
+    stopped and its thread joined when the context ends, before the folder is removed.
     """
     keep_raw = config.smoothing == "seed"
     per_scene = stack_bytes_per_scene(chip_size, len(COMMON_BANDS), keep_raw=keep_raw)
     paths = list(scenes["path"])
-    if len(paths) * per_scene <= float(config.max_stack_mb) * 2**20:
-        yield read_stack(paths, grid, outline, size=chip_size, threads=threads, keep_raw=keep_raw,
-                         snow_zone=snow_zone)
-        return
-    if scratch_dir is not None:
-        Path(scratch_dir).mkdir(parents=True, exist_ok=True)
-    folder = tempfile.mkdtemp(prefix=f".{glims_id}.stack-", dir=scratch_dir)
+    folder = None
+    if len(paths) * per_scene > float(config.max_stack_mb) * 2**20:
+        if scratch_dir is not None:
+            Path(scratch_dir).mkdir(parents=True, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix=f".{glims_id}.stack-", dir=scratch_dir)
+    stack = None
     try:
-        yield read_stack(paths, grid, outline, size=chip_size, threads=threads, keep_raw=keep_raw,
-                         scratch_dir=folder, snow_zone=snow_zone)
+        stack = read_stack(paths, grid, outline, size=chip_size, threads=threads, keep_raw=keep_raw,
+                           scratch_dir=folder, snow_zone=snow_zone, background=background)
+        yield stack
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if stack is not None:
+            stack.close()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_stale_stacks(scratch_dir: str | Path, glims_id: str) -> None:
@@ -299,12 +310,16 @@ class GlacierBlock:
 
 def segment_blocks(glims_id: str, stack: SceneStack, *, dates: Sequence[Any], dem_small: np.ndarray | None,
                    segmenter: Segmenter, config: TimeseriesConfig, block: int | None = None,
-                   unsmoothed: bool = True) -> Iterator[GlacierBlock]:
+                   unsmoothed: bool = True, per_batch: bool = False) -> Iterator[GlacierBlock]:
     """Smooth (``config.smoothing``, ``config.sigma``) and segment ``stack`` in blocks of ``block``
     scenes (None: :func:`block_length`), one :class:`GlacierBlock` at a time, in order.
 
     ``unsmoothed``: also segment the unsmoothed stack (a second model pass, batched with the first),
     unless smoothing changes nothing, where the first pass serves both.
+    ``per_batch``: yield each model batch of a block as its own :class:`GlacierBlock` (the same batches,
+    so the same probabilities; with one pass only), so that the caller can count one batch while the
+    next is in the model, and a stack still being read (:meth:`SceneStack.wait_read`) is waited on
+    only for the scenes (and smoothing halo, :func:`scenes_needed`) of the next batch.
     """
     n = len(stack)
     if block is None:
@@ -313,15 +328,22 @@ def segment_blocks(glims_id: str, stack: SceneStack, *, dates: Sequence[Any], de
                                                       keep_raw=keep_raw), config)
     sigma = smoothing_sigma(config)
     same = smoothing_is_identity(config.smoothing, n, sigma)
+    two_pass = unsmoothed and not same
     days = scene_days(dates)
-    for start in range(0, n, max(1, int(block))):
-        stop = min(n, start + max(1, int(block)))
-        smoothed, support = smooth_block(stack, start, stop, mode=config.smoothing, sigma=sigma, days=days)
-        stacks = [smoothed] if same or not unsmoothed else [smoothed, stack.bands[start:stop]]
-        probs = _segment(segmenter, stacks, stack.band_names, dem_small, glims_id=glims_id,
-                         dates=dates[start:stop], batch=config.batch_size)
-        probs_raw = probs[0] if same else (probs[1] if unsmoothed else None)
-        yield GlacierBlock(start, stop, probs[0], probs_raw, support, np.asarray(stack.weight[start:stop]))
+    step = max(1, int(block))
+    for block_start in range(0, n, step):
+        block_stop = min(n, block_start + step)
+        parts = ([(block_start + a, block_start + b) for a, b in batch_bounds(block_stop - block_start,
+                                                                              config.batch_size)]
+                 if per_batch and not two_pass else [(block_start, block_stop)])
+        for start, stop in parts:
+            stack.wait_read(scenes_needed(config.smoothing, stop, n, sigma, days))
+            smoothed, support = smooth_block(stack, start, stop, mode=config.smoothing, sigma=sigma, days=days)
+            stacks = [smoothed, stack.bands[start:stop]] if two_pass else [smoothed]
+            probs = _segment(segmenter, stacks, stack.band_names, dem_small, glims_id=glims_id,
+                             dates=dates[start:stop], batch=config.batch_size)
+            probs_raw = probs[0] if same else (probs[1] if unsmoothed else None)
+            yield GlacierBlock(start, stop, probs[0], probs_raw, support, np.asarray(stack.weight[start:stop]))
 
 
 def smoothed_probabilities(glims_id: str, stack: SceneStack, indices: Sequence[int], *, dates: Sequence[Any],
@@ -343,11 +365,21 @@ def smoothed_probabilities(glims_id: str, stack: SceneStack, indices: Sequence[i
     return {i: probs[k] for k, i in enumerate(wanted)}
 
 
+@dataclass(frozen=True)
+class _CountedBlock:
+    """What :func:`glacier_areas` counts for one :class:`GlacierBlock` (see there)."""
+
+    rows: slice
+    areas: BlockAreas
+    areas_raw: np.ndarray | None
+    filled_fraction: np.ndarray | None
+
+
 def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, region_name: str,
                   grid: GlacierGrid | None, dem_path: str | None, segmenter: Segmenter,
                   config: TimeseriesConfig, chip_size: int = 128, threads: int = 2,
                   scratch_dir: str | Path | None = None, territory_wkb: bytes | None = None,
-                  latitude: float | None = None) -> pd.DataFrame:
+                  latitude: float | None = None, overlap: bool = True) -> pd.DataFrame:
     """Area of one glacier on every scene in ``scenes`` (columns path, date, satellite).
 
     ``grid``: the glacier grid (the inventory's); a scene on another grid is put onto it, a scene
@@ -356,17 +388,15 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
     inventory's ``territory_wkb``; None: no neighbour exclusion). ``latitude``: of the glacier (degrees; decides the season
     window; None: the outline's centroid). ``scratch_dir``: where a stack over ``config.max_stack_mb``
     is kept on disk (see :func:`glacier_stack`).
+    ``overlap``: read the scenes in the background while the model segments the scenes already
+    read, batch by batch, and count each batch's areas on the grid (one thread) while the next batch
+    is in the model; the counting region and DEM are prepared while the first scenes are read. The
+    areas are the same as with ``overlap=False`` (everything in turn), which only the tests use.
     Returns one row per scene with the columns of :data:`AREA_COLUMNS`; ``area_km2_unsmoothed`` is
     NaN when ``config.unsmoothed`` is False (and smoothing is not ``none``).
     """
     scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, grid)
-    region = count_region(geometry, grid, config.buffer_m, territory_wkb)
-    zone = snow_zone(geometry, grid, territory_wkb)
-    dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
     dates = list(pd.to_datetime(scenes["date"]).dt.date)
-    # share of the outline (at chip size) that was not observed but got a value from its neighbours
-    outline_small = resize_stack(outline.astype(np.float32)[None], chip_size).numpy()[0] >= 0.5
-    n_out = max(int(outline_small.sum()), 1)
     if latitude is None:
         latitude = float(geometry.centroid.y)
 
@@ -374,29 +404,69 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
     areas, low, high = (np.full(n, np.nan, dtype=np.float64) for _ in range(3))
     areas_raw = np.full(n, np.nan, dtype=np.float64)
     filled_fraction = np.zeros(n, dtype=np.float64)
-    with glacier_stack(scenes, grid, outline, config=config, chip_size=chip_size, threads=threads,
-                       scratch_dir=scratch_dir, glims_id=glims_id, snow_zone=zone) as stack:
-        for blk in segment_blocks(glims_id, stack, dates=dates, dem_small=dem_small, segmenter=segmenter,
-                                  config=config, unsmoothed=computes_unsmoothed(config)):
-            rows = slice(blk.start, blk.stop)
+    with contextlib.ExitStack() as scope:
+        # independent of the scenes, so prepared while the first ones are read: the snow zone (which
+        # the readers wait for) and the counting region, outline buffers burnt on the grid, on the
+        # counting thread one after the other (rasterio warns when two threads rasterize at once)
+        counter = scope.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-areas"))
+        zone_ready = counter.submit(snow_zone, geometry, grid, territory_wkb)
+        region_ready = counter.submit(count_region, geometry, grid, config.buffer_m, territory_wkb)
+        stack = scope.enter_context(glacier_stack(scenes, grid, outline, config=config, chip_size=chip_size,
+                                                  threads=threads, scratch_dir=scratch_dir, glims_id=glims_id,
+                                                  snow_zone=zone_ready.result, background=overlap))
+        dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
+        # share of the outline (at chip size) that was not observed but got a value from its neighbours
+        outline_small = resize_stack(outline.astype(np.float32)[None], chip_size).numpy()[0] >= 0.5
+        n_out = max(int(outline_small.sum()), 1)
+        error = float(getattr(segmenter, "relative_area_error", 0.0)) if config.interval_model_error else 0.0
+
+        def count(blk: GlacierBlock) -> _CountedBlock:
             # the interval's "unobserved" is what the segmented stack lacked: after smoothing, the
             # pixels no observed neighbour filled (support), else the scene's own gaps
             seen = blk.support if config.smoothing in ("masked", "time") else blk.weight
+            region = region_ready.result()
             got = _areas_on_grid(blk.probs, grid, region, config.threshold, weight=seen, outline=outline,
                                  spread=config.interval_spread)
-            areas[rows], low[rows], high[rows] = got.area, got.low, got.high
-            if config.interval_model_error:  # the model's own measured error on held-out chips
-                error = float(getattr(segmenter, "relative_area_error", 0.0))
-                low[rows] *= max(0.0, 1.0 - error)
-                high[rows] *= 1.0 + error
-            if blk.probs_raw is blk.probs:
-                areas_raw[rows] = areas[rows]
-            elif blk.probs_raw is not None:
-                areas_raw[rows] = _areas_on_grid(blk.probs_raw, grid, region, config.threshold).area
+            raw = None
+            if blk.probs_raw is not None and blk.probs_raw is not blk.probs:
+                raw = _areas_on_grid(blk.probs_raw, grid, region, config.threshold).area
+            filled = None
             if config.smoothing != "none":
                 unobserved = blk.weight < 0.5
-                filled = unobserved & (blk.support > 1e-6) if config.smoothing in ("masked", "time") else unobserved
-                filled_fraction[rows] = (filled & outline_small[None]).sum(axis=(1, 2)) / n_out
+                gap = unobserved & (blk.support > 1e-6) if config.smoothing in ("masked", "time") else unobserved
+                filled = (gap & outline_small[None]).sum(axis=(1, 2)) / n_out
+            return _CountedBlock(slice(blk.start, blk.stop), got, raw, filled)
+
+        def store(done: _CountedBlock, same_pass: bool) -> None:
+            rows = done.rows
+            areas[rows], low[rows], high[rows] = done.areas.area, done.areas.low, done.areas.high
+            if config.interval_model_error:  # the model's own measured error on held-out chips
+                low[rows] *= max(0.0, 1.0 - error)
+                high[rows] *= 1.0 + error
+            if same_pass:
+                areas_raw[rows] = areas[rows]
+            elif done.areas_raw is not None:
+                areas_raw[rows] = done.areas_raw
+            if done.filled_fraction is not None:
+                filled_fraction[rows] = done.filled_fraction
+
+        blocks = segment_blocks(glims_id, stack, dates=dates, dem_small=dem_small, segmenter=segmenter,
+                                config=config, unsmoothed=computes_unsmoothed(config), per_batch=overlap)
+        if not overlap:
+            for blk in blocks:
+                store(count(blk), blk.probs_raw is blk.probs)
+        else:
+            # one counting thread: a batch is counted while the next is in the model; at most one
+            # batch waits to be counted, so at most two batches of probabilities exist at a time
+            pending: tuple[Future[_CountedBlock], bool] | None = None
+            for blk in blocks:
+                future = counter.submit(count, blk)
+                if pending is not None:
+                    store(pending[0].result(), pending[1])
+                pending = (future, blk.probs_raw is blk.probs)
+            if pending is not None:
+                store(pending[0].result(), pending[1])
+        stack.wait_read()
         valid_fraction = np.array(stack.valid_fraction, dtype=np.float64)
         snow = (np.array(stack.snow_fraction, dtype=np.float64) if stack.snow_fraction is not None
                 else np.full(n, np.nan))

@@ -6,16 +6,18 @@ at once to chip size (128 x 128 by default): only the reduced stack of a glacier
 the seed's smoothing), never the full-resolution stack. A long series can be kept in memory-mapped
 files (``scratch_dir``) instead of memory, and smoothed in blocks of scenes
 (:func:`smooth_block`): each block reads only its scenes and a halo of one kernel radius around them,
-and its values equal those of the whole-stack smoothing.
+and its values equal those of the whole-stack smoothing. A stack can also be read in the background
+(``read_stack(..., background=True)``) and used while it fills (:meth:`SceneStack.wait_read`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,50 @@ from glacierwatch.landsat import (
 SMOOTHING_MODES = ("time", "masked", "seed", "none")
 
 
+class ReadProgress:
+    """How many scenes of a stack read in the background are in place (always a prefix: scenes are
+    written in date order), shared by the reading thread and the stack's users."""
+
+    def __init__(self, n_scenes: int) -> None:
+        self.n_scenes = n_scenes
+        self._done = 0
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self.cancelled = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    @property
+    def done(self) -> int:
+        """Scenes [0, done) are in place."""
+        with self._cond:
+            return self._done
+
+    def advance(self, done: int) -> None:
+        with self._cond:
+            self._done = done
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        """The reading stopped on an error that is not one scene's (a scene's own is its skip_reason)."""
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+
+    def wait(self, count: int) -> None:
+        """Block until the first ``count`` scenes are in place; raise the reading's error if it stopped."""
+        count = min(count, self.n_scenes)
+        with self._cond:
+            self._cond.wait_for(lambda: self._done >= count or self._error is not None)
+            if self._error is not None:
+                raise self._error
+
+    def stop(self) -> None:
+        """Stop reading (the scenes being read finish) and wait for the reading thread to end."""
+        self.cancelled.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join()
+
+
 @dataclass
 class SceneStack:
     """A glacier's scenes at chip size, in date order.
@@ -58,6 +104,10 @@ class SceneStack:
     skipped scene has zero weight, NaN bands and valid fraction 0); ``warped``: (T,) scenes that were
     not on the glacier grid and were put onto it. ``bands``, ``raw`` and ``weight`` may be
     :class:`numpy.memmap` (see :func:`read_stack`).
+
+    A stack read in the background (``read_stack(..., background=True)``) fills in date order while
+    it is used: :meth:`wait_read` blocks until the scenes a computation needs are in place;
+    ``skip_reason`` is complete once :meth:`wait_read` has returned for every scene.
     """
 
     band_names: tuple[str, ...]
@@ -69,9 +119,27 @@ class SceneStack:
     snow_fraction: np.ndarray | None = None
     skip_reason: tuple[str, ...] = ()
     warped: np.ndarray | None = None
+    progress: ReadProgress | None = field(default=None, repr=False, compare=False)
+    _reasons: list[str] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.bands.shape[0])
+
+    def wait_read(self, count: int | None = None) -> None:
+        """Block until scenes [0, count) are read (None: all of them); at once for a stack read in full.
+        Raises the error that stopped a background reading (one scene's error is its ``skip_reason``)."""
+        if self.progress is None:
+            return
+        n = len(self)
+        self.progress.wait(n if count is None else count)
+        if (count is None or count >= n) and self._reasons is not None:
+            self.skip_reason = tuple(self._reasons)
+
+    def close(self) -> None:
+        """Stop a background reading and wait for its thread (nothing for a stack read in full); the
+        stack's memory-mapped files may be removed after this."""
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def stack_bytes_per_scene(size: int, n_bands: int = len(COMMON_BANDS), *, keep_raw: bool = True) -> int:
@@ -131,7 +199,9 @@ def reduce_scene(path: str, grid: GlacierGrid, outline: np.ndarray, size: int, b
 
 def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, size: int = 128,
                band_names: Sequence[str] = COMMON_BANDS, threads: int = 2, keep_raw: bool = True,
-               scratch_dir: str | Path | None = None, snow_zone: np.ndarray | None = None) -> SceneStack:
+               scratch_dir: str | Path | None = None,
+               snow_zone: np.ndarray | Callable[[], np.ndarray] | None = None,
+               background: bool = False) -> SceneStack:
     """Read scenes (already in date order) into a :class:`SceneStack` at ``size`` x ``size``.
 
     Each scene is placed on ``grid`` on its own (:func:`scene_on_grid`); one that cannot be read or
@@ -139,7 +209,14 @@ def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, 
     ``keep_raw``: also keep the raw bands (only ``smoothing = seed`` uses them; False halves the stack).
     ``scratch_dir``: an existing folder to hold the stack arrays as memory-mapped files
     (``bands.f32``, ``raw.f32``, ``weight.f32``) instead of memory, for series too long to hold; the
-    caller removes the folder when done with the stack. ``snow_zone``: where the snow measure is taken.
+    caller removes the folder when done with the stack. ``snow_zone``: where the snow measure is taken,
+    or a function giving it (called once, by the reading thread before the first scene: a background
+    reading then also overlaps its computation).
+    ``background``: return at once and read in a background thread (the same readers, the same
+    values), so that the model can work on the first scenes while the next are read; use
+    :meth:`SceneStack.wait_read` before touching scenes and :meth:`SceneStack.close` when done.
+    Memory is the same either way: the readers write into the stack, at most ``2 x threads``
+    scenes ahead of the one being placed.
     """
     n = len(paths)
     shape = (n, len(band_names), size, size)
@@ -152,37 +229,80 @@ def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, 
     bands = alloc("bands", shape)
     raw = alloc("raw", shape) if keep_raw else None
     weight = alloc("weight", (n, size, size))
-    valid_fraction = np.empty(n, dtype=np.float64)
+    valid_fraction = np.zeros(n, dtype=np.float64)
     snow_fraction = np.full(n, np.nan, dtype=np.float64)
     warped = np.zeros(n, dtype=bool)
     reasons = [""] * n
 
+    zone: list[np.ndarray | None] = [None]
+
     def reduce(path: str) -> ReducedScene | str:
         try:
-            return reduce_scene(path, grid, outline, size, band_names, keep_raw, snow_zone)
+            return reduce_scene(path, grid, outline, size, band_names, keep_raw, zone[0])
         except (GlacierwatchError, OSError, ValueError, rasterio.errors.RasterioError) as exc:
             return f"{type(exc).__name__}: {exc}"
 
-    # at most a few scenes read ahead (pool.map would queue every scene's result of a long series)
-    ahead = 2 * max(1, threads)
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        pending: deque[Future[ReducedScene | str]] = deque()
-        for i in range(n):
-            while len(pending) < ahead and i + len(pending) < n:
-                pending.append(pool.submit(reduce, paths[i + len(pending)]))
-            result = pending.popleft().result()
-            if isinstance(result, str):
-                reasons[i] = result
-                bands[i], weight[i], valid_fraction[i] = np.nan, 0.0, 0.0
-                if raw is not None:
-                    raw[i] = 0.0
-                continue
-            bands[i], weight[i], valid_fraction[i] = result.bands, result.weight, result.valid_fraction
-            snow_fraction[i], warped[i] = result.snow_fraction, result.warped
+    def place(i: int, result: ReducedScene | str) -> None:
+        if isinstance(result, str):
+            reasons[i] = result
+            bands[i], weight[i], valid_fraction[i] = np.nan, 0.0, 0.0
             if raw is not None:
-                raw[i] = result.raw
-    return SceneStack(tuple(band_names), bands, raw, weight, valid_fraction, grid,
-                      snow_fraction=snow_fraction, skip_reason=tuple(reasons), warped=warped)
+                raw[i] = 0.0
+            return
+        bands[i], weight[i], valid_fraction[i] = result.bands, result.weight, result.valid_fraction
+        snow_fraction[i], warped[i] = result.snow_fraction, result.warped
+        if raw is not None:
+            raw[i] = result.raw
+
+    progress = ReadProgress(n) if background else None
+
+    def read_all() -> None:
+        zone[0] = snow_zone() if callable(snow_zone) else snow_zone
+        # at most a few scenes read ahead (pool.map would queue every scene's result of a long series)
+        ahead = 2 * max(1, threads)
+        with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="read-stack") as pool:
+            pending: deque[Future[ReducedScene | str]] = deque()
+            for i in range(n):
+                if progress is not None and progress.cancelled.is_set():
+                    for future in pending:
+                        future.cancel()
+                    return
+                while len(pending) < ahead and i + len(pending) < n:
+                    pending.append(pool.submit(reduce, paths[i + len(pending)]))
+                place(i, pending.popleft().result())
+                if progress is not None:
+                    progress.advance(i + 1)
+
+    if progress is None:
+        read_all()
+        return SceneStack(tuple(band_names), bands, raw, weight, valid_fraction, grid,
+                          snow_fraction=snow_fraction, skip_reason=tuple(reasons), warped=warped)
+
+    def read_in_background() -> None:
+        try:
+            read_all()
+        except BaseException as exc:  # handed to the stack's user by wait_read  # noqa: BLE001
+            progress.fail(exc)
+
+    stack = SceneStack(tuple(band_names), bands, raw, weight, valid_fraction, grid, snow_fraction=snow_fraction,
+                       warped=warped, progress=progress, _reasons=reasons)
+    progress.thread = threading.Thread(target=read_in_background, name="read-stack-feeder", daemon=True)
+    progress.thread.start()
+    return stack
+
+
+def scenes_needed(mode: str, stop: int, n_scenes: int, sigma: float, days: np.ndarray | None = None) -> int:
+    """How many scenes (a prefix of the series) :func:`smooth_block` reads for a block ending at
+    ``stop``: the block plus the kernel's reach after it (:func:`gaussian_radius` images, or 4 sigma
+    days for ``time``); just the block when smoothing changes nothing."""
+    if smoothing_is_identity(mode, n_scenes, sigma) or (mode == "seed" and (n_scenes < 2 or sigma <= 0)):
+        return stop
+    if mode == "time":
+        if days is None:
+            raise InputError("smoothing 'time' needs the scene dates (days)")
+        d = np.asarray(days, dtype=np.float64)
+        return min(n_scenes, int(np.searchsorted(d, d[stop - 1] + 4.0 * float(sigma), side="right")))
+    return min(n_scenes, stop + gaussian_radius(sigma))
 
 
 def gaussian_radius(sigma: float, truncate: float = 4.0) -> int:
