@@ -74,7 +74,7 @@ class InventoryConfig:
 
 @dataclass
 class EarthEngineConfig:
-    """Earth Engine source (pip install 'glacierwatch[earthengine]'; see docs/imagery_earthengine.md)."""
+    """Earth Engine source (from a clone: pip install -e '.[earthengine]'; see docs/imagery_earthengine.md)."""
 
     project: str = _opt("", "Google Cloud project registered for Earth Engine ('' = the client's default)")
     service_account_key: str = _opt("", "service-account JSON key file ('' = your own credentials from 'earthengine authenticate')")
@@ -87,7 +87,7 @@ class EarthEngineConfig:
 
 @dataclass
 class StacConfig:
-    """STAC source (pip install 'glacierwatch[stac]'; see docs/imagery_stac.md)."""
+    """STAC source (from a clone: pip install -e '.[stac]'; see docs/imagery_stac.md)."""
 
     api_url: str = _opt("https://planetarycomputer.microsoft.com/api/stac/v1",
                         "STAC API root (Planetary Computer; Earth Search: https://earth-search.aws.element84.com/v1)")

@@ -12,7 +12,7 @@ travels along: coordinate ``qa_pixel`` (time, y, x; the Collection 2 bit field) 
     >>> da = open_scenes("work", "G007026E45991N")            # doctest: +SKIP
     >>> da.sel(band="nir08").where(da.clear).mean("time")     # doctest: +SKIP
 
-Needs ``pip install 'glacierwatch[xarray]'`` (xarray, rioxarray).
+Needs ``pip install -e '.[xarray]'`` (xarray, rioxarray).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _xarray() -> tuple[object, object]:
         import rioxarray  # noqa: F401  (registers the .rio accessor)
         import xarray
     except ImportError as exc:
-        raise InputError("open_scenes needs xarray and rioxarray: pip install 'glacierwatch[xarray]'") from exc
+        raise InputError("open_scenes needs xarray and rioxarray: from a clone: pip install -e '.[xarray]'") from exc
     return xarray, rioxarray
 
 

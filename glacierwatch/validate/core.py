@@ -83,8 +83,14 @@ def read_our_areas(areas: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame
     missing = [c for c in AREA_COLUMNS if c not in table.columns]
     if missing:
         raise InputError(f"{source}: missing column(s) {missing}; found {[str(c)[:40] for c in table.columns[:15]]}")
-    if "use" in table.columns:  # per-scene table: only scenes counted in the annual areas
+    counted_only = "use" in table.columns
+    if counted_only:  # per-scene table: only scenes counted in the annual areas
+        n_rows = len(table)
         table = table.loc[table["use"].astype(bool)]
+        if table.empty:
+            raise InputError(f"{source}: none of its {n_rows} scenes counts (use is false everywhere: outside the "
+                             "end-of-season window or too little of the outline observed); validate its annual "
+                             "table, or a table of the scenes you want compared")
     out = pd.DataFrame({"glims_id": table["glims_id"].astype(str).str.strip(),
                         "date": pd.to_datetime(table["date"], errors="coerce", format="ISO8601"),
                         "area_km2": pd.to_numeric(table["area_km2"], errors="coerce")})
