@@ -431,11 +431,11 @@ def test_without_ee_the_source_says_how_to_install(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "ee", None)  # import ee now raises ImportError
     assert not ee_client.ee_available()
     source = EarthEngineSource(config=EarthEngineConfig(), sleep=no_sleep)  # constructible
-    with pytest.raises(SourceUnavailableError, match=r"pip install 'glacierwatch\[earthengine\]'"):
+    with pytest.raises(SourceUnavailableError, match=r"pip install -e '\.\[earthengine\]'"):
         source.search(make_request(dt.date(2020, 8, 1), dt.date(2020, 8, 31)))
-    with pytest.raises(SourceUnavailableError, match=r"pip install 'glacierwatch\[earthengine\]'"):
+    with pytest.raises(SourceUnavailableError, match=r"pip install -e '\.\[earthengine\]'"):
         source.read(_record(L8_27, "L8", dt.date(2020, 8, 18)), GRID)
-    with pytest.raises(SourceUnavailableError, match=r"pip install 'glacierwatch\[earthengine\]'"):
+    with pytest.raises(SourceUnavailableError, match=r"pip install -e '\.\[earthengine\]'"):
         EarthEngineSource.from_config(EarthEngineConfig())
     from glacierwatch.imagery.sources import make_source as make_configured
 

@@ -600,7 +600,7 @@ def test_planetary_computer_signer_gets_a_fresh_token_on_request(server: StacTes
 
 def test_missing_pystac_client_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pystac_client", None)
-    with pytest.raises(SourceUnavailableError, match=r"pip install 'glacierwatch\[stac\]'"):
+    with pytest.raises(SourceUnavailableError, match=r"pip install -e '\.\[stac\]'"):
         StacSource(signing="none")
 
 
