@@ -67,6 +67,9 @@ def console_logging(verbosity: int = 0) -> Iterator[OnceFilter]:
     try:
         with warnings.catch_warnings(), logging_redirect_tqdm(loggers=[root]):
             warnings.simplefilter("default")  # each Python warning once per location, as a log record
+            # deprecation notices of the libraries underneath are for their developers, not our users
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
             # logging_redirect_tqdm swapped our handler for its own, which does not copy filters; other
             # handlers (a test's log capture) are left to see every record
             for h in root.handlers:
