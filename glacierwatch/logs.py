@@ -70,6 +70,9 @@ def console_logging(verbosity: int = 0) -> Iterator[OnceFilter]:
             # deprecation notices of the libraries underneath are for their developers, not our users
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+            # rasterio's NotGeoreferencedWarning, raised spuriously when warps run in threads (its
+            # warning filter is not thread-safe); every raster glacierwatch writes is georeferenced
+            warnings.filterwarnings("ignore", message="Dataset has no geotransform")
             # logging_redirect_tqdm swapped our handler for its own, which does not copy filters; other
             # handlers (a test's log capture) are left to see every record
             for h in root.handlers:
