@@ -12,11 +12,12 @@ shared with the time-series stage in :mod:`glacierwatch.chips.features`.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from glacierwatch.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from glacierwatch.chips.store import ChipSetInfo
@@ -67,16 +68,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value  # cached: __getattr__ runs once per name
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 def read_inventory(path: str | PathLike[str]) -> Any:
