@@ -141,11 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                              model=work / "model" / "model.pt" if args.segmenter == "unet" else None,
                              dem_dir=dem_dir, config=ts, catalog_config=catalog_config, progress=False,
                              segmenter=segmenter)
-        if settings.get("season") == "seed":  # the paper's months: drop the others before the fit
-            months = res.areas["date"].map(lambda d: d.month)
-            south = res.areas["glims_id"].str.endswith("S")
-            keep = np.where(south, months.isin([11, 12, 1, 2, 3, 4]), months.isin([5, 6, 7, 8, 9, 10]))
-            areas = res.areas[keep]
+        if settings.get("season") == "seed":  # the paper's months (the stage's season_ok): drop the others
+            areas = res.areas[res.areas["season_ok"].astype(bool)]
         else:
             areas = res.areas
         annual = res.annual if fit_on == "annual" else annual_areas(areas.iloc[:0])
