@@ -1,6 +1,7 @@
 # glacierwatch set-up, demo and tests. Every target is idempotent: a second run skips what is done.
 #   make demo    create .venv, install torch then glacierwatch (versions pinned by constraints.txt), run `glacierwatch demo`
 #   make test    same set-up, then the test suite
+#   make lint    same set-up, then ruff and mypy with the settings in pyproject.toml (CI runs it before the tests)
 # GPU users: make demo TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.glacierwatch-installed
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lint clean
 
 setup: $(STAMP)
 
@@ -26,6 +27,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check glacierwatch tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf demo-work .pytest_cache

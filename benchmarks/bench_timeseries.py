@@ -38,12 +38,12 @@ import io
 import json
 import os
 import pstats
-import threading
-import tracemalloc
 import shutil
 import sys
 import tempfile
+import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,12 @@ from scipy.ndimage import gaussian_filter1d
 
 from glacierwatch.catalog import build_catalog, select
 from glacierwatch.chips.features import (
-    DEFAULT_CHANNELS, Normaliser, compute_channels, fill_nan, physical_bands, resize_stack,
+    DEFAULT_CHANNELS,
+    Normaliser,
+    compute_channels,
+    fill_nan,
+    physical_bands,
+    resize_stack,
 )
 from glacierwatch.config import CatalogConfig, InventoryConfig, TimeseriesConfig
 from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory

@@ -105,7 +105,7 @@ def ar1_experiment(seed: int = 1) -> list[dict[str, Any]]:
             for i in range(1, t.size):
                 e[i] = rho * e[i - 1] + rng.normal(0, sigma * np.sqrt(1 - rho ** 2))
             area = 5 * np.exp(rate * (t - 2000) + e)
-            for ti, ai in zip(t, area):
+            for ti, ai in zip(t, area, strict=False):
                 date = pd.Timestamp(int(ti), 1, 1) + pd.Timedelta(days=int((ti % 1) * 365))
                 rows.append({"glims_id": gid, "region": "X", "date": date, "area_km2": ai,
                              "area_km2_low": ai * np.exp(-1.96 * sigma), "area_km2_high": ai * np.exp(1.96 * sigma)})

@@ -66,9 +66,8 @@ def main() -> None:
     print(f"world build: seed {t1 - t0:.0f} s, melt-season + {args.extra} extra training scenes {t2 - t1:.0f} s")
 
     from glacierwatch.catalog import build_catalog
-    from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
-
     from glacierwatch.chips import read_inventory
+    from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
 
     work = args.out / "work"
     selection = select_glaciers([read_outlines(melt.outlines)], config=InventoryConfig())

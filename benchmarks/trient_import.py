@@ -260,7 +260,7 @@ def report(result: dict[str, Any]) -> str:
                   f"pixels of the {result['neighbour_glaciers_read']} other SGI 2010 glaciers in it: "
                   f"{result['neighbour_pixels_in_counting_region']}"]
     counted = [s for s in result["scenes"] if s["use"]]
-    lines.append(f"counted end-of-season scenes (Aug-Oct, >= 90 % of the outline observed): "
+    lines.append("counted end-of-season scenes (Aug-Oct, >= 90 % of the outline observed): "
                  + ", ".join(f"{s['date']} {s['area_km2']:.2f} km² (snow {s['snow_fraction']:.2f})" for s in counted))
     for a in result["annual"]:
         lines.append(f"  annual area {a['year']}: {a['area_km2']:.2f} km² [{a['area_km2_low']:.2f}, "

@@ -22,7 +22,10 @@ from glacierwatch.errors import ConfigError
 def _opt(default: Any, doc: str) -> Any:
     """A dataclass field with a documentation string (used by the example config)."""
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc})
+        def copy() -> Any:  # a fresh copy per instance: a mutable default is never shared
+            return type(default)(default)
+
+        return field(default_factory=copy, metadata={"doc": doc})
     return field(default=default, metadata={"doc": doc})
 
 
@@ -341,7 +344,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             kwargs[name] = _build(hint, value, f"{prefix}{name}.")
         else:
             kwargs[name] = _check_range(prefix + name, _coerce(value, hint, prefix + name))

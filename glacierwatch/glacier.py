@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from shapely import Geometry
+from shapely.geometry.base import BaseGeometry
 
 from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid
@@ -33,7 +33,7 @@ class Glacier:
     hemisphere: str
     latitude: float
     grid: GlacierGrid
-    outline: Geometry
+    outline: BaseGeometry
     territory_wkb: bytes | None = None
 
     @classmethod

@@ -142,7 +142,8 @@ def to_grid_crs(geometry: Any, grid: GlacierGrid, *, src_crs: Any = "EPSG:4326")
     """A shapely ``geometry`` (in ``src_crs``) projected to the CRS of ``grid``."""
     if geometry is not None and CRS.from_user_input(src_crs) != CRS.from_user_input(grid.crs):
         project = Transformer.from_crs(src_crs, grid.crs, always_xy=True).transform
-        geometry = shapely.transform(geometry, lambda x, y: project(x, y), interleaved=False)
+        # types-shapely types only the interleaved=True form of the transformation
+        geometry = shapely.transform(geometry, lambda x, y: project(x, y), interleaved=False)  # type: ignore[arg-type, misc]
     return geometry
 
 

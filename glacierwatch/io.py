@@ -29,7 +29,16 @@ from rasterio.errors import RasterioIOError
 from glacierwatch.errors import DatasetNotFoundError, InputError, SceneReadError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.landsat import (
-    FILL_DN, QA_BAND, REFLECTIVE_BANDS, SCENE_BANDS, SR_OFFSET, SR_SCALE, ST_OFFSET, ST_SCALE, THERMAL_BAND, common_band_name,
+    FILL_DN,
+    QA_BAND,
+    REFLECTIVE_BANDS,
+    SCENE_BANDS,
+    SR_OFFSET,
+    SR_SCALE,
+    ST_OFFSET,
+    ST_SCALE,
+    THERMAL_BAND,
+    common_band_name,
 )
 
 

@@ -150,7 +150,7 @@ def stage_lock(target: str | os.PathLike[str], *, wait_s: float = 0.0, poll_s: f
         # a clean release removes the file, so a holder named in the file we now hold died (killed)
         log.warning("%s: taking over the stale lock of %s (no longer running)", path.parent, _holder_text(previous))
     info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)

@@ -178,7 +178,7 @@ def _run_chips(paths: WorkPaths, config: Config, progress: bool) -> None:
 
 
 def _run_train(paths: WorkPaths, config: Config, progress: bool) -> None:
-    from glacierwatch.model import train
+    from glacierwatch.model.train import train
 
     # changed [train] settings start a new run instead of refusing to touch the old one
     train(paths.chips, paths.model_dir, config=config.train, progress=progress, restart_if_changed=True)
@@ -194,7 +194,6 @@ def _run_timeseries(paths: WorkPaths, config: Config, progress: bool) -> None:
 
 def _run_trends(paths: WorkPaths, config: Config, progress: bool) -> None:
     from glacierwatch.trends import write_trends
-
     from glacierwatch.trends.core import TrendOptions
 
     write_trends(paths.areas, paths.trends, min_obs=config.trends.min_obs, by=config.trends.by,

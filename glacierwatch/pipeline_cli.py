@@ -10,7 +10,7 @@ from glacierwatch.errors import InputError
 from glacierwatch.pipeline import STAGES  # the stage runners are imported by run_pipeline's steps
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = subparsers.add_parser("run", help="run every stage from a TOML configuration, skipping up-to-date ones")
     run.add_argument("config", help="configuration file (write one with: glacierwatch init)")
     run.add_argument("--stages", nargs="+", choices=STAGES, help="only these stages")

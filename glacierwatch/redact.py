@@ -25,8 +25,9 @@ SECRET_PARAMS = ("sig", "se", "st", "sp", "sv", "sr", "spr", "srt", "ss", "skoid
                  "x-amz-signedheaders", "x-goog-signature", "x-goog-credential", "awsaccesskeyid",
                  "expires", "policy", "key-pair-id")
 
-_PARAM_RE = re.compile(r"(?P<lead>[?&;]|&amp;)(?P<name>(?:%s))=(?P<value>[^&\s'\"<>#]*)"
-                       % "|".join(re.escape(p) for p in SECRET_PARAMS), re.IGNORECASE)
+_SECRET_ALTERNATIVES = "|".join(re.escape(p) for p in SECRET_PARAMS)
+_PARAM_RE = re.compile(r"(?P<lead>[?&;]|&amp;)(?P<name>(?:" + _SECRET_ALTERNATIVES + r"))=(?P<value>[^&\s'\"<>#]*)",
+                       re.IGNORECASE)
 # a bare SAS token outside a URL ("sv=2021-06-08&ss=b&...&sig=..."), e.g. in an environment dump
 _BARE_SIG_RE = re.compile(r"\b(sig|X-Amz-Signature|X-Goog-Signature)=(?!REDACTED)[^&\s'\"<>#]+", re.IGNORECASE)
 

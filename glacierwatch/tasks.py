@@ -50,7 +50,7 @@ def append_ledger(ledger: str | os.PathLike[str], *, glims_id: str, stage: str, 
     ``extra`` fields a stage adds, e.g. the scene) to the ledger file."""
     append_json_line(ledger, {
         "glims_id": glims_id, "stage": stage, "error_class": type(error).__name__,
-        "message": redact(str(error)), "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "message": redact(str(error)), "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **extra,
     })
 

@@ -190,7 +190,7 @@ class StacTestServer:
                 with self._lock:
                     self._sas_count += 1
                     n = self._sas_count
-                expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+                expiry = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
                 self._json(h, method, {"msft:expiry": expiry.isoformat().replace("+00:00", "Z"),
                                        "token": f"sv=2021-06-08&se=x&sp=rl&sig=token{n}"})
             elif parsed.path in self._files:
@@ -347,7 +347,7 @@ def _parse_time(text: str) -> dt.datetime | None:
     if text in ("", ".."):
         return None
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _compare(op: str, value: Any, target: Any) -> bool:

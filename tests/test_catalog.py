@@ -17,8 +17,17 @@ import pytest
 import rasterio
 
 from glacierwatch.catalog import (
-    COLUMN_NAMES, REQUIRED_COLUMNS, SELECTIONS, build_catalog, deduplicate, parse_metadata_file,
-    parse_scene_name, query, scene_path, select, selection_sql,
+    COLUMN_NAMES,
+    REQUIRED_COLUMNS,
+    SELECTIONS,
+    build_catalog,
+    deduplicate,
+    parse_metadata_file,
+    parse_scene_name,
+    query,
+    scene_path,
+    select,
+    selection_sql,
 )
 from glacierwatch.catalog.metadata import ProviderRecord
 from glacierwatch.catalog.queries import config_with
@@ -143,7 +152,7 @@ def test_real_mtl_text_and_time() -> None:
     record, = parse_metadata_file(STAC_DATA / "mtl" / "LC08_L2SP_005009_20150710_20200908_02_T2_MTL.txt")
     assert record.source == "mtl_txt"
     _check(record, MTL_EXPECTED["LC08_L2SP_005009_20150710_20200908_02_T2"])
-    assert record.acquired == dt.datetime(2015, 7, 10, 14, 34, 35, 978399, tzinfo=dt.timezone.utc)
+    assert record.acquired == dt.datetime(2015, 7, 10, 14, 34, 35, 978399, tzinfo=dt.UTC)
 
 
 @needs_shared

@@ -14,7 +14,14 @@ import rasterio
 from shapely.geometry import box
 
 from glacierwatch.chips import (
-    ChipSet, assign_folds, assign_splits, build_chips, composite_scenes, import_chips, parse_band_map, resize_mask,
+    ChipSet,
+    assign_folds,
+    assign_splits,
+    build_chips,
+    composite_scenes,
+    import_chips,
+    parse_band_map,
+    resize_mask,
 )
 from glacierwatch.chips.features import Normaliser, normalized_difference
 from glacierwatch.chips.testing import write_scene, write_toy_world
@@ -334,7 +341,7 @@ def test_dated_outlines_give_one_chip_each(tmp_path: Path) -> None:
     info = build_chips(sel, world.inventory, dem_dir=world.dem_dir, out_dir=tmp_path / "c", config=cfg,
                        progress=False, validation=validation, window_days=10)
     index, arrays = _chip_arrays(tmp_path / "c")
-    kinds = dict(zip(index["chip_id"], index["mask_kind"]))
+    kinds = dict(zip(index["chip_id"], index["mask_kind"], strict=False))
     day = str((first + pd.Timedelta(days=219)).date())
     early = str((first - pd.Timedelta(days=3)).date())
     assert kinds == {gid: "outline", f"{gid}_{day}": "validation_outline", f"{gid}_{early}": "validation_outline",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import tomllib
 from pathlib import Path
 
@@ -19,8 +18,16 @@ from glacierwatch.grid import GlacierGrid, utm_epsg
 from glacierwatch.ids import glims_id_from_lonlat, validate_glims_id
 from glacierwatch.io import atomic_path, read_scene, read_table, write_raster, write_table
 from glacierwatch.landsat import (
-    QA, SENSORS, dn_to_kelvin, dn_to_reflectance, is_slc_off, kelvin_to_dn, qa_confidence,
-    qa_invalid_mask, reflectance_to_dn, sensor_from_spacecraft,
+    QA,
+    SENSORS,
+    dn_to_kelvin,
+    dn_to_reflectance,
+    is_slc_off,
+    kelvin_to_dn,
+    qa_confidence,
+    qa_invalid_mask,
+    reflectance_to_dn,
+    sensor_from_spacecraft,
 )
 from glacierwatch.tasks import read_ledger, run_per_glacier
 

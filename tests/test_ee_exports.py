@@ -17,11 +17,11 @@ from rasterio.windows import Window, from_bounds
 from glacierwatch.catalog.build import scene_path
 from glacierwatch.cli import main
 from glacierwatch.config import InventoryConfig
+from glacierwatch.errors import ConfigError
+from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.sources.local import LocalSource, band_maps_by_satellite
 from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
-from glacierwatch.grid import GlacierGrid
 from glacierwatch.io import read_raster, read_scene, read_table
-from glacierwatch.errors import ConfigError
 from glacierwatch.landsat import SR_SCALE
 from glacierwatch.synth import WorldInfo
 
@@ -41,7 +41,7 @@ def _bands(path: Path) -> tuple[str, ...]:
 
 def test_the_export_looks_like_earth_engine_s(ee_export: EarthEngineExport) -> None:
     sats = {}
-    for original, exported in ee_export.scenes.items():
+    for exported in ee_export.scenes.values():
         sats[exported.name[:4]] = _bands(exported)
         assert exported.with_name(exported.name + ".json").is_file()
         assert not exported.with_suffix(".json").exists()

@@ -9,8 +9,15 @@ from pathlib import Path
 import pandas as pd
 
 from glacierwatch.config import (
-    CatalogConfig, ChipsConfig, Config, ImageryConfig, InventoryConfig, TimeseriesConfig, TrainConfig,
-    TrendsConfig, example_toml,
+    CatalogConfig,
+    ChipsConfig,
+    Config,
+    ImageryConfig,
+    InventoryConfig,
+    TimeseriesConfig,
+    TrainConfig,
+    TrendsConfig,
+    example_toml,
 )
 from glacierwatch.pipeline import STAGES, run_pipeline
 from glacierwatch.synth import WorldInfo

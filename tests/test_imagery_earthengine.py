@@ -33,14 +33,22 @@ import pytest
 from glacierwatch.config import EarthEngineConfig, ImageryConfig
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.records import GlacierRequest, SceneRecord, grid_lonlat_bounds
-from glacierwatch.imagery.sources import ee_client
 from glacierwatch.imagery.sources import earthengine as eesrc
+from glacierwatch.imagery.sources import ee_client
 from glacierwatch.imagery.sources.base import (
-    ImagerySource, SourceAuthError, SourceError, SourceUnavailableError, TransientSourceError,
+    ImagerySource,
+    SourceAuthError,
+    SourceError,
+    SourceUnavailableError,
+    TransientSourceError,
 )
 from glacierwatch.imagery.sources.earthengine import EarthEngineSource, grid_tiles, json_scalars, search_windows
 from glacierwatch.imagery.sources.ee_client import (
-    CollectionQuery, EarthEngineClient, PixelQuery, request_slots, translate_error,
+    CollectionQuery,
+    EarthEngineClient,
+    PixelQuery,
+    request_slots,
+    translate_error,
 )
 from glacierwatch.landsat import QA, SENSORS
 

@@ -274,8 +274,8 @@ def test_pipeline_runs_the_imagery_stage_when_a_source_is_set(tmp_path: Path) ->
     write_tiny_inventory(work / "inventory.parquet", {GA: grid})
     _local_folder(tmp_path / "input", grid, DATES)
     (tmp_path / "run.toml").write_text(
-        f'workdir = "work"\n[imagery]\nsource = "local"\nmodes = ["timeseries"]\n'
-        f'[imagery.local]\ninput_dir = "input"\n', encoding="utf-8")
+        'workdir = "work"\n[imagery]\nsource = "local"\nmodes = ["timeseries"]\n'
+        '[imagery.local]\ninput_dir = "input"\n', encoding="utf-8")
     config = Config.from_toml(tmp_path / "run.toml")
     status = run_pipeline(config, stages=["imagery", "catalog"], progress=False)
     assert status["imagery"].startswith("ran") and status["catalog"].startswith("ran")

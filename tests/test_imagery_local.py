@@ -31,11 +31,22 @@ from glacierwatch.imagery.records import GlacierRequest, grid_lonlat_bounds
 from glacierwatch.imagery.sources import make_source
 from glacierwatch.imagery.sources.base import ImagerySource, SourceError
 from glacierwatch.imagery.sources.local import (
-    LocalSource, c1_bqa_to_qa_pixel, compile_date_regex, date_from_name, satellite_from_name,
+    LocalSource,
+    c1_bqa_to_qa_pixel,
+    compile_date_regex,
+    date_from_name,
+    satellite_from_name,
 )
 from glacierwatch.io import read_raster, read_scene
 from glacierwatch.landsat import (
-    QA, QA_BAND, SCENE_BANDS, dn_to_kelvin, dn_to_reflectance, kelvin_to_dn, qa_confidence, reflectance_to_dn,
+    QA,
+    QA_BAND,
+    SCENE_BANDS,
+    dn_to_kelvin,
+    dn_to_reflectance,
+    kelvin_to_dn,
+    qa_confidence,
+    reflectance_to_dn,
 )
 from glacierwatch.tasks import read_ledger
 
@@ -396,7 +407,7 @@ def test_sidecar_metadata_is_passed_through(tmp_path: Path) -> None:
     parsed = record_from_usgs_keys(b.properties, source="ee")
     assert (parsed.product_id, parsed.cloud_cover, parsed.image_quality, parsed.wrs_path, parsed.wrs_row) == \
         ("LE07_L2SP_195028_20020601_20200916_02_T1", 12.5, 9, 195, 28)
-    assert parsed.acquired == dt.datetime(2002, 6, 1, 10, 1, 2, 123456, tzinfo=dt.timezone.utc)
+    assert parsed.acquired == dt.datetime(2002, 6, 1, 10, 1, 2, 123456, tzinfo=dt.UTC)
     assert b.properties["COLLECTION_CATEGORY"] == "T1"
 
 

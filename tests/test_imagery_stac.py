@@ -28,11 +28,13 @@ from glacierwatch.errors import ConfigError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.records import GlacierRequest, SceneRecord, grid_lonlat_bounds
 from glacierwatch.imagery.sources.base import (
-    ImagerySource, SourceAuthError, SourceError, SourceUnavailableError, TransientSourceError,
+    ImagerySource,
+    SourceAuthError,
+    SourceError,
+    SourceUnavailableError,
+    TransientSourceError,
 )
-from glacierwatch.imagery.sources.stac import (
-    StacSource, band_hrefs, resolve_signing, skip_reason, usgs_properties,
-)
+from glacierwatch.imagery.sources.stac import StacSource, band_hrefs, resolve_signing, skip_reason, usgs_properties
 from glacierwatch.imagery.standard import mosaic, warp_to_grid
 from glacierwatch.landsat import SCENE_BANDS
 

@@ -126,7 +126,7 @@ def stac_item(base_url: str) -> dict[str, Any]:
         "landsat:collection_category": "T1", "landsat:wrs_path": "195", "landsat:wrs_row": "028",
         "landsat:scene_id": PROPERTIES["LANDSAT_SCENE_ID"], "view:sun_elevation": PROPERTIES["SUN_ELEVATION"],
         "view:sun_azimuth": PROPERTIES["SUN_AZIMUTH"]})
-    for band, key in STAC_KEYS.items():
+    for key in STAC_KEYS.values():
         item["assets"][key]["href"] = f"{base_url}/files/{ITEM_ID}/{key}.tif"
     return item
 

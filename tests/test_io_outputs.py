@@ -13,7 +13,13 @@ import rasterio
 
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.io import (
-    MASK_NODATA, band_scale_offset, datetime64_dates, read_scene, read_table, write_mask_cog, write_scene_cog,
+    MASK_NODATA,
+    band_scale_offset,
+    datetime64_dates,
+    read_scene,
+    read_table,
+    write_mask_cog,
+    write_scene_cog,
     write_table,
 )
 from glacierwatch.landsat import SCENE_BANDS, SR_OFFSET, SR_SCALE, ST_OFFSET, ST_SCALE, dn_to_kelvin, dn_to_reflectance

@@ -24,8 +24,16 @@ from glacierwatch.chips.testing import write_toy_chipset
 from glacierwatch.config import ChipsConfig, TrainConfig
 from glacierwatch.errors import ChannelMismatchError, ConfigError, InputError
 from glacierwatch.model import (
-    UNet, check_channels, evaluate, load_checkpoint, load_encoder_weights, predict_proba, read_checkpoint, train,
-    train_grid, weights_fingerprint,
+    UNet,
+    check_channels,
+    evaluate,
+    load_checkpoint,
+    load_encoder_weights,
+    predict_proba,
+    read_checkpoint,
+    train,
+    train_grid,
+    weights_fingerprint,
 )
 from glacierwatch.model.card import REQUIRED_KEYS
 from glacierwatch.model.train import _Interrupted, augment
@@ -76,7 +84,7 @@ def torchvision_resnet_state_dict(depth: int = 50, in_ch: int = 3, seed: int = 0
     conv("conv1.weight", 64, in_ch, 7)
     bn("bn1", 64)
     inplanes = 64
-    for li, (n, planes) in enumerate(zip(blocks, (64, 128, 256, 512)), start=1):
+    for li, (n, planes) in enumerate(zip(blocks, (64, 128, 256, 512), strict=False), start=1):
         for b in range(n):
             p = f"layer{li}.{b}"
             if bottleneck:
@@ -218,7 +226,7 @@ def test_prefetched_batches_are_the_same_draws(chips32: Path) -> None:
     ahead = list(_batch_source(x, y, order, steps, batch_size=8, seed=0, epoch=3, config=cfg, workers=2, pin=False))
     assert [s for s, *_ in plain] == [1, 2, 3] == [s for s, *_ in ahead]
     assert [n for _, n, *_ in plain] == [8, 8, len(x) - 24]
-    for (_, _, xa, ya), (_, _, xb, yb) in zip(plain, ahead):
+    for (_, _, xa, ya), (_, _, xb, yb) in zip(plain, ahead, strict=False):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 

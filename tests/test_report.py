@@ -205,7 +205,7 @@ def test_report_validation_section_shows_summary_and_first_rows(built) -> None:
     section = section[:section.index("</section>")]
     summary = pd.read_csv(path.parent.parent / "validation" / "validation_summary.csv")
     for column in summary.columns:
-        assert f"<th" in section and column in section
+        assert "<th" in section and column in section
     assert "mean_abs_pct_error" in section and "3.2" in section and "Comparisons" in section
 
 

@@ -17,8 +17,8 @@ from rasterio import features
 from scipy import ndimage
 
 from glacierwatch.cli import main
-from glacierwatch.errors import InputError
 from glacierwatch.config import InventoryConfig
+from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid, inventory_grid
 from glacierwatch.ids import glims_id_from_lonlat, validate_glims_id
 from glacierwatch.io import read_raster, read_scene

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from pyproj import Transformer
 import shapely
+from pyproj import Transformer
 from shapely.geometry import Point
 
 from glacierwatch.config import TimeseriesConfig

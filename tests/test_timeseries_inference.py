@@ -13,11 +13,8 @@ from torch import nn
 
 from glacierwatch.chips.features import DEFAULT_CHANNELS, Normaliser, compute_channels, fill_nan
 from glacierwatch.model import UNet, predict_proba, weights_fingerprint
-from glacierwatch.model.predict import (
-    batch_bounds, bf16_supported, fold_batchnorm, prepare_for_inference,
-)
+from glacierwatch.model.predict import batch_bounds, bf16_supported, fold_batchnorm, prepare_for_inference
 from glacierwatch.timeseries import UNetSegmenter
-
 
 # torch on 2 threads, whatever the machine (timings and bf16 paths as in CI)
 pytestmark = pytest.mark.usefixtures("torch_two_threads")

@@ -150,7 +150,7 @@ def test_a_batch_waits_only_for_its_scenes_and_halo(scene_paths: list[str], smoo
     assert [b.stop for b in blocks] == list(stops) and stops[-1] == N_SCENES
     needed = [scenes_needed(smoothing, int(s), N_SCENES, sig, days) for s in stops]
     assert needed[0] < N_SCENES  # the halo does not reach the end: the test can tell waiting for all
-    for (images, read), need, blk in zip(seg.seen, needed, blocks):
+    for (images, read), need, blk in zip(seg.seen, needed, blocks, strict=False):
         assert images == blk.stop - blk.start
         assert need <= read < N_SCENES or (need == N_SCENES and read == N_SCENES)
     assert seg.seen[0][1] == first  # the first batch did not wait for more than it needed

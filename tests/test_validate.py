@@ -15,8 +15,14 @@ from shapely.geometry import box
 from glacierwatch.cli import main
 from glacierwatch.errors import InputError
 from glacierwatch.validate import (
-    SUMMARY_COLUMNS, VALIDATION_COLUMNS, compare, glims_id_location, name_key, read_our_areas,
-    read_reference, write_validation,
+    SUMMARY_COLUMNS,
+    VALIDATION_COLUMNS,
+    compare,
+    glims_id_location,
+    name_key,
+    read_our_areas,
+    read_reference,
+    write_validation,
 )
 
 TRIENT = "G007026E45991N"
@@ -25,7 +31,7 @@ OTHER = "G007297E45961N"  # Corbassière's id, used here as a second Swiss glaci
 
 def annual_areas(ids=(TRIENT, OTHER), years=range(2000, 2021), area0=(6.0, 16.0), rate=-0.005) -> pd.DataFrame:
     rows = []
-    for gid, a0 in zip(ids, area0):
+    for gid, a0 in zip(ids, area0, strict=False):
         for y in years:
             a = a0 * np.exp(rate * (y - 2000))
             rows.append({"glims_id": gid, "region": "Europe", "year": y, "date": pd.Timestamp(f"{y}-07-01"),

@@ -38,8 +38,8 @@ from glacierwatch.errors import DatasetNotFoundError, InputError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.ids import glacier_path, is_glims_id, validate_glims_id
 from glacierwatch.io import atomic_path, read_table
-from glacierwatch.lock import stage_lock
 from glacierwatch.landsat import SENSORS, is_slc_off
+from glacierwatch.lock import stage_lock
 
 log = logging.getLogger(__name__)
 

@@ -150,7 +150,7 @@ def _parse_time(date: dt.date, text: str) -> dt.datetime | None:
         return None
     micro = int((m.group(4) or "0")[:6].ljust(6, "0"))
     return dt.datetime(date.year, date.month, date.day, int(m.group(1)), int(m.group(2)), int(m.group(3)),
-                       micro, tzinfo=dt.timezone.utc)
+                       micro, tzinfo=dt.UTC)
 
 
 def _parse_iso_datetime(text: str) -> dt.datetime | None:
@@ -164,7 +164,7 @@ def _parse_iso_datetime(text: str) -> dt.datetime | None:
         out = dt.datetime.fromisoformat(text)
     except ValueError:
         return None
-    return (out.replace(tzinfo=dt.timezone.utc) if out.tzinfo is None else out.astimezone(dt.timezone.utc))
+    return (out.replace(tzinfo=dt.UTC) if out.tzinfo is None else out.astimezone(dt.UTC))
 
 
 def _level_from_product_id(product_id: str | None) -> str | None:
@@ -186,7 +186,7 @@ def record_from_usgs_keys(props: Mapping[str, Any], *, source: str, path: str | 
     if not _is_missing(time_start):
         ms = _float(time_start, "system:time_start")
         if ms is not None:
-            acquired = dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.timezone.utc)
+            acquired = dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.UTC)
     if acquired is None and date is not None and not _is_missing(props.get("SCENE_CENTER_TIME")):
         acquired = _parse_time(date, str(props["SCENE_CENTER_TIME"]))
     if date is None and acquired is not None:

@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import duckdb
 import pandas as pd
@@ -37,7 +37,7 @@ _SQL_FILES: Final[dict[str, str]] = {
     "inference": "inference.sql", "training": "training.sql", "inference-glaciers": "inference_glaciers.sql",
 }
 
-CatalogSource = str | os.PathLike[str] | pd.DataFrame
+CatalogSource: TypeAlias = str | os.PathLike[str] | pd.DataFrame
 
 _GLACIER_SCHEMA = pa.schema([
     ("glims_id", pa.string()), ("region", pa.string()), ("hemisphere", pa.string()),

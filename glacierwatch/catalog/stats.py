@@ -18,8 +18,7 @@ from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
-from glacierwatch.landsat import (FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, common_band_name, qa_bits,
-                                  qa_invalid_mask)
+from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, common_band_name, qa_bits, qa_invalid_mask
 
 
 class StatusError(Exception):

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from collections import Counter
 from collections.abc import Sequence
@@ -91,7 +92,7 @@ def composite_scenes(paths: Sequence[str | Path], satellites: Sequence[str], ban
     counts = np.zeros(grid.shape, dtype=np.int32)
     per_sat: Counter[str] = Counter()
     used, skipped = [], []
-    for path, sat in zip(paths, satellites):
+    for path, sat in zip(paths, satellites, strict=False):
         try:  # a scene on another grid is put onto the glacier grid (nearest neighbour, windowed read)
             scene, _ = scene_on_grid(str(path), grid)
         except GlacierwatchError as exc:
@@ -151,7 +152,7 @@ class SyntheticTruth:
             raise DatasetNotFoundError(f"no synthetic truth in {self.world_dir} (truth.csv missing)")
         table = read_table(csv, columns=["glims_id", "date", "mask_level"])
         self._levels = {(str(g), str(d)[:10]): float(v)
-                        for g, d, v in zip(table["glims_id"], table["date"], table["mask_level"])}
+                        for g, d, v in zip(table["glims_id"], table["date"], table["mask_level"], strict=False)}
         self._potential: dict[str, tuple[np.ndarray, GlacierGrid]] = {}
 
     def has(self, glims_id: str, date: Any) -> bool:
@@ -307,10 +308,10 @@ def _build_one(plan: ChipPlan, *, inv_row: pd.Series, inv_crs: Any, dem_dir: Pat
     return meta
 
 
-def build_chips(selection: pd.DataFrame, inventory: pd.DataFrame, *, dem_dir: str | Path | None,
-                out_dir: str | Path, config: ChipsConfig | None = None, progress: bool = True,
+def build_chips(selection: pd.DataFrame, inventory: pd.DataFrame, *, dem_dir: str | os.PathLike[str] | None,
+                out_dir: str | os.PathLike[str], config: ChipsConfig | None = None, progress: bool = True,
                 keep_cache: bool = False, validation: pd.DataFrame | None = None,
-                truth_dir: str | Path | None = None, window_days: int | None = None) -> ChipSetInfo:
+                truth_dir: str | os.PathLike[str] | None = None, window_days: int | None = None) -> ChipSetInfo:
     """Build the training chip set (see the module doc) and return what was written.
 
     ``selection``: scene rows with ``glims_id, path, date, satellite`` (the catalog's training
@@ -333,7 +334,7 @@ def build_chips(selection: pd.DataFrame, inventory: pd.DataFrame, *, dem_dir: st
     inv = inventory.drop_duplicates("glims_id").set_index("glims_id", drop=False)
     inv_crs = getattr(inventory, "crs", None) or "EPSG:4326"
     truth_dir = truth_dir if truth_dir is not None else (config.truth_dir or None)
-    truth = SyntheticTruth(truth_dir) if truth_dir is not None and config.masks == "dated" else None
+    truth = SyntheticTruth(Path(truth_dir)) if truth_dir is not None and config.masks == "dated" else None
     ids = sorted(set(selection["glims_id"]))
     unknown = [g for g in ids if g not in inv.index]
     if unknown:

@@ -8,7 +8,7 @@ import dataclasses
 from glacierwatch.config import ChipsConfig, Config
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("chips", help="training chips (composites, masks, channels, split)")
     sub = parser.add_subparsers(dest="chips_command", metavar="ACTION", required=True)
     d = ChipsConfig()

@@ -44,7 +44,7 @@ _NAME = re.compile(r"^(?P<id>G\d{6}E\d{5}[NS])(?:_(?P<date>\d{4}-\d{2}-\d{2}))?(
 def parse_band_map(text: str | Mapping[str, int]) -> dict[str, int]:
     """``"blue=1,green=2"`` -> {"blue": 1, "green": 2} (names normalised to common names)."""
     if isinstance(text, Mapping):
-        items = list(text.items())
+        items: list[tuple[Any, Any]] = list(text.items())
     else:
         items = []
         for part in str(text).split(","):
@@ -122,11 +122,11 @@ def import_chips(folders: Sequence[str | Path], *, out_dir: str | Path, band_map
         raise InputError(f"{len(regions)} regions given for {len(folders)} folders")
     inv_region: dict[str, str] = {}
     if inventory is not None and "region" in inventory.columns:
-        inv_region = dict(zip(inventory["glims_id"], inventory["region"].astype(str)))
+        inv_region = dict(zip(inventory["glims_id"], inventory["region"].astype(str), strict=False))
     records: list[dict[str, Any]] = []
     cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     dropped = {"mask_variance": 0, "no_mask": 0}
-    for folder, reg in zip(folders, regions):
+    for folder, reg in zip(folders, regions, strict=False):
         folder = Path(folder)
         img_dir, msk_dir = folder / "images", folder / "masks"
         if not img_dir.is_dir() or not msk_dir.is_dir():

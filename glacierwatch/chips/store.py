@@ -71,7 +71,7 @@ UNITS = {
 }
 
 
-def short_hash(h: hashlib._Hash) -> str:  # type: ignore[name-defined]
+def short_hash(h: hashlib._Hash) -> str:
     return h.hexdigest()[:16]
 
 
@@ -231,7 +231,7 @@ def write_chipset(out_dir: str | Path, records: Sequence[Mapping[str, Any]], loa
         "provenance": dict(provenance),
     }
     write_json(out / "chipset.json", header)
-    return ChipSetInfo(path=out, n_chips=len(index), counts=counts, dropped=dict(header["dropped"]),
+    return ChipSetInfo(path=out, n_chips=len(index), counts=counts, dropped={k: int(v) for k, v in dropped.items()},
                        channels=list(channels), size=int(size), fingerprint=fingerprint, failed=dict(failed or {}))
 
 

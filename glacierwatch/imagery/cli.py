@@ -18,7 +18,7 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from exc
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("imagery", help="fetch Landsat C2 L2 scenes and DEMs onto the glacier grids")
     sub = parser.add_subparsers(dest="imagery_command", metavar="ACTION", required=True)
     d = ImageryConfig()

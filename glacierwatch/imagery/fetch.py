@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from glacierwatch import redact
 from glacierwatch.catalog.build import scene_path
 from glacierwatch.config import ImageryConfig
 from glacierwatch.errors import InputError
@@ -44,7 +45,6 @@ from glacierwatch.imagery.sources import make_source
 from glacierwatch.imagery.sources.base import ImagerySource, SourceAuthError
 from glacierwatch.imagery.standard import dem_path, mosaic, write_dem, write_standard_scene
 from glacierwatch.io import append_json_line, ensure_dir, read_json_lines, write_json
-from glacierwatch import redact
 from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, append_ledger, read_ledger, run_per_glacier
 
@@ -163,7 +163,7 @@ def group_records(records: Sequence[SceneRecord]) -> dict[tuple[str, str, str], 
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 class _Journal:
@@ -335,7 +335,7 @@ class _SourceFactory:
     def settings(self) -> Any:
         """The source section's settings (all of them: one source instance per distinct section)."""
         section = getattr(self.config, self.name, None)
-        return dataclasses.asdict(section) if dataclasses.is_dataclass(section) else None
+        return dataclasses.asdict(section) if dataclasses.is_dataclass(section) and not isinstance(section, type) else None
 
     def search_settings(self) -> Any:
         """The settings that decide what a search finds (part of every plan's request key)."""
@@ -475,9 +475,12 @@ def _retry_locked(out: str | os.PathLike[str], *, config: ImageryConfig | None,
     if not failed:
         log.info("no failures recorded in %s", paths.ledger)
         return TaskReport(stage="imagery retry-failed")
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     os.replace(paths.ledger, paths.ledger.with_name(f"failures.{stamp}.jsonl"))
-    date = (lambda v: dt.date.fromisoformat(v) if v else None)
+
+    def date(v: str | None) -> dt.date | None:
+        return dt.date.fromisoformat(v) if v else None
+
     return fetch_imagery(settings["inventory"], out, source=settings["source"], mode=settings["mode"],
                          start=date(settings.get("start")), end=date(settings.get("end")), glaciers=failed,
                          config=config, window_days=int(settings.get("window_days", 50)), workers=workers,

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pyproj import Transformer
 
@@ -110,7 +110,7 @@ def _as_date(value: Any, where: str = "") -> dt.date | None:
         raise InputError(f"{where}outline_date {value!r} is not a date (YYYY-MM-DD)") from exc
 
 
-def requests_from_inventory(inventory: str | Path, *, mode: str, start: dt.date | None = None,
+def requests_from_inventory(inventory: str | os.PathLike[str], *, mode: str, start: dt.date | None = None,
                             end: dt.date | None = None, window_days: int = 50,
                             glaciers: list[str] | None = None, max_cloud_cover: float | None = None,
                             today: dt.date | None = None) -> list[GlacierRequest]:
@@ -146,8 +146,9 @@ def requests_from_inventory(inventory: str | Path, *, mode: str, start: dt.date 
             outline = _as_date(row.outline_date, f"{inventory}: glacier {gid}: ")
             if outline is None and (start is None or end is None):
                 raise InputError(f"{inventory}: glacier {gid} has no outline date; give --start and --end")
-            g_start = start or outline - dt.timedelta(days=window_days)  # type: ignore[operator]
-            g_end = end or outline + dt.timedelta(days=window_days)  # type: ignore[operator]
+            # outline is None only when both start and end are given (checked above)
+            g_start = start if start is not None else cast(dt.date, outline) - dt.timedelta(days=window_days)
+            g_end = end if end is not None else cast(dt.date, outline) + dt.timedelta(days=window_days)
         else:
             g_start, g_end = start or ARCHIVE_START, end or today
         if g_end < g_start:

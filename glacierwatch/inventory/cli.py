@@ -14,7 +14,7 @@ from glacierwatch.errors import InputError
 log = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("inventory", help="select glaciers from GLIMS / RGI / national outlines")
     sub = parser.add_subparsers(dest="inventory_command", metavar="ACTION", required=True)
     d = InventoryConfig()

@@ -505,7 +505,7 @@ def _assign_ids(df: gpd.GeoDataFrame, schema: str, notes: list[str]) -> gpd.GeoD
     new_ids = ids.copy()
     sub = df.loc[need]
     collisions = 0
-    for source_id, group in sub.groupby("source_id", sort=True):
+    for _source_id, group in sub.groupby("source_id", sort=True):
         geoms = group.geometry[usable[group.index]].to_numpy()
         if len(geoms) == 0:
             continue  # no geometry to derive from: stays without id, reported by the selection

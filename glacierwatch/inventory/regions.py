@@ -142,7 +142,7 @@ class RegionTable:
                                f"geog_area {text!r} of another outline ({len(votes[region])} outline(s))")
         for o1, o2 in codes:
             rule = self.match_code(o1, o2)
-            if rule is not None:
+            if rule is not None and o1 is not None:  # match_code gives no rule without o1
                 code = f"{int(o1):02d}-{int(o2):02d}" if o2 is not None and rule.field == "o2region" else f"{int(o1):02d}"
                 return RegionMatch(rule.region, rule.include, f"{rule.field} {code}")
         return RegionMatch(UNKNOWN_REGION, True, "no rule matched")

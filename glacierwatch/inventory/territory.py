@@ -26,16 +26,18 @@ half a pixel at the outline edges.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import shapely
 from pyproj import Transformer
+from shapely.geometry.base import BaseGeometry
 
 from glacierwatch.grid import GlacierGrid
 
 
-def _reach(own: shapely.Geometry, box: shapely.Geometry) -> float:
+def _reach(own: BaseGeometry, box: BaseGeometry) -> float:
     """An upper bound of the distance from any point of ``box`` to ``own`` (m): the farthest box
     corner from a point of ``own``. Outline parts farther than this from the box can never be nearer
     to a box point than ``own`` is, so only outlines within reach enter the Voronoi diagram."""
@@ -44,7 +46,7 @@ def _reach(own: shapely.Geometry, box: shapely.Geometry) -> float:
     return float(np.max(np.hypot(corners[:, 0] - q.x, corners[:, 1] - q.y)))
 
 
-def _boundary_points(geometries: Sequence[shapely.Geometry], spacing_m: float) -> list[np.ndarray]:
+def _boundary_points(geometries: Sequence[BaseGeometry], spacing_m: float) -> list[np.ndarray]:
     """(n, 2) coordinates of each geometry's boundary, at most ``spacing_m`` apart."""
     out = []
     for geom in geometries:
@@ -53,9 +55,9 @@ def _boundary_points(geometries: Sequence[shapely.Geometry], spacing_m: float) -
     return out
 
 
-def territory(own_utm: shapely.Geometry, others_utm: Sequence[shapely.Geometry], box: shapely.Geometry,
+def territory(own_utm: BaseGeometry, others_utm: Sequence[BaseGeometry], box: BaseGeometry,
               *, spacing_m: float = 30.0, own_rank: int = -1,
-              other_ranks: Sequence[int] | None = None) -> shapely.Geometry:
+              other_ranks: Sequence[int] | None = None) -> BaseGeometry:
     """The territory of ``own_utm`` in ``box`` against ``others_utm`` (all in one projected CRS, m):
     a (Multi)Polygon, possibly empty. See the module docstring for the rule and the method.
 
@@ -102,7 +104,7 @@ def territory(own_utm: shapely.Geometry, others_utm: Sequence[shapely.Geometry],
     if len(cells) == len(coords) and shapely.contains_xy(cells, coords[:, 0], coords[:, 1]).all():
         own_cells = cells[is_own]
     else:
-        cell_idx, pt_idx = shapely.STRtree(shapely.points(coords)).query(cells, predicate="contains")
+        cell_idx, pt_idx = shapely.STRtree(np.asarray(shapely.points(coords))).query(cells, predicate="contains")
         own_cells = cells[np.unique(cell_idx[is_own[pt_idx]])]
     near = _union_cells(own_cells)
     result = shapely.union(shapely.make_valid(near), own_utm)
@@ -111,7 +113,7 @@ def territory(own_utm: shapely.Geometry, others_utm: Sequence[shapely.Geometry],
     return _polygonal(result)
 
 
-def _union_cells(cells: np.ndarray) -> shapely.Geometry:
+def _union_cells(cells: np.ndarray) -> BaseGeometry:
     """Union of Voronoi cells (polygons)."""
     if not len(cells):
         return shapely.Polygon()
@@ -122,7 +124,7 @@ def _union_cells(cells: np.ndarray) -> shapely.Geometry:
         return shapely.union_all(shapely.make_valid(cells), grid_size=1e-3)
 
 
-def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
+def _polygonal(geometry: BaseGeometry) -> BaseGeometry:
     """The (Multi)Polygon part of ``geometry`` (slivers of lines and points from overlay dropped)."""
     geometry = shapely.make_valid(geometry)
     parts = [p for p in shapely.get_parts(geometry) if p.geom_type in ("Polygon", "MultiPolygon") and not p.is_empty]
@@ -133,7 +135,7 @@ def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
     return shapely.union_all(parts)
 
 
-def territories_wkb(all_outlines_wgs84: Sequence[shapely.Geometry], selected: Sequence[int],
+def territories_wkb(all_outlines_wgs84: Sequence[BaseGeometry], selected: Sequence[int],
                     grids: Sequence[GlacierGrid], *, spacing_m: float | None = None) -> list[bytes]:
     """WKB territories of the glaciers ``all_outlines_wgs84[selected[k]]`` on ``grids[k]``, each in
     its grid's CRS (m), against every other outline of ``all_outlines_wgs84`` (one per glacier,
@@ -150,8 +152,10 @@ def territories_wkb(all_outlines_wgs84: Sequence[shapely.Geometry], selected: Se
         near = [int(j) for j in tree.query(search) if int(j) != int(index)]
         to_utm = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform
 
-        def project(g: shapely.Geometry) -> shapely.Geometry:
-            return shapely.transform(g, lambda x, y: to_utm(x, y), interleaved=False)
+        # to_utm is bound as a default: the function is only called in this iteration (B023)
+        def project(g: BaseGeometry, to_utm: Callable[..., Any] = to_utm) -> BaseGeometry:
+            # types-shapely types only the interleaved=True form of the transformation
+            return shapely.transform(g, lambda x, y: to_utm(x, y), interleaved=False)  # type: ignore[arg-type, misc]
 
         own = project(geoms[index])
         others = [project(geoms[j]) for j in near]

@@ -50,7 +50,7 @@ def check_channels(card: Mapping[str, Any], channels: Sequence[str]) -> None:
     if dup:
         parts.append(f"duplicated {dup}")
     if not parts:
-        pos = next(i for i, (a, b) in enumerate(zip(expected, got)) if a != b)
+        pos = next(i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b)
         parts.append(f"same names in another order (position {pos}: model expects {expected[pos]!r}, input has {got[pos]!r})")
     raise ChannelMismatchError(
         f"the model was trained on {len(expected)} channels {expected} (in this order) but the input has "

@@ -17,7 +17,7 @@ def _int_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = TrainConfig()
     t = subparsers.add_parser("train", help="train the U-Net on a chip set (resumable); writes model.pt + model_card.json")
     t.add_argument("--chips", required=True, help="chip-set folder (glacierwatch chips build/import)")

@@ -103,7 +103,7 @@ def _chip_rows(name: str, prob: np.ndarray, masks: np.ndarray, rows: pd.DataFram
         dice, iou = dice_iou(tp, fp, fn)
         area_px = getattr(row, "pixel_area_m2", np.nan)
         true_km2 = getattr(row, "true_area_km2", np.nan)
-        h, w = int(getattr(row, "grid_height", prob.shape[-2])), int(getattr(row, "grid_width", prob.shape[-1]))
+        h, w = int(getattr(row, "grid_height", int(prob.shape[-2]))), int(getattr(row, "grid_width", int(prob.shape[-1])))
         if np.isfinite(area_px) and np.isfinite(true_km2):
             full = resize_stack(prob[i][np.newaxis], (h, w), antialias=False).numpy()[0] if (h, w) != prob.shape[-2:] else prob[i]
             pred_km2 = float(np.count_nonzero(full > threshold)) * float(area_px) / 1e6

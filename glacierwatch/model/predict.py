@@ -61,7 +61,7 @@ def amp_dtype(device: torch.device, want: bool | None) -> torch.dtype | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _note_no_bf16(device: torch.device) -> None:
     """Log "bf16 not supported" once per process and device, not once per glacier or batch."""
     log.info("bf16 autocast requested but not supported on %s; running fp32", device)
@@ -116,7 +116,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
         raise InputError(f"{path}: weights do not fit the architecture in its card ({exc})") from exc
-    model.card = card  # type: ignore[attr-defined]
+    model.card = card
     model.eval()
     return model.to(resolve_device(device)), card
 
@@ -138,7 +138,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         children = parent._modules
         names = list(children)
         if isinstance(parent, nn.Sequential):
-            pairs = list(zip(names[:-1], names[1:]))
+            pairs = list(zip(names[:-1], names[1:], strict=False))
         else:
             pairs = [("conv" + name[2:], name) for name in names if name.startswith("bn")]
         for conv_name, bn_name in pairs:
@@ -169,7 +169,7 @@ def prepare_for_inference(model: nn.Module, *, device: str | torch.device = "cpu
     if dtype == torch.bfloat16:
         prepared = prepared.to(torch.bfloat16)
     if channels_last:
-        prepared = prepared.to(memory_format=torch.channels_last)
+        prepared = prepared.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's Module.to overloads omit memory_format
     return prepared
 
 
@@ -182,7 +182,7 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
         return []
     k = math.ceil(n / batch_size)
     edges = [round(i * n / k) for i in range(k + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(zip(edges[:-1], edges[1:], strict=False))
 
 
 def predict_proba(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 32,
@@ -219,7 +219,7 @@ def predict_proba(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, batch
     model.eval()
     model.to(dev)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's Module.to overloads omit memory_format
     out = np.empty((arr.shape[0], *arr.shape[-2:]), dtype=np.float32)
     on_gpu = dev.type == "cuda"
     pending: list[tuple[int, int, torch.Tensor]] = []

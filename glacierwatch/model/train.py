@@ -37,7 +37,7 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,7 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 def _batch_source(x: torch.Tensor, y: torch.Tensor, order: np.ndarray, steps: range, *, batch_size: int,
                   seed: int, epoch: int, config: TrainConfig, workers: int, pin: bool
-                  ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+                  ) -> Generator[tuple[int, int, torch.Tensor, torch.Tensor], None, None]:
     """(step, n images, augmented images, masks) for each step of one epoch, in order.
 
     With ``workers`` > 0 the next ``workers + 1`` batches are prepared by a thread pool while the caller
@@ -210,7 +210,7 @@ def _write_metrics(history: list[dict[str, Any]], out: Path) -> None:
 def data_fingerprint(cs: ChipSet, split: pd.Series) -> str:
     """The chip set's fingerprint combined with the split used (differs in cross-validation)."""
     h = hashlib.sha256(cs.fingerprint.encode())
-    h.update(json.dumps(sorted(zip(cs.index["chip_id"].astype(str), split.astype(str)))).encode())
+    h.update(json.dumps(sorted(zip(cs.index["chip_id"].astype(str), split.astype(str), strict=False))).encode())
     return h.hexdigest()[:16]
 
 
@@ -332,7 +332,7 @@ def _train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | 
             raise InputError(f"encoder weights {config.encoder_weights}: {exc}") from exc
     model.to(device)
     if use_cl:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's Module.to overloads omit memory_format
     try:  # the fused kernel is much faster than the per-tensor loop (20x for ResNet-50 on CPU)
         opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
                                fused=device.type in ("cpu", "cuda"))
@@ -550,7 +550,7 @@ def _make_card(*, cs: ChipSet, config: TrainConfig, channels: Sequence[str], wei
                      "stopped": reason, "seconds": float(sum(h.get("seconds", 0.0) for h in history))},
         "metrics": metrics or {},
         "software": {"glacierwatch": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     card.update(usage_fields(card))  # intended use and limitations, with the sensors and regions seen
     # plain JSON types only (the checkpoint is loaded with weights_only=True)
@@ -614,7 +614,7 @@ def cross_validate(chips_dir: str | Path, out_dir: str | Path, *, folds: int = 5
         n_val = max(1, int(round(val_fraction * len(rest))))
         val = set(rng.choice(rest, size=min(n_val, len(rest) - 2), replace=False)) if len(rest) > 3 else set()
         gsplit = {g: "test" if fold_of[g] == k else "val" if g in val else "train" for g in groups["glims_id"]}
-        override = dict(zip(cs.index["chip_id"], cs.index["glims_id"].map(gsplit)))
+        override = dict(zip(cs.index["chip_id"], cs.index["glims_id"].map(gsplit), strict=False))
         path = train(chips_dir, out / f"fold{k}", config=config, progress=progress, max_minutes=max_minutes,
                      split_override=override, **kwargs)
         card = json.loads((path.parent / "model_card.json").read_text(encoding="utf-8"))

@@ -207,7 +207,7 @@ def build_decoder(name: str, encoder_channels: Sequence[int], in_channels: int) 
         d = LIGHT_DECODER_CHANNELS
         skips = (c3, c2, c1, c0, in_channels)
         cins = (c4, *d[:-1])
-        return nn.ModuleList([LightUpBlock(ci, cs, co) for ci, cs, co in zip(cins, skips, d)]), d[-1]
+        return nn.ModuleList([LightUpBlock(ci, cs, co) for ci, cs, co in zip(cins, skips, d, strict=False)]), d[-1]
     raise ValueError(f"unknown decoder {name!r}; choose one of {sorted(DECODERS)}")
 
 
@@ -243,7 +243,7 @@ class UNet(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         s0, s1, s2, s3, s4 = self.encoder(x)
         y = s4
-        for block, skip in zip(self.decoder, (s3, s2, s1, s0, x)):
+        for block, skip in zip(self.decoder, (s3, s2, s1, s0, x), strict=False):
             y = block(y, skip)
         y = self.head(y)
         return y[..., :h, :w] if (ph or pw) else y

@@ -31,7 +31,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -407,7 +407,7 @@ def _read_png(inp: ReportInputs, entry: dict[str, Any]) -> bytes:
 
 def _region_figures_section(inp: ReportInputs) -> str:
     parts = []
-    counts = dict(zip(inp.regions[inp.by].astype(str), inp.regions["n_glaciers"]))
+    counts = dict(zip(inp.regions[inp.by].astype(str), inp.regions["n_glaciers"], strict=False))
     single = []
     for m in _figure_by_kind(inp, "region"):
         if m["name"] != TOTAL and counts.get(str(m["name"]), 2) < 2:
@@ -428,6 +428,8 @@ def _region_figures_section(inp: ReportInputs) -> str:
 def _truth_section(inp: ReportInputs) -> str:
     if inp.truth is None:
         return ""
+    truth_path = inp.truth_path
+    assert truth_path is not None  # the inputs set the path together with the table
     truth = inp.truth.copy()
     truth["glims_id"] = truth["glims_id"].astype(str).str.strip()
     truth = truth.drop_duplicates("glims_id")[["glims_id", "true_rel_change_per_year"]]
@@ -479,7 +481,7 @@ def _truth_section(inp: ReportInputs) -> str:
     img = _img(_png(fig), "estimated versus true rates",
                "Estimated against true rate per glacier (flagged glaciers left out).")
     return f"""<section id="truth"><h2>Estimated versus true rates</h2>
-<p>The work folder holds a synthetic world with known rates (<code>{_esc(inp.truth_path.relative_to(inp.workdir))}</code>).
+<p>The work folder holds a synthetic world with known rates (<code>{_esc(truth_path.relative_to(inp.workdir))}</code>).
 {len(used)} glaciers compared (flagged ones, shaded in the table, are left out): root-mean-square error {pct(rmse, sign=False)} %/yr;
 {"" if not _finite(within) else f"{within:.0f} % of glacier estimates lie within 2 standard errors of the truth."}</p>
 {reg_table}<div class="two">{img}<div class="scroll">{table}</div></div></section>"""
@@ -502,7 +504,7 @@ def _inventory_section(inp: ReportInputs) -> str:
             status = cat["status"].astype(str) if "status" in cat.columns else pd.Series("all", index=cat.index)
             pivot = pd.crosstab(cat["satellite"].astype(str), status)
             pivot["total"] = pivot.sum(axis=1)
-            rows = [[sat, *[int(v) for v in vals]] for sat, vals in zip(pivot.index, pivot.to_numpy())]
+            rows = [[sat, *[int(v) for v in vals]] for sat, vals in zip(pivot.index, pivot.to_numpy(), strict=False)]
             rows.append(["all", *[int(v) for v in pivot.sum(axis=0).to_numpy()]])
             parts.append(html_table(rows, ["Satellite", *[f"status: {c}" if c != "total" else c
                                                           for c in pivot.columns]],
@@ -595,8 +597,8 @@ def _model_section(inp: ReportInputs) -> str:
 def map_figure(outlines: Any, glaciers: pd.DataFrame) -> Figure:
     """All glaciers in longitude/latitude (EPSG:4326), each outline filled with its rate (%/yr) on a
     diverging scale, with a marker at its centroid so that small glaciers stay visible at any extent."""
-    from matplotlib.colors import TwoSlopeNorm
     from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import TwoSlopeNorm
 
     merged = outlines.merge(glaciers[["glims_id", "rel_change_per_year", "flagged"]], on="glims_id", how="left")
     rate = merged["rel_change_per_year"].to_numpy(float) * 100
@@ -722,7 +724,7 @@ def _glacier_figures_section(inp: ReportInputs) -> str:
                     "region, redrawn from the run's scenes (<code>glacierwatch timeseries overlay</code>).</p>"
                     '<div class="gallery">' + "".join(_img(png, f"overlay {c}", _esc(c)) for c, png in inp.overlays)
                     + "</div>")
-    return (f'<section id="glacier-figures"><h2>Per-glacier series (Figure 16)</h2><p>Area per scene (dots, '
+    return ('<section id="glacier-figures"><h2>Per-glacier series (Figure 16)</h2><p>Area per scene (dots, '
             "coloured by the observed fraction of the glacier box: 1 = clear, lower = cloud, shadow or no data), "
             + ("its interval (<code>area_km2_low</code> to <code>area_km2_high</code>, shaded), " if has_interval else "")
             + "the log-linear fit (red) and, below, the observed fraction of each scene."
@@ -867,7 +869,7 @@ def render_report(inp: ReportInputs) -> str:
         ("methods", "Reading guide", _methods_section(inp)),
     ]
     nav = "".join(f'<a href="#{sid}">{_esc(title)}</a>' for sid, title, body in sections if body)
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "\n".join(b for _, _, b in sections if b)
     title = f"Glacier area change \u2014 {inp.workdir.resolve().name}"
     return f"""<!DOCTYPE html>

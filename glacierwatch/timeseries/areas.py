@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 import rasterio.errors
-from shapely import Geometry
+from shapely.geometry.base import BaseGeometry
 
 from glacierwatch.chips.features import resize_stack
 from glacierwatch.config import TimeseriesConfig
@@ -44,7 +44,12 @@ from glacierwatch.landsat import COMMON_BANDS
 from glacierwatch.model.predict import batch_bounds
 from glacierwatch.timeseries.segmenters import Segmenter
 from glacierwatch.timeseries.stack import (
-    SceneStack, read_stack, scenes_needed, smooth_block, smoothing_is_identity, stack_bytes_per_scene,
+    SceneStack,
+    read_stack,
+    scenes_needed,
+    smooth_block,
+    smoothing_is_identity,
+    stack_bytes_per_scene,
 )
 
 AREA_COLUMNS = (
@@ -171,7 +176,7 @@ def _areas_on_grid(probs: np.ndarray, grid: GlacierGrid, region: np.ndarray, thr
     return BlockAreas(areas, np.minimum(low, areas), np.maximum(high, areas))
 
 
-def prepare_glacier(glims_id: str, scenes: pd.DataFrame, geometry: Geometry, grid: GlacierGrid | None
+def prepare_glacier(glims_id: str, scenes: pd.DataFrame, geometry: BaseGeometry, grid: GlacierGrid | None
                     ) -> tuple[pd.DataFrame, GlacierGrid, np.ndarray]:
     """Scenes in processing order (date, then path), the glacier grid (the first scene's when ``grid``
     is None) and the outline rasterised on it; errors if there is no scene or the outline misses the grid."""
@@ -186,7 +191,7 @@ def prepare_glacier(glims_id: str, scenes: pd.DataFrame, geometry: Geometry, gri
     return scenes, grid, outline
 
 
-def count_region(geometry: Geometry, grid: GlacierGrid, buffer_m: float | None,
+def count_region(geometry: BaseGeometry, grid: GlacierGrid, buffer_m: float | None,
                  territory_wkb: bytes | None = None) -> np.ndarray:
     """Where glacier pixels are counted (:func:`glacierwatch.grid.counting_region`): the outline
     buffered by ``buffer_m`` m within the glacier's own territory (0: the outline itself; None: the
@@ -201,7 +206,7 @@ def count_region(geometry: Geometry, grid: GlacierGrid, buffer_m: float | None,
 SNOW_ZONE_DISTANCE_M = 300.0
 
 
-def snow_zone(geometry: Geometry, grid: GlacierGrid, territory_wkb: bytes | None = None) -> np.ndarray:
+def snow_zone(geometry: BaseGeometry, grid: GlacierGrid, territory_wkb: bytes | None = None) -> np.ndarray:
     """Where a scene's seasonal snow is measured: the glacier's territory (the box without other
     glaciers) farther than :data:`SNOW_ZONE_DISTANCE_M` from its outline."""
     return ~outline_on_grid(geometry, grid, buffer_m=SNOW_ZONE_DISTANCE_M) & territory_on_grid(territory_wkb, grid)
@@ -375,7 +380,7 @@ class _CountedBlock:
     filled_fraction: np.ndarray | None
 
 
-def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, region_name: str,
+def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry, region_name: str,
                   grid: GlacierGrid | None, dem_path: str | None, segmenter: Segmenter,
                   config: TimeseriesConfig, chip_size: int = 128, threads: int = 2,
                   scratch_dir: str | Path | None = None, territory_wkb: bytes | None = None,

@@ -10,7 +10,7 @@ from pathlib import Path
 from glacierwatch.config import CatalogConfig, Config, TimeseriesConfig
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("timeseries", help="per-glacier area time series")
     sub = parser.add_subparsers(dest="timeseries_command", metavar="ACTION", required=True)
     d = TimeseriesConfig()

@@ -28,26 +28,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import shapely
 import pandas as pd
+import shapely
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from shapely import Geometry
+from shapely.geometry.base import BaseGeometry
 
 from glacierwatch.config import TimeseriesConfig
 from glacierwatch.errors import DatasetNotFoundError, InputError
+from glacierwatch.glacier import read_glaciers
 from glacierwatch.grid import GlacierGrid, to_grid_crs
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import atomic_path, read_scene, read_table
 from glacierwatch.landsat import QA, QA_BAND, to_physical
 from glacierwatch.timeseries.areas import (
-    count_region, dem_at_chip_size, glacier_stack, prepare_glacier, probabilities_on_grid, smoothed_probabilities,
+    count_region,
+    dem_at_chip_size,
+    glacier_stack,
+    prepare_glacier,
+    probabilities_on_grid,
+    smoothed_probabilities,
 )
-from glacierwatch.glacier import read_glaciers
 from glacierwatch.timeseries.run import TimeseriesOutputs, find_dem
 from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
 
@@ -80,8 +85,8 @@ class OverlayScene:
     rgb: np.ndarray  # (rows, cols, 3) stretched true colour in [0, 1], fill black
     fill: np.ndarray  # (rows, cols) bool, no data
     probability: np.ndarray  # (rows, cols) float32, the smoothed probability resized to the grid
-    outline: Geometry  # inventory outline in the grid CRS
-    region: Geometry | None  # counting region (outline + buffer_m) in the grid CRS; None = whole box
+    outline: BaseGeometry  # inventory outline in the grid CRS
+    region: BaseGeometry | None  # counting region (outline + buffer_m) in the grid CRS; None = whole box
     threshold: float
     area_km2: float  # from the areas table
     area_km2_redrawn: float  # counted again from ``probability``
@@ -200,7 +205,7 @@ def _true_colour(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: str | os.PathLike[str],
                  inventory_path: str | os.PathLike[str], model: str | os.PathLike[str] | None = None,
-                 dem_dir: str | os.PathLike[str] | None = None, config: TimeseriesConfig = TimeseriesConfig(),
+                 dem_dir: str | os.PathLike[str] | None = None, config: TimeseriesConfig | None = None,
                  segmenter: Segmenter | None = None, device: str = "cpu", chip_size: int = 128,
                  threads: int = 2) -> list[OverlayScene]:
     """What :func:`overlay_figures` draws, one :class:`OverlayScene` per areas row on the requested dates.
@@ -209,6 +214,7 @@ def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: s
     must have the rows' ``model_fingerprint``; ``segmenter`` passes an already built one instead (tests,
     oracles). Smoothing, sigma and buffer come from the rows; ``config`` gives the threshold and batch size.
     """
+    config = config if config is not None else TimeseriesConfig()
     validate_glims_id(glims_id)
     rows = _glacier_rows(areas_path, glims_id)
     chosen = _requested_rows(rows, dates, glims_id, areas_path)
@@ -262,7 +268,7 @@ def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: s
     return out
 
 
-def _polygon_lines(geometry: Geometry) -> list[np.ndarray]:
+def _polygon_lines(geometry: BaseGeometry) -> list[np.ndarray]:
     """Exterior and interior rings of a (multi)polygon as (n, 2) coordinate arrays."""
     lines = []
     for part in getattr(geometry, "geoms", [geometry]):
@@ -330,7 +336,7 @@ def overlay_path(out_dir: str | os.PathLike[str], item: OverlayScene) -> Path:
 def overlay_figures(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: str | os.PathLike[str],
                     inventory_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                     model: str | os.PathLike[str] | None = None, dem_dir: str | os.PathLike[str] | None = None,
-                    config: TimeseriesConfig = TimeseriesConfig(), segmenter: Segmenter | None = None,
+                    config: TimeseriesConfig | None = None, segmenter: Segmenter | None = None,
                     device: str = "cpu", chip_size: int = 128) -> list[Path]:
     """Write one PNG per scene of ``glims_id`` on each of ``dates`` (see the module doc); return the paths.
 

@@ -19,6 +19,7 @@ Outputs (``OUT`` = e.g. ``areas.parquet``):
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ class TimeseriesOutputs:
     annual: Path
 
     @classmethod
-    def for_path(cls, out: str | Path) -> TimeseriesOutputs:
+    def for_path(cls, out: str | os.PathLike[str]) -> TimeseriesOutputs:
         out = Path(out)
         stem = out.with_suffix("")
         return cls(out, Path(f"{stem}.parts"), Path(f"{stem}.scenes.parquet"), Path(f"{stem}.failures.jsonl"),
@@ -74,7 +75,7 @@ def _part_done(part: Path, key: str) -> bool:
     return keys == [key]
 
 
-def find_dem(glims_id: str, dem_dir: str | Path | None, segmenter: Segmenter) -> str | None:
+def find_dem(glims_id: str, dem_dir: str | os.PathLike[str] | None, segmenter: Segmenter) -> str | None:
     """``<dem_dir>/<GLIMS_ID>.tif`` if it exists (else None); InputError if the model needs a DEM and
     there is none."""
     dem_path = None
@@ -96,7 +97,7 @@ def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Gla
     """
     validate_glims_id(glims_id)
     remove_stale_stacks(parts_dir, glims_id)
-    seg = segmenter if segmenter is not None else make_segmenter(spec)  # type: ignore[arg-type]
+    seg = segmenter if segmenter is not None else make_segmenter(spec)
     scenes = pd.read_parquet(scenes_path, filters=[("glims_id", "==", glims_id)])
     glacier = glaciers[glims_id]
     dem_path = find_dem(glims_id, dem_dir, seg)
@@ -130,8 +131,8 @@ def collect_parts(outputs: TimeseriesOutputs, glims_ids: Sequence[str] | None = 
 
 def run_timeseries(*, catalog: str | Path, inventory: str | Path, out: str | Path,
                    model: str | Path | None = None, dem_dir: str | Path | None = None,
-                   glaciers: Sequence[str] | None = None, config: TimeseriesConfig = TimeseriesConfig(),
-                   catalog_config: CatalogConfig = CatalogConfig(), segmenter: Segmenter | None = None,
+                   glaciers: Sequence[str] | None = None, config: TimeseriesConfig | None = None,
+                   catalog_config: CatalogConfig | None = None, segmenter: Segmenter | None = None,
                    device: str = "cpu", chip_size: int = 128, progress: bool = True,
                    lock_wait_s: float = 0.0) -> TimeseriesResult:
     """Areas of every selected glacier on every scene passing the inference filter.
@@ -143,6 +144,8 @@ def run_timeseries(*, catalog: str | Path, inventory: str | Path, out: str | Pat
     ``segmenter``: an already-built segmenter (in-process runs only, e.g. an oracle in tests);
     otherwise ``config.segmenter`` with ``model`` as checkpoint.
     """
+    config = config if config is not None else TimeseriesConfig()
+    catalog_config = catalog_config if catalog_config is not None else CatalogConfig()
     outputs = TimeseriesOutputs.for_path(out)
     with stage_lock(outputs.areas, wait_s=lock_wait_s):
         return _run_timeseries_locked(outputs, catalog=catalog, inventory=inventory, model=model,

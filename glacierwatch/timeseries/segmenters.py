@@ -18,9 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from glacierwatch.chips.features import (
-    NDSI_GLACIER_THRESHOLD, Normaliser, compute_channels, fill_nan, ndsi_mask,
-)
+from glacierwatch.chips.features import NDSI_GLACIER_THRESHOLD, Normaliser, compute_channels, fill_nan, ndsi_mask
 from glacierwatch.errors import InputError
 
 

@@ -26,20 +26,11 @@ import rasterio.errors
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from glacierwatch.chips.features import (
-    NDSI_GLACIER_THRESHOLD,
-    ndsi_mask,
-    physical_bands,
-    resize_stack,
-)
+from glacierwatch.chips.features import NDSI_GLACIER_THRESHOLD, ndsi_mask, physical_bands, resize_stack
 from glacierwatch.errors import GlacierwatchError, InputError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.standard import scene_on_grid
-from glacierwatch.landsat import (
-    COMMON_BANDS,
-    QA_BAND,
-    qa_invalid_mask,
-)
+from glacierwatch.landsat import COMMON_BANDS, QA_BAND, qa_invalid_mask
 
 #: ``time``: Gaussian over dates (sigma in days), renormalised over the observed pixels of the scenes
 #: within 4 sigma: no reflection at the series ends. ``masked``/``seed``: Gaussian over image positions
@@ -421,6 +412,7 @@ def smooth_block(stack: SceneStack, start: int, stop: int, *, mode: str = "maske
         raise InputError("smoothing 'time' needs the scene dates (days)")
     if mode == "none" or t < 2 or sigma <= 0:
         data = stack.raw if mode == "seed" else stack.bands
+        assert data is not None  # seed mode without raw bands is refused above
         return np.array(data[start:stop], dtype=np.float32), np.array(stack.weight[start:stop], dtype=np.float32)
     if mode == "seed":
         assert stack.raw is not None

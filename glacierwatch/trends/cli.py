@@ -69,9 +69,8 @@ def register(subparsers: Any) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from glacierwatch.trends.stage import write_trends
-
     from glacierwatch.trends.core import PAPER_OPTIONS, TrendOptions
+    from glacierwatch.trends.stage import write_trends
 
     defaults = TrendsConfig()
     options = PAPER_OPTIONS if args.paper_flags else TrendOptions.from_config(defaults)

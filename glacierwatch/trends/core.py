@@ -115,7 +115,7 @@ PAPER_OPTIONS = TrendOptions()
 
 # ---------------------------------------------------------------- time
 
-def decimal_year(dates: Any) -> np.ndarray:
+def decimal_year(dates: Any) -> Any:
     """Decimal year of each date: ``year + (day_of_year - 1) / days_in_year`` (time of day ignored).
 
     Accepts anything :func:`pandas.to_datetime` accepts (strings, ``datetime.date``, datetime64, a
@@ -244,8 +244,10 @@ def prepare_areas(areas: pd.DataFrame, *, by: str = "region", source: str = "are
         first = clean.groupby("glims_id", sort=False)[column].transform("first")
         bad = (clean[column] != first).to_numpy()
         if bad.any():
-            raise row_error(bad, lambda i, c=column, f=first: f"glacier is in {c} {clean[c].iloc[i]!r} here "
-                                                              f"but {f.iloc[i]!r} on an earlier row")
+            def why(i: int, c: str = column, f: pd.Series = first) -> str:
+                return f"glacier is in {c} {clean[c].iloc[i]!r} here but {f.iloc[i]!r} on an earlier row"
+
+            raise row_error(bad, why)
 
     missing_area = clean["area_km2"].isna().to_numpy()
     nonpositive = ~missing_area & (clean["area_km2"].to_numpy() <= 0)

@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -86,7 +86,7 @@ def _stage_files(result: TrendResult, stage: Path, *, figures: bool,
     result.table2.to_csv(stage / TABLE2_CSV, index=False)
     (stage / TABLE2_MD).write_text(result.table2_markdown(), encoding="utf-8")
     summary = result.summary() | {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "glacierwatch_version": __version__,
         "max_glacier_figures": max_glacier_figures if figures else 0,
     }

@@ -2,7 +2,12 @@
 Glacier Inventories, WGMS Fluctuations of Glaciers). See docs/validation.md."""
 
 from glacierwatch.validate.core import (
-    SUMMARY_COLUMNS, VALIDATION_COLUMNS, ValidationResult, compare, glims_id_location, read_our_areas,
+    SUMMARY_COLUMNS,
+    VALIDATION_COLUMNS,
+    ValidationResult,
+    compare,
+    glims_id_location,
+    read_our_areas,
     write_validation,
 )
 from glacierwatch.validate.references import REFERENCE_COLUMNS, ReferenceSet, name_key, read_reference

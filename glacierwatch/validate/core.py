@@ -20,9 +20,7 @@ import pandas as pd
 
 from glacierwatch.errors import InputError
 from glacierwatch.io import read_table, write_table
-from glacierwatch.validate.references import (
-    REFERENCE_COLUMNS, ReferenceSet, SgiLocations, name_key, read_reference,
-)
+from glacierwatch.validate.references import REFERENCE_COLUMNS, ReferenceSet, SgiLocations, name_key, read_reference
 
 log = logging.getLogger(__name__)
 

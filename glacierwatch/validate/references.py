@@ -21,6 +21,7 @@ recorded, not corrected.
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -220,7 +221,7 @@ def _read_sgi_points(path: Path, points: Any) -> SgiLocations:
     id_col = "sgi-id" if "sgi-id" in points.columns else "sgi_id"
     pts = points.to_crs(2056).rename(columns={id_col: "sgi_id"})
     pts["sgi_id"] = pts["sgi_id"].astype(str).str.strip()
-    names = dict(zip(pts["sgi_id"], pts["name"].astype(str))) if "name" in pts.columns else {}
+    names = dict(zip(pts["sgi_id"], pts["name"].astype(str), strict=False)) if "name" in pts.columns else {}
     return SgiLocations(points=pts[["sgi_id", "geometry"]], names=names)
 
 
@@ -232,8 +233,9 @@ def _find_sgi_locations(path: Path) -> SgiLocations:
             hits = sorted(base.glob(pattern))
             if hits and getattr(found, reader) is None:
                 vec = _read_vector(hits[0])
-                found.add(_read_sgi_outlines(hits[0], vec).sgi if reader == "outlines"
-                          else _read_sgi_points(hits[0], vec))
+                part = _read_sgi_outlines(hits[0], vec).sgi if reader == "outlines" else _read_sgi_points(hits[0], vec)
+                if part is not None:
+                    found.add(part)
     return found
 
 
@@ -268,7 +270,7 @@ def _read_sgi_table(path: Path, table: pd.DataFrame) -> ReferenceSet:
     names = {}
     if "name_2016" in table.columns:
         named = table.loc[table["name_2016"].notna()]
-        names = dict(zip(named["sgi_id"].astype(str).str.strip(), named["name_2016"].astype(str)))
+        names = dict(zip(named["sgi_id"].astype(str).str.strip(), named["name_2016"].astype(str), strict=False))
     sgi = _find_sgi_locations(path)
     sgi.names.update(names)
     return ReferenceSet("sgi_table", path, rows, sgi=sgi)
@@ -352,7 +354,7 @@ def _read_dated_table(path: Path, table: pd.DataFrame) -> ReferenceSet:
     return ReferenceSet("table", path, rows)
 
 
-def read_reference(path: str | Path) -> ReferenceSet:
+def read_reference(path: str | os.PathLike[str]) -> ReferenceSet:
     """Read one reference file, detecting its kind (module docstring); bad files raise a one-line
     :class:`InputError` naming the file and the first bad row."""
     path = Path(path)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from glacierwatch.config import ImageryConfig
 from glacierwatch.errors import ConfigError
 from glacierwatch.imagery.sources.base import (
-    ImagerySource, SourceAuthError, SourceError, SourceUnavailableError, TransientSourceError, with_retries,
+    ImagerySource,
+    SourceAuthError,
+    SourceError,
+    SourceUnavailableError,
+    TransientSourceError,
+    with_retries,
 )
 
 SOURCES = ("earthengine", "stac", "local")

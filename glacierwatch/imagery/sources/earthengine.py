@@ -42,7 +42,12 @@ from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.records import GlacierRequest, SceneRecord
 from glacierwatch.imagery.sources.base import SourceError, SourceUnavailableError, with_retries
 from glacierwatch.imagery.sources.ee_client import (
-    INSTALL_HINT, CollectionQuery, EarthEngineClient, EarthEngineTransport, PixelQuery, ee_available,
+    INSTALL_HINT,
+    CollectionQuery,
+    EarthEngineClient,
+    EarthEngineTransport,
+    PixelQuery,
+    ee_available,
 )
 from glacierwatch.imagery.standard import normalise_fill
 from glacierwatch.landsat import QA_BAND, SENSORS, sensor_from_spacecraft
@@ -85,7 +90,7 @@ def _acquisition_date(props: Mapping[str, Any]) -> dt.date | None:
             pass
     ms = props.get("system:time_start")
     if isinstance(ms, (int, float)) and not isinstance(ms, bool) and math.isfinite(ms):
-        return dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.timezone.utc).date()
+        return dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.UTC).date()
     return None
 
 

@@ -46,9 +46,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from glacierwatch.grid import GlacierGrid
-from glacierwatch.imagery.sources.base import (
-    SourceAuthError, SourceError, SourceUnavailableError, TransientSourceError,
-)
+from glacierwatch.imagery.sources.base import SourceAuthError, SourceError, SourceUnavailableError, TransientSourceError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -57,7 +57,11 @@ from rasterio.errors import RasterioError
 from rasterio.warp import Resampling, transform_bounds
 
 from glacierwatch.catalog.metadata import (
-    SIDECAR_SUFFIXES, MetadataError, ProviderRecord, deduplicate, parse_metadata_file,
+    SIDECAR_SUFFIXES,
+    MetadataError,
+    ProviderRecord,
+    deduplicate,
+    parse_metadata_file,
 )
 from glacierwatch.config import LocalConfig
 from glacierwatch.errors import ConfigError, DatasetNotFoundError
@@ -66,8 +70,17 @@ from glacierwatch.imagery.records import GlacierRequest, SceneRecord
 from glacierwatch.imagery.sources.base import SourceError
 from glacierwatch.imagery.standard import grid_window, normalise_fill, warp_to_grid
 from glacierwatch.landsat import (
-    FILL_DN, QA, QA_BAND, QA_CONFIDENCE_SHIFT, REFLECTIVE_BANDS, SCENE_BANDS, SENSORS, THERMAL_BAND,
-    common_band_name, kelvin_to_dn, reflectance_to_dn,
+    FILL_DN,
+    QA,
+    QA_BAND,
+    QA_CONFIDENCE_SHIFT,
+    REFLECTIVE_BANDS,
+    SCENE_BANDS,
+    SENSORS,
+    THERMAL_BAND,
+    common_band_name,
+    kelvin_to_dn,
+    reflectance_to_dn,
 )
 
 log = logging.getLogger(__name__)
@@ -349,7 +362,7 @@ def _read_header(path: Path, stat: os.stat_result) -> _Header:
             if src.crs is None:
                 header = _Header(None, None, src.width, src.height, f"{path}: the GeoTIFF has no CRS")
             else:
-                header = _Header(src.crs.to_wkt(), tuple(src.bounds), src.width, src.height, None)  # type: ignore[arg-type]
+                header = _Header(src.crs.to_wkt(), tuple(src.bounds), src.width, src.height, None)
     except (RasterioError, OSError, ValueError) as exc:
         header = _Header(None, None, 0, 0, f"{path}: unreadable GeoTIFF ({exc})")
     with _HEADER_LOCK:
@@ -395,7 +408,8 @@ def _raw_ee_properties(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if isinstance(data, dict) and data.get("type") != "Feature" and "LANDSAT_METADATA_FILE" not in data:
-        props = data.get("properties") if isinstance(data.get("properties"), dict) else data
+        props = data.get("properties")
+        props = props if isinstance(props, dict) else data
         return {k: v for k, v in props.items() if isinstance(k, str)}
     return None
 

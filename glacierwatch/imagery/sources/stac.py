@@ -42,7 +42,11 @@ from glacierwatch.errors import ConfigError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.records import GlacierRequest, SceneRecord
 from glacierwatch.imagery.sources.base import (
-    SourceAuthError, SourceError, SourceUnavailableError, TransientSourceError, with_retries,
+    SourceAuthError,
+    SourceError,
+    SourceUnavailableError,
+    TransientSourceError,
+    with_retries,
 )
 from glacierwatch.landsat import FILL_DN, SCENE_BANDS, SENSORS, common_band_name
 
@@ -178,7 +182,7 @@ def item_datetime(item: Mapping[str, Any]) -> dt.datetime | None:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def _asset_href(asset: Mapping[str, Any]) -> str | None:
