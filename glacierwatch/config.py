@@ -4,6 +4,12 @@ field's documentation says otherwise.
 ``Config.from_toml(path)`` reads a file whose tables match the sections below (``[inventory]``,
 ``[catalog]`` ...); unknown keys are errors, not silently ignored. ``glacierwatch init`` writes
 :func:`example_toml`, every option commented with its meaning and unit.
+
+Every option is checked when a configuration loads: numeric options against :data:`RANGES`, options
+with a fixed set of values against their ``Literal`` type below (the one list of those values: the
+stages' tuples such as ``SMOOTHING_MODES`` are read from it). The sections are frozen (change one with
+``dataclasses.replace``); :class:`Config` itself and :class:`SynthConfig` are not, as callers assign
+whole sections and ``glacierwatch synth`` its overrides.
 """
 
 from __future__ import annotations
@@ -14,9 +20,32 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from glacierwatch.errors import ConfigError
+
+#: The values of each enumerated option, in the order the documentation and error messages give them.
+Smoothing = Literal["time", "masked", "seed", "none"]
+SegmenterName = Literal["unet", "ndsi"]
+Season = Literal["end_of_ablation", "seed", "all"]
+AnnualStatistic = Literal["median", "min", "q25", "mean", "least_snow"]
+EncoderName = Literal["resnet18", "resnet34", "resnet50"]
+DecoderName = Literal["seed", "light"]
+MaskMode = Literal["dated", "outline"]
+FitOn = Literal["annual", "scenes"]
+DateField = Literal["src_date", "anlys_time"]
+FetchMode = Literal["training", "timeseries"]
+#: ``""``: no source, the scene files are already there
+SourceName = Literal["", "earthengine", "stac", "local"]
+SigningMode = Literal["auto", "planetary-computer", "none"]
+LocalValues = Literal["c2_dn", "physical"]
+QaFormat = Literal["c2_qa_pixel", "c1_bqa", "none"]
+ReflectanceKind = Literal["auto", "surface", "toa"]
+
+
+def choices(literal: Any) -> tuple[str, ...]:
+    """The values of one of the ``Literal`` option types above, e.g. ``choices(Smoothing)``."""
+    return tuple(typing.get_args(literal))
 
 
 def _opt(default: Any, doc: str) -> Any:
@@ -48,7 +77,7 @@ class SynthConfig:
     lake_probability: float = _opt(0.35, "chance that a glacier has a pro-glacial lake (the seed world: 0.35)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class InventoryConfig:
     """Glacier outline selection (GLIMS / RGI / other polygon files)."""
 
@@ -58,7 +87,7 @@ class InventoryConfig:
             "KEY==constant, e.g. [\"glims_id=sgi-id\", \"name=name\", \"src_date=year\"], or one TOML/JSON "
             "map file; keys: glims_id, source_id, anlys_id, name, geog_area, o1region, o2region, src_date, "
             "anlys_time, inventory_area_km2 / inventory_area_m2 ([] = none)")
-    date_field: str = _opt("src_date", "date the filter applies to: src_date (source image date) or anlys_time")
+    date_field: DateField = _opt("src_date", "date the filter applies to: src_date (source image date) or anlys_time")
     after: str = _opt("2005-01-01", "keep outlines whose date is on or after this day (ISO date)")
     min_area_km2: float = _opt(1.0, "smallest glacier kept, km²")
     max_area_km2: float = _opt(50.0, "largest glacier kept, km²")
@@ -75,7 +104,7 @@ class InventoryConfig:
     seed: int = _opt(0, "random seed of the per-region sample")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EarthEngineConfig:
     """Earth Engine source (from a clone: pip install -e '.[earthengine]'; see docs/imagery_earthengine.md)."""
 
@@ -88,7 +117,7 @@ class EarthEngineConfig:
     request_timeout_s: float = _opt(300.0, "seconds before one Earth Engine request is abandoned (then retried)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StacConfig:
     """STAC source (from a clone: pip install -e '.[stac]'; see docs/imagery_stac.md)."""
 
@@ -96,14 +125,14 @@ class StacConfig:
                         "STAC API root (Planetary Computer; Earth Search: https://earth-search.aws.element84.com/v1)")
     collection: str = _opt("landsat-c2-l2", "Landsat Collection 2 Level-2 collection id")
     dem_collection: str = _opt("cop-dem-glo-30", "DEM collection (Copernicus GLO-30; '' = no DEM)")
-    signing: str = _opt("auto", "asset signing: planetary-computer, none, or auto (planetary-computer for its API)")
+    signing: SigningMode = _opt("auto", "asset signing: planetary-computer, none, or auto (planetary-computer for its API)")
     page_size: int = _opt(100, "items per search page")
     max_retries: int = _opt(4, "attempts per asset read on 5xx, timeouts and expired signatures")
     http_timeout_s: float = _opt(60.0, "seconds before a search page or an asset read is abandoned (then retried)")
     requester_pays: bool = _opt(True, "s3:// assets (Earth Search's usgs-landsat bucket) are read as requester pays (your AWS account)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LocalConfig:
     """Local folder source: GeoTIFFs in any CRS or UTM zone, imported onto the glacier grids."""
 
@@ -115,8 +144,8 @@ class LocalConfig:
         "COMMON=BAND pairs (BAND: a 1-based band number or a band description in the files, for every "
         "satellite), or \"earthengine\": Earth Engine band names chosen by each file's satellite "
         "(TM/ETM+ SR_B1 = blue ... ST_B6; OLI SR_B2 = blue ... ST_B10; QA_PIXEL)")
-    values: str = _opt("c2_dn", "c2_dn (Collection 2 Level-2 uint16 DN) or physical (reflectance 0-1, kelvin for lwir)")
-    qa_format: str = _opt("c2_qa_pixel", "c2_qa_pixel, c1_bqa (Collection 1 BQA bits, translated) or none")
+    values: LocalValues = _opt("c2_dn", "c2_dn (Collection 2 Level-2 uint16 DN) or physical (reflectance 0-1, kelvin for lwir)")
+    qa_format: QaFormat = _opt("c2_qa_pixel", "c2_qa_pixel, c1_bqa (Collection 1 BQA bits, translated) or none")
     date_regex: str = _opt(r"(?P<year>\d{4})-?(?P<month>\d{2})-?(?P<day>\d{2})",
                            "regular expression on the file name with groups year and month, and day or doy")
     satellite: str = _opt("", "L5, L7, L8 or L9 when the file name does not say (LT05/LE07/LC08/LC09, Landsat5 ...)")
@@ -124,17 +153,17 @@ class LocalConfig:
     dem_dir: str = _opt("", "a folder of per-glacier DEM GeoTIFFs <GLIMS_ID>*.tif (any grid and CRS, e.g. Earth "
                             "Engine exports), each warped (bilinear) onto its glacier grid; dem_file fills "
                             "their gaps ('' = none)")
-    reflectance: str = _opt("auto", "values = physical: surface, toa, or auto (toa when qa_format = c1_bqa); recorded in the metadata")
+    reflectance: ReflectanceKind = _opt("auto", "values = physical: surface, toa, or auto (toa when qa_format = c1_bqa); recorded in the metadata")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImageryConfig:
     """Where scene files and DEMs are (or are written to), and how they are fetched."""
 
     scenes_dir: str = _opt("scenes", "folder of scene files, scenes/<GLIMS_ID>/<GLIMS_ID>_<date>_<sat>_C02_T1_L2_SR.tif")
     dem_dir: str = _opt("dem", "folder of DEM GeoTIFFs on the glacier grid, dem/<GLIMS_ID>.tif (m)")
-    source: str = _opt("", "earthengine, stac or local: 'glacierwatch run' fetches with it ('' = scene files are already in scenes_dir)")
-    modes: list[str] = _opt(["training", "timeseries"], "what 'glacierwatch run' fetches: training (outline date +- window) and/or timeseries (1984-today)")
+    source: SourceName = _opt("", "earthengine, stac or local: 'glacierwatch run' fetches with it ('' = scene files are already in scenes_dir)")
+    modes: list[FetchMode] = _opt(["training", "timeseries"], "what 'glacierwatch run' fetches: training (outline date +- window) and/or timeseries (1984-today)")
     timeseries_max_cloud_cover: float | None = _opt(
         10.0, "timeseries mode: ask the provider only for scenes with cloud cover below this, % (none = all)")
     workers: int = _opt(4, "scenes of one glacier read at the same time (threads)")
@@ -143,7 +172,7 @@ class ImageryConfig:
     local: LocalConfig = field(default_factory=LocalConfig)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CatalogConfig:
     """The scene catalog and the paper's scene selections."""
 
@@ -161,7 +190,7 @@ class CatalogConfig:
     workers: int = _opt(1, "processes reading scene files when building the catalog")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChipsConfig:
     """Training chips: composites, masks, channels, split."""
 
@@ -174,7 +203,7 @@ class ChipsConfig:
     seed: int = _opt(0, "random seed of the split")
     exclude_inference_glaciers: bool = _opt(True, "leave the glaciers whose areas are measured (the catalog's "
                                                   "inference-glaciers selection) out of the training chips")
-    masks: str = _opt("dated", "dated: one chip per dated mask - with truth_dir every training scene alone with the "
+    masks: MaskMode = _opt("dated", "dated: one chip per dated mask - with truth_dir every training scene alone with the "
                                "true mask of its date, otherwise one composite per dated outline (the inventory "
                                "outline and each validation outline with scenes within the training window); "
                                "outline: the seed's one composite per glacier with its inventory outline")
@@ -184,12 +213,12 @@ class ChipsConfig:
                                           "grid clear (a single scene can be mostly cloud); outline mode keeps all")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """U-Net training."""
 
-    encoder: str = _opt("resnet50", "ResNet encoder: resnet18, resnet34 or resnet50")
-    decoder: str = _opt("light", "U-Net decoder: light (common U-Net decoder, 256/128/64/32/16 channels; chosen by "
+    encoder: EncoderName = _opt("resnet50", "ResNet encoder: resnet18, resnet34 or resnet50")
+    decoder: DecoderName = _opt("light", "U-Net decoder: light (common U-Net decoder, 256/128/64/32/16 channels; chosen by "
                                  "measurement, docs/model.md) or seed (the authors': transposed convolutions, channels "
                                  "follow the encoder, 14.3 of ResNet-50's 17.2 GFLOP per image); stored in the model card")
     encoder_weights: str = _opt("", "optional torchvision-layout ResNet state dict file to start the encoder from")
@@ -213,12 +242,12 @@ class TrainConfig:
                                   "while the GPU runs the current one (0 = in the training loop)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TimeseriesConfig:
     """Per-glacier area time series."""
 
-    segmenter: str = _opt("unet", "unet (the trained model) or ndsi (NDSI > 0.4 baseline)")
-    smoothing: str = _opt("none", "none (default: annual areas from several end-of-season scenes fill gaps "
+    segmenter: SegmenterName = _opt("unet", "unet (the trained model) or ndsi (NDSI > 0.4 baseline)")
+    smoothing: Smoothing = _opt("none", "none (default: annual areas from several end-of-season scenes fill gaps "
                                   "instead; see docs/timeseries.md), time (Gaussian over dates, sigma_days, "
                                   "cloud/shadow/fill excluded), masked (Gaussian over images, sigma), seed "
                                   "(the paper's plain smoothing over images)")
@@ -228,7 +257,7 @@ class TimeseriesConfig:
     buffer_m: float | None = _opt(500.0, "count glacier pixels within this distance of the outline, m, and only "
                                          "in the glacier's own territory (no neighbour's ice; 0 = the outline "
                                          "itself; none = the whole box, the seed's)")
-    season: str = _opt("end_of_ablation", "scenes counted in the annual areas: end_of_ablation (northern "
+    season: Season = _opt("end_of_ablation", "scenes counted in the annual areas: end_of_ablation (northern "
                                           "months season_months_north, southern season_months_south, all "
                                           "months within tropics_lat of the equator), seed (May-Oct / "
                                           "Nov-Apr, the paper's window) or all")
@@ -237,7 +266,7 @@ class TimeseriesConfig:
     tropics_lat: float = _opt(23.5, "within this latitude (degrees) there is no single ablation season: all months")
     min_valid_fraction: float = _opt(0.9, "a scene counts in the annual areas only if at least this share of "
                                           "the outline was observed (no cloud, shadow, fill, SLC-off gap)")
-    annual_statistic: str = _opt("median", "annual area from a year's counted scenes: median, min, q25 "
+    annual_statistic: AnnualStatistic = _opt("median", "annual area from a year's counted scenes: median, min, q25 "
                                            "(25th percentile), mean or least_snow (the scene with the least "
                                            "snow off the glacier)")
     interval_spread: float = _opt(0.25, "per-scene interval: glacier areas at threshold -/+ this probability")
@@ -253,14 +282,14 @@ class TimeseriesConfig:
     workers: int = _opt(2, "Dask worker processes for scheduler = processes")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrendsConfig:
     """Per-glacier and regional relative change."""
 
     min_obs: int = _opt(10, "glaciers with fewer valid observations are flagged and left out of regional figures")
     by: str = _opt("region", "column the regional statistics group by")
     max_glacier_figures: int = _opt(50, "write at most this many per-glacier figures (Figure 16); 0 = none")
-    fit_on: str = _opt("annual", "fit the log-linear trend on the annual areas (annual, needs the annual table) "
+    fit_on: FitOn = _opt("annual", "fit the log-linear trend on the annual areas (annual, needs the annual table) "
                                  "or on every scene (scenes: the paper's method)")
     min_span_years: float = _opt(5.0, "flag glaciers whose record spans fewer years (the paper: 0 = off)")
     min_years: int = _opt(5, "flag glaciers with an area in fewer calendar years (the paper: 0 = off)")
@@ -296,25 +325,27 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
         """Build from a nested dict (as parsed from TOML); unknown keys or wrong types raise ConfigError."""
-        cfg = _build(cls, data, "")
+        cfg: Config = _build(cls, data, "")
         _check_relations(cfg)
         if base_dir is not None:
-            cfg.workdir = str((base_dir / cfg.workdir).resolve()) if not Path(cfg.workdir).is_absolute() else cfg.workdir
-            cfg.inventory.outlines = [str((base_dir / p).resolve()) if not Path(p).is_absolute() else p
-                                      for p in cfg.inventory.outlines]
-            cmap = cfg.inventory.column_map
-            if len(cmap) == 1 and "=" not in cmap[0] and not Path(cmap[0]).is_absolute():  # a map file
-                cfg.inventory.column_map = [str((base_dir / cmap[0]).resolve())]
-            if cfg.inventory.regions and not Path(cfg.inventory.regions).is_absolute():
-                cfg.inventory.regions = str((base_dir / cfg.inventory.regions).resolve())
+            def absolute(value: str) -> str:
+                return str((base_dir / value).resolve()) if not Path(value).is_absolute() else value
+
+            cfg.workdir = absolute(cfg.workdir)
+            inv = cfg.inventory
+            cmap = inv.column_map
+            if len(cmap) == 1 and "=" not in cmap[0]:  # a map file
+                cmap = [absolute(cmap[0])]
+            cfg.inventory = dataclasses.replace(inv, outlines=[absolute(p) for p in inv.outlines], column_map=cmap,
+                                                regions=absolute(inv.regions) if inv.regions else inv.regions)
             local = cfg.imagery.local
-            for attr in ("input_dir", "dem_file", "dem_dir"):
-                value = getattr(local, attr)
-                if value and not Path(value).is_absolute():
-                    setattr(local, attr, str((base_dir / value).resolve()))
-            key = cfg.imagery.earthengine.service_account_key
-            if key and not Path(key).is_absolute():
-                cfg.imagery.earthengine.service_account_key = str((base_dir / key).resolve())
+            local = dataclasses.replace(local, input_dir=absolute(local.input_dir) if local.input_dir else "",
+                                        dem_file=absolute(local.dem_file) if local.dem_file else "",
+                                        dem_dir=absolute(local.dem_dir) if local.dem_dir else "")
+            ee = cfg.imagery.earthengine
+            if ee.service_account_key:
+                ee = dataclasses.replace(ee, service_account_key=absolute(ee.service_account_key))
+            cfg.imagery = dataclasses.replace(cfg.imagery, local=local, earthengine=ee)
         return cfg
 
     @classmethod
@@ -354,6 +385,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is Literal:
+        return _check_choice(key, value, hint)
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() == "none"):
             if type(None) in args:
@@ -487,16 +520,33 @@ def _check_range(key: str, value: Any) -> Any:
     return value
 
 
+def _check_choice(key: str, value: Any, literal: Any) -> Any:
+    """``value`` unchanged if it is one of the values of the ``Literal`` type ``literal`` (each item
+    of a list), else ConfigError naming the key and the allowed values."""
+    allowed = choices(literal)
+    for item in value if isinstance(value, list) else [value]:
+        if not isinstance(item, str) or item not in allowed:
+            raise ConfigError(f"{key} = {item!r} is not allowed; choose one of: {', '.join(repr(a) for a in allowed)}")
+    return value
+
+
 def validate(config: Config) -> Config:
-    """Check every numeric option of an already built ``config`` against :data:`RANGES` (and the
-    relations between options); ConfigError naming the first bad key. For configurations made in code."""
+    """Check every numeric option of an already built ``config`` against :data:`RANGES`, every
+    enumerated one against its ``Literal`` type (and the relations between options); ConfigError
+    naming the first bad key. For configurations made in code."""
     def walk(obj: Any, prefix: str) -> None:
+        hints = typing.get_type_hints(type(obj))
         for f in fields(obj):
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
                 walk(value, f"{prefix}{f.name}.")
-            else:
-                _check_range(prefix + f.name, value)
+                continue
+            hint = hints[f.name]
+            if typing.get_origin(hint) is list:
+                hint = typing.get_args(hint)[0]
+            if typing.get_origin(hint) is Literal:
+                _check_choice(prefix + f.name, value, hint)
+            _check_range(prefix + f.name, value)
     walk(config, "")
     _check_relations(config)
     return config

@@ -211,9 +211,89 @@ def test_none_and_edges_are_allowed_and_relations_are_checked() -> None:
     with pytest.raises(ConfigError, match="val_fraction"):
         Config.from_dict({"chips": {"val_fraction": 0.6, "test_fraction": 0.5}})
     made_in_code = Config()
-    made_in_code.timeseries.threshold = -0.5
+    made_in_code.timeseries = dataclasses.replace(made_in_code.timeseries, threshold=-0.5)  # sections are frozen
     with pytest.raises(ConfigError, match="timeseries.threshold"):
         config_module.validate(made_in_code)
+
+
+def _choice_keys() -> dict[str, tuple[str, ...]]:
+    """Every enumerated option ("section.key" or "section.sub.key") and its allowed values."""
+    out: dict[str, tuple[str, ...]] = {}
+
+    def walk(cls: Any, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{f.name}.")
+                continue
+            if typing.get_origin(hint) is list:
+                hint = typing.get_args(hint)[0]
+            if typing.get_origin(hint) is typing.Literal:
+                out[prefix + f.name] = typing.get_args(hint)
+    walk(Config, "")
+    return out
+
+
+CHOICE_KEYS = _choice_keys()
+
+
+def test_the_enumerated_options_are_found() -> None:
+    # the four options of the issue are enumerated, so the parametrised test below covers them
+    assert {"timeseries.smoothing", "train.encoder", "imagery.source", "timeseries.segmenter"} <= set(CHOICE_KEYS)
+
+
+@pytest.mark.parametrize("key", sorted(CHOICE_KEYS))
+def test_every_enumerated_option_is_checked_at_load(key: str) -> None:
+    """A value outside an option's choices is refused at load with one line naming the key and the
+    choices; every allowed value loads; the default is one of them."""
+    default = Config()
+    for part in key.split("."):
+        default = getattr(default, part)
+    allowed = CHOICE_KEYS[key]
+    assert all(v in allowed for v in (default if isinstance(default, list) else [default]))
+    for value in ("bogus", "", 5):
+        if value in allowed:
+            continue
+        bad = [value] if isinstance(default, list) else value
+        with pytest.raises(ConfigError) as err:
+            Config.from_dict(_nested(key, bad))
+        message = str(err.value)
+        assert key in message and repr(allowed[0]) in message and "\n" not in message
+    for value in allowed:
+        cfg = Config.from_dict(_nested(key, [value] if isinstance(default, list) else value))
+        got: Any = cfg
+        for part in key.split("."):
+            got = getattr(got, part)
+        assert got == ([value] if isinstance(default, list) else value)
+
+
+@pytest.mark.parametrize("key, value", [("timeseries.smoothing", "bogus"), ("train.encoder", "resnet99"),
+                                        ("imagery.source", "ftp"), ("timeseries.segmenter", "unett")])
+def test_the_issue_choices_are_refused(key: str, value: str, tmp_path: Path) -> None:
+    section, name = key.split(".")
+    (tmp_path / "run.toml").write_text(f'[{section}]\n{name} = "{value}"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + f" = '{value}' is not allowed"):
+        Config.from_toml(tmp_path / "run.toml")
+
+
+def test_in_code_choices_are_validated_and_sections_are_frozen() -> None:
+    cfg = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.timeseries.smoothing = "time"
+    cfg.timeseries = dataclasses.replace(cfg.timeseries, smoothing="bogus")
+    with pytest.raises(ConfigError, match=r"timeseries\.smoothing = 'bogus'"):
+        config_module.validate(cfg)
+
+
+def test_the_stages_choices_are_the_config_s() -> None:
+    """The stages' own tuples and tables of names agree with the configuration's Literal types."""
+    from glacierwatch.model.unet import DECODERS, ENCODERS
+    from glacierwatch.timeseries.annual import ANNUAL_STATISTICS
+
+    assert set(ENCODERS) == set(CHOICE_KEYS["train.encoder"])
+    assert set(DECODERS) == set(CHOICE_KEYS["train.decoder"])
+    assert tuple(ANNUAL_STATISTICS) == CHOICE_KEYS["timeseries.annual_statistic"]
 
 
 # ---------------------------------------------------------------- 4: a file where a folder should be

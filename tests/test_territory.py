@@ -6,6 +6,7 @@ Small generated outlines in a UTM zone, and the real SGI 2010 outlines around Tr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -188,7 +189,7 @@ def test_box_margin_rule(tmp_path):
     cfg = InventoryConfig(min_area_km2=0.5, max_area_km2=100.0)
     assert cfg.box_margin == 0.1 and cfg.box_margin_m == 1500.0
     for margin_m in (0.0, cfg.box_margin_m, 700.0):
-        cfg.box_margin_m = margin_m
+        cfg = dataclasses.replace(cfg, box_margin_m=margin_m)  # sections are frozen
         inv = select_glaciers(outlines, config=cfg).inventory
         for r in inv.itertuples():
             grid = GlacierGrid.from_json(r.grid)

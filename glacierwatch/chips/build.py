@@ -50,7 +50,7 @@ import pandas as pd
 
 from glacierwatch.chips import features
 from glacierwatch.chips.store import ChipSetInfo, assign_splits, write_chipset
-from glacierwatch.config import CatalogConfig, ChipsConfig
+from glacierwatch.config import CatalogConfig, ChipsConfig, MaskMode, choices
 from glacierwatch.errors import ConfigError, GlacierwatchError, InputError
 from glacierwatch.grid import GlacierGrid, outline_on_grid
 from glacierwatch.imagery.standard import scene_on_grid
@@ -61,7 +61,7 @@ from glacierwatch.tasks import run_per_glacier
 log = logging.getLogger(__name__)
 
 #: Values of ``[chips] masks``.
-MASK_MODES = ("dated", "outline")
+MASK_MODES = choices(MaskMode)
 #: Where a chip's mask comes from (index column ``mask_kind``).
 MASK_KINDS = ("outline", "validation_outline", "truth")
 

@@ -21,13 +21,14 @@ from typing import Any, cast
 
 from pyproj import Transformer
 
+from glacierwatch.config import FetchMode, choices
 from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.ids import is_glims_id, validate_glims_id
 from glacierwatch.io import read_table
 
 #: Fetch modes: the training window around the outline date, or the whole archive.
-MODES = ("training", "timeseries")
+MODES = choices(FetchMode)
 #: First and last possible Landsat 5 - 9 Collection 2 acquisition dates for the time-series mode.
 ARCHIVE_START = dt.date(1984, 3, 1)
 

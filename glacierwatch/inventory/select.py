@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from glacierwatch.config import InventoryConfig
+from glacierwatch.config import DateField, InventoryConfig, choices
 from glacierwatch.errors import ConfigError, InputError
 from glacierwatch.grid import inventory_grid, margin_size, utm_epsg
 from glacierwatch.inventory.read import OUTLINE_COLUMNS, SCHEMA_NAMES, UNUSABLE_STATUSES, polygonal_part
@@ -38,7 +38,7 @@ AREA_CHECK_RELATIVE = 0.05
 AREA_CHECK_ABSOLUTE_KM2 = 0.001
 #: Two selected glaciers overlapping by more than this fraction of the smaller one are reported.
 OVERLAP_WARN_FRACTION = 0.5
-DATE_FIELDS = ("src_date", "anlys_time")
+DATE_FIELDS = choices(DateField)
 _SCHEMA_RANK = {"glims": 0, "rgi7": 1, "rgi6": 2, "custom": 3}
 _MAX_EXAMPLES = 20
 

@@ -23,13 +23,14 @@ import pandas as pd
 
 from glacierwatch.chips.features import NDSI_GLACIER_THRESHOLD, Normaliser, normalized_difference, resize_stack
 from glacierwatch.chips.store import ChipSet
+from glacierwatch.config import SegmenterName, choices
 from glacierwatch.errors import InputError
 from glacierwatch.io import write_json, write_table
 from glacierwatch.model.card import check_channels
 
 log = logging.getLogger(__name__)
 
-SEGMENTERS = ("unet", "ndsi")
+SEGMENTERS = choices(SegmenterName)
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:

@@ -25,7 +25,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from shapely.geometry.base import BaseGeometry
 
-from glacierwatch.config import TimeseriesConfig
+from glacierwatch.config import Smoothing, TimeseriesConfig
 from glacierwatch.errors import DatasetNotFoundError, InputError
 from glacierwatch.glacier import read_glaciers
 from glacierwatch.grid import GlacierGrid, to_grid_crs
@@ -219,7 +219,8 @@ def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: s
     rows = _glacier_rows(areas_path, glims_id)
     chosen = _requested_rows(rows, dates, glims_id, areas_path)
     settings = _run_settings(rows, glims_id)
-    smoothing = str(settings["smoothing"])
+    # the run's own value, written by the stage from a checked config (the stack refuses any other)
+    smoothing = cast(Smoothing, str(settings["smoothing"]))
     sigma_key = "sigma_days" if smoothing == "time" else "sigma"
     run_config = dataclasses.replace(config, smoothing=smoothing, buffer_m=settings["buffer_m"],
                                      **({sigma_key: settings["sigma"]} if smoothing != "none" else {}))

@@ -27,6 +27,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from glacierwatch.chips.features import NDSI_GLACIER_THRESHOLD, ndsi_mask, physical_bands, resize_stack
+from glacierwatch.config import Smoothing, choices
 from glacierwatch.errors import GlacierwatchError, InputError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.standard import scene_on_grid
@@ -35,7 +36,7 @@ from glacierwatch.landsat import COMMON_BANDS, QA_BAND, qa_invalid_mask
 #: ``time``: Gaussian over dates (sigma in days), renormalised over the observed pixels of the scenes
 #: within 4 sigma: no reflection at the series ends. ``masked``/``seed``: Gaussian over image positions
 #: (sigma in images), the seed's kernel (``seed``: clouds and fill smoothed in). ``none``: no smoothing.
-SMOOTHING_MODES = ("time", "masked", "seed", "none")
+SMOOTHING_MODES = choices(Smoothing)
 
 
 class ReadProgress:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from glacierwatch import __version__
+from glacierwatch.config import FitOn, choices
 from glacierwatch.errors import ConfigError, InputError
 from glacierwatch.io import read_table
 from glacierwatch.trends.core import TrendOptions, TrendResult, compute_trends
@@ -41,7 +42,7 @@ FIGURES = "figures"
 _FIGURE_PATTERNS = ("glacier_*.png", "region_*.png", "inventory_summary.png", "figures.json")
 
 
-FIT_ON = ("annual", "scenes")
+FIT_ON = choices(FitOn)
 
 
 def annual_table_path(areas_path: str | os.PathLike[str]) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from glacierwatch.config import ImageryConfig
+from glacierwatch.config import ImageryConfig, SourceName, choices
 from glacierwatch.errors import ConfigError
 from glacierwatch.imagery.sources.base import (
     ImagerySource,
@@ -13,7 +13,7 @@ from glacierwatch.imagery.sources.base import (
     with_retries,
 )
 
-SOURCES = ("earthengine", "stac", "local")
+SOURCES = tuple(s for s in choices(SourceName) if s)  # "" (no source) is not one
 
 __all__ = ["SOURCES", "ImagerySource", "SourceAuthError", "SourceError", "SourceUnavailableError",
            "TransientSourceError", "make_source", "with_retries"]

@@ -63,7 +63,7 @@ from glacierwatch.catalog.metadata import (
     deduplicate,
     parse_metadata_file,
 )
-from glacierwatch.config import LocalConfig
+from glacierwatch.config import LocalConfig, LocalValues, QaFormat, ReflectanceKind, choices
 from glacierwatch.errors import ConfigError, DatasetNotFoundError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.records import GlacierRequest, SceneRecord
@@ -97,12 +97,12 @@ class _BenignTiffWarning(logging.Filter):
 
 logging.getLogger("rasterio._env").addFilter(_BenignTiffWarning())
 
-VALUES = ("c2_dn", "physical")
-QA_FORMATS = ("c2_qa_pixel", "c1_bqa", "none")
+VALUES = choices(LocalValues)
+QA_FORMATS = choices(QaFormat)
 #: ``reflectance`` keyword: what ``values = "physical"`` reflectance is. ``auto``: top of atmosphere
 #: when the QA is Collection 1 BQA (a Level-1 band: C1 surface reflectance came with pixel_qa
 #: instead), else unspecified.
-REFLECTANCE_KINDS = ("auto", "surface", "toa")
+REFLECTANCE_KINDS = choices(ReflectanceKind)
 #: Common names a band map may name (Landsat 8/9 files may also give ``coastal``).
 MAPPABLE_BANDS: tuple[str, ...] = (*SCENE_BANDS, "coastal")
 #: Extra pixels read around the glacier grid's footprint, so that nearest (and the DEM's bilinear)

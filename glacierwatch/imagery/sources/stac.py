@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from glacierwatch.config import StacConfig
+from glacierwatch.config import SigningMode, StacConfig, choices
 from glacierwatch.errors import ConfigError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.records import GlacierRequest, SceneRecord
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 #: glacierwatch is not on PyPI: the extra is installed from a clone of the repository.
 INSTALL_HINT = "from a clone: pip install -e '.[stac]'"
 PC_HOST = "planetarycomputer.microsoft.com"
-SIGNING_MODES = ("auto", "planetary-computer", "none")
+SIGNING_MODES = choices(SigningMode)
 
 #: Instrument that makes an item usable per satellite (STAC ``instruments``, lower case, '+' removed):
 #: Landsat 5 also carried MSS, whose items share the platform ``landsat-5``.
