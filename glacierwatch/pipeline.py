@@ -5,18 +5,8 @@ records the same configuration and the same input files (size and modification t
 editing one option reruns that stage and those after it, and a crashed run resumes at the stage it
 was in (per-glacier stages also resume glacier by glacier).
 
-Work folder layout (``WORKDIR``):
-
-==========================  ======================================================
-``inventory.parquet``       selected glaciers (GeoParquet) + ``inventory_validation.parquet``
-``scenes/``, ``dem/``       scene files and DEMs on each glacier's grid (``imagery/``: fetch state)
-``catalog.parquet``         one row per scene file
-``chips/``                  training chips and their statistics
-``model/model.pt``          U-Net checkpoint, with ``model/model_card.json``
-``areas.parquet``           area per glacier and scene (+ ``areas.parts/`` per glacier)
-``trends/``                 glacier and region trends, Table II, figures
-``report/index.html``       the self-contained report
-==========================  ======================================================
+The work folder's files and folders are named by :mod:`glacierwatch.layout` (table in
+docs/formats.md); what each stage reads and writes: docs/stages.md.
 """
 
 from __future__ import annotations
@@ -33,37 +23,15 @@ from typing import Any
 from glacierwatch.config import Config
 from glacierwatch.errors import ConfigError
 from glacierwatch.io import write_json
+from glacierwatch.layout import WorkLayout
 
 log = logging.getLogger(__name__)
 
 STAGES = ("inventory", "imagery", "catalog", "chips", "train", "timeseries", "trends", "report")
 
 
-@dataclass(frozen=True)
-class WorkPaths:
-    """Where each stage of a run reads and writes (all under ``root``)."""
-
-    root: Path
-    scenes: Path
-    dem: Path
-
-    @classmethod
-    def from_config(cls, config: Config) -> WorkPaths:
-        root = Path(config.workdir)
-        scenes = Path(config.imagery.scenes_dir)
-        dem = Path(config.imagery.dem_dir)
-        return cls(root, scenes if scenes.is_absolute() else root / scenes, dem if dem.is_absolute() else root / dem)
-
-    inventory = property(lambda self: self.root / "inventory.parquet")
-    catalog = property(lambda self: self.root / "catalog.parquet")
-    chips = property(lambda self: self.root / "chips")
-    model_dir = property(lambda self: self.root / "model")
-    model = property(lambda self: self.root / "model" / "model.pt")
-    areas = property(lambda self: self.root / "areas.parquet")
-    annual = property(lambda self: self.root / "areas.annual.parquet")
-    trends = property(lambda self: self.root / "trends")
-    report = property(lambda self: self.root / "report" / "index.html")
-    stamps = property(lambda self: self.root / ".stamps")
+#: The work-folder layout under its former name (glacierwatch.demo and older scripts import it from here).
+WorkPaths = WorkLayout
 
 
 def _file_signature(paths: Iterable[Path]) -> list[list[Any]]:
@@ -87,20 +55,20 @@ def _file_signature(paths: Iterable[Path]) -> list[list[Any]]:
 @dataclass
 class Stage:
     name: str
-    inputs: Callable[[WorkPaths, Config], list[Path]]
-    outputs: Callable[[WorkPaths], list[Path]]
+    inputs: Callable[[WorkLayout, Config], list[Path]]
+    outputs: Callable[[WorkLayout], list[Path]]
     settings: Callable[[Config], Any]
-    run: Callable[[WorkPaths, Config, bool], None]
+    run: Callable[[WorkLayout, Config, bool], None]
 
 
-def _stamp(paths: WorkPaths, config: Config, stage: Stage) -> dict[str, Any]:
+def _stamp(paths: WorkLayout, config: Config, stage: Stage) -> dict[str, Any]:
     return {"settings": json.loads(json.dumps(stage.settings(config), default=str)),
             "inputs": _file_signature(stage.inputs(paths, config))}
 
 
-def is_up_to_date(paths: WorkPaths, config: Config, stage: Stage) -> bool:
+def is_up_to_date(paths: WorkLayout, config: Config, stage: Stage) -> bool:
     """True if the stage's outputs exist and were made from the same settings and inputs."""
-    stamp_file = paths.stamps / f"{stage.name}.json"
+    stamp_file = paths.stamp(stage.name)
     if not stamp_file.exists() or not all(p.exists() for p in stage.outputs(paths)):
         return False
     try:
@@ -111,7 +79,7 @@ def is_up_to_date(paths: WorkPaths, config: Config, stage: Stage) -> bool:
 
 # ------------------------------------------------------------------ stage bodies
 
-def _run_inventory(paths: WorkPaths, config: Config, progress: bool) -> None:
+def _run_inventory(paths: WorkLayout, config: Config, progress: bool) -> None:
     from glacierwatch.inventory import read_inventory_outlines, select_glaciers, write_inventory
 
     if not config.inventory.outlines:
@@ -122,10 +90,10 @@ def _run_inventory(paths: WorkPaths, config: Config, progress: bool) -> None:
     log.info("inventory: %d glaciers selected -> %s", len(selection.inventory), paths.inventory)
 
 
-def _run_imagery(paths: WorkPaths, config: Config, progress: bool) -> None:
+def _run_imagery(paths: WorkLayout, config: Config, progress: bool) -> None:
     from glacierwatch.imagery import fetch_imagery
 
-    complete = paths.root / "imagery" / "complete.json"
+    complete = paths.fetch.complete
     complete.unlink(missing_ok=True)
     if not config.imagery.source:
         log.info("imagery: no [imagery] source set; using the scene files already in %s", paths.scenes)
@@ -140,20 +108,20 @@ def _run_imagery(paths: WorkPaths, config: Config, progress: bool) -> None:
             # the other glaciers' scenes are written; the run goes on with them, as the ledger says
             log.warning("imagery (%s): %d glacier(s) incomplete, see %s; 'glacierwatch imagery retry-failed "
                         "--out %s' fetches them again", mode, len(report.failed),
-                        paths.root / "imagery" / "failures.jsonl", paths.root)
+                        paths.fetch.ledger, paths.root)
             incomplete += len(report.failed)
     if not incomplete:  # only a complete fetch marks the stage done; otherwise the next run tries again
         write_json(complete, {"source": config.imagery.source, "modes": config.imagery.modes})
 
 
-def _run_catalog(paths: WorkPaths, config: Config, progress: bool) -> None:
+def _run_catalog(paths: WorkLayout, config: Config, progress: bool) -> None:
     from glacierwatch.catalog import build_catalog
 
     build_catalog(paths.scenes, paths.catalog, inventory=paths.inventory, workers=config.catalog.workers,
                   progress=progress)
 
 
-def _truth_dir(paths: WorkPaths, config: Config) -> Path | None:
+def _truth_dir(paths: WorkLayout, config: Config) -> Path | None:
     """``[chips] truth_dir`` (a synthetic world's truth for dated chips) resolved against the work folder."""
     if not config.chips.truth_dir:
         return None
@@ -161,15 +129,13 @@ def _truth_dir(paths: WorkPaths, config: Config) -> Path | None:
     return folder if folder.is_absolute() else paths.root / folder
 
 
-def _chips_inputs(paths: WorkPaths, config: Config) -> list[Path]:
-    from glacierwatch.inventory.select import output_paths
-
-    inputs = [paths.catalog, paths.inventory, paths.dem, output_paths(paths.inventory)["validation"]]
+def _chips_inputs(paths: WorkLayout, config: Config) -> list[Path]:
+    inputs = [paths.catalog, paths.inventory, paths.dem, paths.inventory_validation]
     truth = _truth_dir(paths, config)
     return inputs + ([truth / "truth.csv"] if truth is not None else [])
 
 
-def _run_chips(paths: WorkPaths, config: Config, progress: bool) -> None:
+def _run_chips(paths: WorkLayout, config: Config, progress: bool) -> None:
     from glacierwatch.chips import build_chips_from_catalog
 
     build_chips_from_catalog(paths.catalog, paths.inventory, dem_dir=paths.dem, out_dir=paths.chips,
@@ -177,14 +143,14 @@ def _run_chips(paths: WorkPaths, config: Config, progress: bool) -> None:
                              truth_dir=_truth_dir(paths, config), progress=progress)
 
 
-def _run_train(paths: WorkPaths, config: Config, progress: bool) -> None:
+def _run_train(paths: WorkLayout, config: Config, progress: bool) -> None:
     from glacierwatch.model.train import train
 
     # changed [train] settings start a new run instead of refusing to touch the old one
     train(paths.chips, paths.model_dir, config=config.train, progress=progress, restart_if_changed=True)
 
 
-def _run_timeseries(paths: WorkPaths, config: Config, progress: bool) -> None:
+def _run_timeseries(paths: WorkLayout, config: Config, progress: bool) -> None:
     from glacierwatch.timeseries import run_timeseries
 
     run_timeseries(catalog=paths.catalog, inventory=paths.inventory, out=paths.areas, model=paths.model,
@@ -192,7 +158,7 @@ def _run_timeseries(paths: WorkPaths, config: Config, progress: bool) -> None:
                    progress=progress)
 
 
-def _run_trends(paths: WorkPaths, config: Config, progress: bool) -> None:
+def _run_trends(paths: WorkLayout, config: Config, progress: bool) -> None:
     from glacierwatch.trends import write_trends
     from glacierwatch.trends.core import TrendOptions
 
@@ -202,7 +168,7 @@ def _run_trends(paths: WorkPaths, config: Config, progress: bool) -> None:
                  annual=paths.annual if config.trends.fit_on == "annual" else None, inventory=paths.inventory)
 
 
-def _run_report(paths: WorkPaths, config: Config, progress: bool) -> None:
+def _run_report(paths: WorkLayout, config: Config, progress: bool) -> None:
     from glacierwatch.report import write_report
 
     write_report(paths.root, out=paths.report, dem_dir=paths.dem)
@@ -212,7 +178,7 @@ def build_stages() -> list[Stage]:
     return [
         Stage("inventory", lambda p, c: [Path(o) for o in c.inventory.outlines], lambda p: [p.inventory],
               lambda c: asdict(c.inventory), _run_inventory),
-        Stage("imagery", lambda p, c: [p.inventory], lambda p: [p.root / "imagery" / "complete.json"],
+        Stage("imagery", lambda p, c: [p.inventory], lambda p: [p.fetch.complete],
               lambda c: asdict(c.imagery) if c.imagery.source else {}, _run_imagery),
         Stage("catalog", lambda p, c: [p.scenes, p.inventory], lambda p: [p.catalog],
               lambda c: {}, _run_catalog),
@@ -222,7 +188,7 @@ def build_stages() -> list[Stage]:
               lambda c: asdict(c.train), _run_train),
         Stage("timeseries", lambda p, c: [p.catalog, p.inventory, p.model, p.dem], lambda p: [p.areas],
               lambda c: {"timeseries": asdict(c.timeseries), "catalog": asdict(c.catalog)}, _run_timeseries),
-        Stage("trends", lambda p, c: [p.areas, p.annual, p.inventory], lambda p: [p.trends / "glacier_trends.csv"],
+        Stage("trends", lambda p, c: [p.areas, p.annual, p.inventory], lambda p: [p.glacier_trends_csv],
               lambda c: asdict(c.trends), _run_trends),
         Stage("report", lambda p, c: [p.areas, p.trends], lambda p: [p.report], lambda c: {}, _run_report),
     ]
@@ -238,7 +204,7 @@ def run_pipeline(config: Config, *, stages: Sequence[str] | None = None, force: 
     from glacierwatch.io import ensure_dir
     from glacierwatch.lock import stage_lock
 
-    paths = WorkPaths.from_config(config)
+    paths = WorkLayout.from_config(config)
     ensure_dir(paths.root)
     wanted = list(STAGES) if stages is None else list(stages)
     unknown = [s for s in wanted if s not in STAGES]
@@ -248,7 +214,7 @@ def run_pipeline(config: Config, *, stages: Sequence[str] | None = None, force: 
         return _run_stages(paths, config, wanted, force=force, progress=progress)
 
 
-def _run_stages(paths: WorkPaths, config: Config, wanted: Sequence[str], *, force: bool,
+def _run_stages(paths: WorkLayout, config: Config, wanted: Sequence[str], *, force: bool,
                 progress: bool) -> dict[str, str]:
     status: dict[str, str] = {}
     for stage in build_stages():
@@ -261,7 +227,7 @@ def _run_stages(paths: WorkPaths, config: Config, wanted: Sequence[str], *, forc
         log.info("stage %s: running", stage.name)
         t0 = time.perf_counter()
         stage.run(paths, config, progress)
-        write_json(paths.stamps / f"{stage.name}.json", _stamp(paths, config, stage))
+        write_json(paths.stamp(stage.name), _stamp(paths, config, stage))
         status[stage.name] = f"ran in {time.perf_counter() - t0:.1f} s"
         log.info("stage %s: %s", stage.name, status[stage.name])
     return status

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from glacierwatch.catalog.build import SCENE_NAME_PATTERN, parse_scene_name
 from glacierwatch.errors import DatasetNotFoundError, InputError
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import band_scale_offset, read_scene
 from glacierwatch.landsat import COMMON_BANDS, QA_BAND, qa_invalid_mask, to_physical
+from glacierwatch.layout import SCENE_NAME_PATTERN, SCENES, parse_scene_name
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -47,7 +47,7 @@ def scene_files(workdir_or_scenes_dir: str | os.PathLike[str], glims_id: str) ->
     """The glacier's standard scene files, by date: ``WORKDIR/scenes/<GLIMS_ID>/`` or ``SCENES_DIR/<GLIMS_ID>/``."""
     root = Path(workdir_or_scenes_dir)
     glims_id = validate_glims_id(glims_id)
-    for folder in (root / "scenes" / glims_id, root / glims_id):
+    for folder in (root / SCENES / glims_id, root / glims_id):
         if folder.is_dir():
             files = [p for p in folder.iterdir() if SCENE_NAME_PATTERN.match(p.name)]
             if files:

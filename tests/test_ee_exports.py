@@ -14,7 +14,6 @@ import pytest
 import rasterio
 from rasterio.windows import Window, from_bounds
 
-from glacierwatch.catalog.build import scene_path
 from glacierwatch.cli import main
 from glacierwatch.config import InventoryConfig
 from glacierwatch.errors import ConfigError
@@ -23,6 +22,7 @@ from glacierwatch.imagery.sources.local import LocalSource, band_maps_by_satelli
 from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
 from glacierwatch.io import read_raster, read_scene, read_table
 from glacierwatch.landsat import SR_SCALE
+from glacierwatch.layout import scene_path
 from glacierwatch.synth import WorldInfo
 
 sys.path.insert(0, str(Path(__file__).parent))

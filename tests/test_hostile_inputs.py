@@ -30,16 +30,15 @@ import rasterio
 from glacierwatch import config as config_module
 from glacierwatch.catalog import build_catalog, query
 from glacierwatch.catalog import stats as stats_module
-from glacierwatch.catalog.build import scene_path
 from glacierwatch.config import RANGES, Config, ConfigError, in_range
 from glacierwatch.errors import GlacierwatchError, InputError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.ids import glacier_path, is_glims_id, validate_glims_id
 from glacierwatch.imagery import FetchPaths, fetch_imagery, read_manifest
 from glacierwatch.imagery.records import requests_from_inventory
-from glacierwatch.imagery.standard import dem_path
 from glacierwatch.io import append_json_line, write_json, write_raster, write_table
 from glacierwatch.landsat import QA, SENSORS
+from glacierwatch.layout import dem_path, scene_path
 from glacierwatch.lock import LockHeldError, lock_file_for, lock_holder, stage_lock
 from glacierwatch.redact import REDACTED, install, redact
 

@@ -9,10 +9,11 @@ selections as parameterised SQL files.
 Columns: :mod:`glacierwatch.catalog.schema` (rendered in docs/catalog.md).
 """
 
-from glacierwatch.catalog.build import SceneName, build_catalog, parse_scene_name, scene_file_name, scene_path
+from glacierwatch.catalog.build import build_catalog
 from glacierwatch.catalog.metadata import ProviderRecord, deduplicate, parse_metadata_file
 from glacierwatch.catalog.queries import SELECTIONS, connect, query, select, selection_params, selection_sql
 from glacierwatch.catalog.schema import COLUMN_NAMES, COLUMNS, REQUIRED_COLUMNS, STATUS_VALUES, Column
+from glacierwatch.layout import SceneName, parse_scene_name, scene_file_name, scene_path
 
 __all__ = [
     "COLUMNS", "COLUMN_NAMES", "REQUIRED_COLUMNS", "SELECTIONS", "STATUS_VALUES", "Column", "ProviderRecord",

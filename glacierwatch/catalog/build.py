@@ -13,12 +13,10 @@ new or changed files are read, and rows of files that are gone are dropped.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import multiprocessing
 import os
-import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -36,57 +34,15 @@ from glacierwatch.catalog.schema import COLUMN_NAMES, SCHEMA_VERSION, arrow_sche
 from glacierwatch.catalog.stats import Box, StatusError, scene_stats
 from glacierwatch.errors import DatasetNotFoundError, InputError
 from glacierwatch.grid import GlacierGrid
-from glacierwatch.ids import glacier_path, is_glims_id, validate_glims_id
+from glacierwatch.ids import is_glims_id
 from glacierwatch.io import atomic_path, read_table
-from glacierwatch.landsat import SENSORS, is_slc_off
+from glacierwatch.landsat import is_slc_off
+from glacierwatch.layout import SceneName, parse_scene_name
 from glacierwatch.lock import stage_lock
 
 log = logging.getLogger(__name__)
 
-#: A standard scene file name.
-SCENE_NAME_PATTERN = re.compile(
-    r"\A(?P<glims_id>G\d{6}E\d{5}[NS])_(?P<date>\d{4}-\d{2}-\d{2})_(?P<satellite>L[5789])"
-    r"_C(?P<collection>\d{2})_(?P<tier>T1|T2|RT)_L2_SR\.tiff?\Z")
-
 _SCENE_SUFFIXES = (".tif", ".tiff")
-
-
-@dataclass(frozen=True)
-class SceneName:
-    """The parts of a standard scene file name."""
-
-    glims_id: str
-    date: dt.date
-    satellite: str
-    collection: str
-    tier: str
-
-
-def parse_scene_name(name: str) -> SceneName:
-    """Split ``<GLIMS_ID>_<YYYY-MM-DD>_<L5|L7|L8|L9>_C02_T1_L2_SR.tif``; InputError if it does not match."""
-    m = SCENE_NAME_PATTERN.match(name)
-    if not m:
-        raise InputError(f"not a scene file name <GLIMS_ID>_<YYYY-MM-DD>_<L5|L7|L8|L9>_C02_T1_L2_SR.tif: {name!r}")
-    try:
-        date = dt.date.fromisoformat(m["date"])
-    except ValueError as exc:
-        raise InputError(f"{name!r}: invalid date {m['date']}") from exc
-    return SceneName(m["glims_id"], date, m["satellite"], m["collection"], m["tier"])
-
-
-def scene_file_name(glims_id: str, date: dt.date, satellite: str, *, collection: str = "02",
-                    tier: str = "T1") -> str:
-    """The standard file name of a scene (the GLIMS id is validated first: it becomes a path component)."""
-    validate_glims_id(glims_id)
-    if satellite not in SENSORS:
-        raise InputError(f"unknown satellite {satellite!r}; expected one of {sorted(SENSORS)}")
-    return f"{glims_id}_{date.isoformat()}_{satellite}_C{collection}_{tier}_L2_SR.tif"
-
-
-def scene_path(scenes_dir: str | os.PathLike[str], glims_id: str, date: dt.date, satellite: str) -> Path:
-    """``scenes_dir/<GLIMS_ID>/<file name>`` (the id is validated against the GLIMS pattern first)."""
-    name = scene_file_name(glims_id, date, satellite)
-    return glacier_path(scenes_dir, glims_id, folder=True) / name
 
 
 # ------------------------------------------------------------------ discovery

@@ -15,8 +15,9 @@ if TYPE_CHECKING:  # pandas is imported by the handlers, not for --help
 from glacierwatch.config import CatalogConfig, Config
 from glacierwatch.errors import InputError
 from glacierwatch.io import write_table
+from glacierwatch.layout import CATALOG
 
-DEFAULT_CATALOG = "catalog.parquet"
+DEFAULT_CATALOG = CATALOG
 
 #: Columns printed by ``select`` when no --out and no --columns are given.
 _BRIEF = ["glims_id", "date", "satellite", "cloud_cover", "image_quality", "n_pixels", "nodata_pixels",

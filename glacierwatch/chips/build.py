@@ -56,6 +56,7 @@ from glacierwatch.grid import GlacierGrid, outline_on_grid
 from glacierwatch.imagery.standard import scene_on_grid
 from glacierwatch.io import atomic_path, read_raster, read_scene
 from glacierwatch.landsat import QA_BAND
+from glacierwatch.layout import dem_path
 from glacierwatch.tasks import run_per_glacier
 
 log = logging.getLogger(__name__)
@@ -291,9 +292,10 @@ def _build_one(plan: ChipPlan, *, inv_row: pd.Series, inv_crs: Any, dem_dir: Pat
         if "dem" in channels:
             if dem_dir is None:
                 raise InputError("channel 'dem' requested but no DEM folder given")
-            dem_arr, dem_grid, nodata = read_raster(dem_dir / f"{glims_id}.tif")
+            dem_file = dem_path(dem_dir, glims_id)
+            dem_arr, dem_grid, nodata = read_raster(dem_file)
             if dem_grid.shape != grid.shape:
-                raise InputError(f"DEM {dem_dir / (glims_id + '.tif')} has shape {dem_grid.shape}, grid {grid.shape}")
+                raise InputError(f"DEM {dem_file} has shape {dem_grid.shape}, grid {grid.shape}")
             dem = dem_arr.astype(np.float32)
             if nodata is not None:
                 dem[dem == nodata] = np.nan

@@ -30,6 +30,7 @@ from glacierwatch.chips.features import DEFAULT_CHANNELS, compute_channels
 from glacierwatch.grid import GlacierGrid, utm_epsg
 from glacierwatch.ids import glims_id_from_lonlat
 from glacierwatch.landsat import QA, SENSORS, kelvin_to_dn, reflectance_to_dn
+from glacierwatch.layout import DEM, SCENES, dem_path, scene_path
 
 #: Surface classes: reflectance of (coastal, blue, green, red, nir08, swir16, swir22) and lwir (K).
 SPECTRA: dict[str, tuple[tuple[float, ...], float]] = {
@@ -217,7 +218,7 @@ def write_toy_world(root: str | Path, n_glaciers: int = 6, *, shape: tuple[int, 
                            resolution=30.0, width=w, height=h)
         surf = toy_surface(rng, shape, confounders=confounders)
         truth[gid] = surf.glacier
-        write_raster(root / "dem" / f"{gid}.tif", surf.dem, grid, band_names=["dem"])
+        write_raster(dem_path(root / DEM, gid), surf.dem, grid, band_names=["dem"])
         clear[gid] = render(surf, np.random.default_rng(seed + 1000 + i), noise=0.0)
         date0 = dt.date(2005 + i % 10, 8, 1)
         for k in range(scenes_per_glacier):
@@ -235,7 +236,7 @@ def write_toy_world(root: str | Path, n_glaciers: int = 6, *, shape: tuple[int, 
                 bands["lwir"] = np.where(cloud, 250.0, bands["lwir"]).astype(np.float32)
                 qa = np.where(cloud, int(QA.CLOUD | QA.DILATED_CLOUD), qa)
                 qa = np.where(shadow, int(QA.CLOUD_SHADOW), qa).astype(np.uint16)
-            path = root / "scenes" / gid / f"{gid}_{date.isoformat()}_{sat}_C02_T1_L2_SR.tif"
+            path = scene_path(root / SCENES, gid, date, sat)
             write_scene(path, bands, qa, grid, sat)
             cc = round(100.0 * float(np.mean(qa != int(QA.CLEAR))), 2)
             props = {"SPACECRAFT_ID": SENSORS[sat].spacecraft_id, "DATE_ACQUIRED": date.isoformat(),
@@ -247,5 +248,5 @@ def write_toy_world(root: str | Path, n_glaciers: int = 6, *, shape: tuple[int, 
                      "area_km2": float(surf.glacier.sum()) * 900 / 1e6, "grid": grid.to_json(),
                      "geometry": _outline_polygon(surf.glacier, grid)})
     inventory = gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
-    return ToyWorld(root=root, inventory=inventory, selection=pd.DataFrame(sel), dem_dir=root / "dem",
+    return ToyWorld(root=root, inventory=inventory, selection=pd.DataFrame(sel), dem_dir=root / DEM,
                     truth=truth, clear=clear)

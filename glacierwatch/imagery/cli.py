@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _report(report: object, out: str) -> int:
-    from glacierwatch.imagery.fetch import FetchPaths
+    from glacierwatch.layout import FetchPaths
     from glacierwatch.tasks import TaskReport
 
     assert isinstance(report, TaskReport)

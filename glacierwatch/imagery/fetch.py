@@ -36,60 +36,18 @@ from typing import Any
 import numpy as np
 
 from glacierwatch import redact
-from glacierwatch.catalog.build import scene_path
 from glacierwatch.config import ImageryConfig
 from glacierwatch.errors import InputError
-from glacierwatch.ids import glacier_path
-from glacierwatch.imagery.records import MODES, GlacierRequest, SceneRecord, requests_from_inventory
+from glacierwatch.imagery.records import GlacierRequest, SceneRecord, requests_from_inventory
 from glacierwatch.imagery.sources import make_source
 from glacierwatch.imagery.sources.base import ImagerySource, SourceAuthError
-from glacierwatch.imagery.standard import dem_path, mosaic, write_dem, write_standard_scene
+from glacierwatch.imagery.standard import mosaic, write_dem, write_standard_scene
 from glacierwatch.io import append_json_line, ensure_dir, read_json_lines, write_json
+from glacierwatch.layout import FetchPaths, dem_path, scene_path
 from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, append_ledger, read_ledger, run_per_glacier
 
 log = logging.getLogger(__name__)
-
-SETTINGS_FILE = "fetch.json"
-LEDGER_FILE = "failures.jsonl"
-
-
-@dataclass(frozen=True)
-class FetchPaths:
-    """Where a fetch writes, under the work folder ``out``."""
-
-    out: Path
-    scenes_dir: Path
-    dem_dir: Path
-    state: Path  # imagery/: plans, manifests, done markers, ledger, settings
-
-    @classmethod
-    def for_out(cls, out: str | os.PathLike[str], config: ImageryConfig | None = None) -> FetchPaths:
-        config = config or ImageryConfig()
-        root = Path(out)
-        return cls(out=root, scenes_dir=root / config.scenes_dir, dem_dir=root / config.dem_dir,
-                   state=root / "imagery")
-
-    @property
-    def ledger(self) -> Path:
-        return self.state / LEDGER_FILE
-
-    # every per-glacier path goes through glacier_path: the id is validated before it is a path
-    def plan(self, mode: str, glims_id: str) -> Path:
-        return glacier_path(self.state / "plans" / _mode(mode), glims_id, ".json")
-
-    def done(self, mode: str, glims_id: str) -> Path:
-        return glacier_path(self.state / "done" / _mode(mode), glims_id, ".json")
-
-    def manifest(self, glims_id: str) -> Path:
-        return glacier_path(self.state / "manifests", glims_id, ".jsonl")
-
-
-def _mode(mode: str) -> str:
-    if mode not in MODES:
-        raise InputError(f"unknown mode {mode!r}; expected one of {MODES}")
-    return mode
-
 
 @dataclass
 class GlacierFetch:
@@ -396,7 +354,7 @@ def _fetch_locked(inventory: str | os.PathLike[str], paths: FetchPaths, *, confi
     # built here once (and kept per process): a missing client library or a bad setting fails now,
     # before any glacier starts
     source_name = factory().name
-    write_json(paths.state / SETTINGS_FILE, {
+    write_json(paths.settings, {
         "inventory": str(Path(inventory).resolve()), "source": source_name, "mode": mode,
         "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
         "window_days": window_days, "glaciers": list(glaciers) if glaciers else None, "time": _now(),
@@ -462,7 +420,7 @@ def retry_failed(out: str | os.PathLike[str], *, config: ImageryConfig | None = 
 def _retry_locked(out: str | os.PathLike[str], *, config: ImageryConfig | None,
                   source_factory: Callable[[], ImagerySource] | None, progress: bool,
                   workers: int | None) -> TaskReport:
-    settings_file = FetchPaths.for_out(out, config).state / SETTINGS_FILE
+    settings_file = FetchPaths.for_out(out, config).settings
     if not settings_file.exists():
         raise InputError(f"{out}: no previous fetch here ({settings_file} is missing)")
     settings = json.loads(settings_file.read_text(encoding="utf-8"))

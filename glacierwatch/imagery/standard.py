@@ -29,13 +29,12 @@ from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
-from glacierwatch.catalog.build import scene_path
 from glacierwatch.errors import InputError, SceneReadError
 from glacierwatch.grid import GlacierGrid
-from glacierwatch.ids import glacier_path
 from glacierwatch.imagery.records import SceneRecord
 from glacierwatch.io import Scene, read_scene, write_cog, write_json, write_scene_cog
 from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS
+from glacierwatch.layout import dem_path, scene_path
 
 
 #: Standard file band order per satellite: the sensor's bands (coastal first on OLI) when all are
@@ -167,11 +166,6 @@ def write_standard_scene(scenes_dir: str | os.PathLike[str], records: Sequence[S
     write_scene_cog(target, np.stack(arrays), grid, band_names=list(order),
                     tags={"glims_id": first.glims_id, "date": first.date.isoformat(), "satellite": first.satellite})
     return target
-
-
-def dem_path(dem_dir: str | os.PathLike[str], glims_id: str) -> Path:
-    """``dem_dir/<GLIMS_ID>.tif`` (the id validated first)."""
-    return glacier_path(dem_dir, glims_id, ".tif")
 
 
 def write_dem(dem_dir: str | os.PathLike[str], glims_id: str, elevation: np.ndarray, grid: GlacierGrid, *,

@@ -27,6 +27,7 @@ from glacierwatch.inventory.read import OUTLINE_COLUMNS, SCHEMA_NAMES, UNUSABLE_
 from glacierwatch.inventory.regions import UNKNOWN_REGION, RegionTable, load_region_table
 from glacierwatch.inventory.territory import territories_wkb
 from glacierwatch.io import atomic_path, write_json
+from glacierwatch.layout import inventory_outputs
 
 log = logging.getLogger(__name__)
 
@@ -567,13 +568,8 @@ def _overlaps(inventory: gpd.GeoDataFrame) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------ writing
 
-def output_paths(out_path: str | os.PathLike[str]) -> dict[str, Path]:
-    """``inventory.parquet`` -> its validation outlines and report beside it
-    (``inventory_validation.parquet``, ``inventory_report.json``)."""
-    out = Path(out_path)
-    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
-    return {"inventory": out, "validation": out.with_name(f"{stem}_validation.parquet"),
-            "report": out.with_name(f"{stem}_report.json")}
+#: ``inventory.parquet`` -> the files beside it (named by the layout)
+output_paths = inventory_outputs
 
 
 def write_inventory(selection: Selection, out_path: str | os.PathLike[str]) -> dict[str, Path]:

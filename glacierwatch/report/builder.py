@@ -43,20 +43,34 @@ from glacierwatch import __version__
 from glacierwatch.config import TrendsConfig
 from glacierwatch.errors import DatasetNotFoundError, GlacierwatchError
 from glacierwatch.io import atomic_path, read_table
+from glacierwatch.layout import (
+    ANNUAL_TABLE,
+    AREAS,
+    AREAS_CSV,
+    CATALOG,
+    DEM_CANDIDATES,
+    FIGURES,
+    FIGURES_MANIFEST,
+    GLACIER_TABLE,
+    INVENTORY,
+    MODEL,
+    MODEL_CARD,
+    REGION_TABLE,
+    REPORT,
+    SUMMARY,
+    TABLE2_MD,
+    TRENDS,
+    TRUTH_CANDIDATES,
+    VALIDATION_ROWS,
+    VALIDATION_SUMMARY,
+    TimeseriesOutputs,
+)
 from glacierwatch.trends.core import TOTAL, decimal_year
-from glacierwatch.trends.figures import DEFAULT_MAX_GLACIER_FIGURES, MANIFEST
-from glacierwatch.trends.stage import FIGURES, SUMMARY, TABLE2_MD, write_trends
+from glacierwatch.trends.figures import DEFAULT_MAX_GLACIER_FIGURES
+from glacierwatch.trends.stage import write_trends
 
 log = logging.getLogger(__name__)
 
-TRUTH_CANDIDATES = ("synthetic/truth_trends.csv", "truth_trends.csv")
-MODEL_CARD = "model/model_card.json"
-MODEL = "model/model.pt"
-CATALOG = "catalog.parquet"
-INVENTORY = "inventory.parquet"
-VALIDATION_SUMMARY = "validation/validation_summary.csv"
-VALIDATION_ROWS = "validation/validation.csv"
-DEM_CANDIDATES = ("dem", "synthetic/dem")
 #: Interval columns of the areas table (km²), drawn as a band around each glacier's series.
 INTERVAL_COLUMNS = ("area_km2_low", "area_km2_high")
 #: Figures: 8 in wide at 150 dpi = 1200 px.
@@ -65,13 +79,13 @@ FIG_DPI = 150
 DEFAULT_OVERLAY_GLACIERS = 2
 OVERLAY_DATES = 3
 VALIDATION_ROWS_SHOWN = 20
-_TREND_FILES = ("glacier_trends.parquet", "region_trends.parquet", "region_annual.csv", TABLE2_MD, SUMMARY)
+_TREND_FILES = (f"{GLACIER_TABLE}.parquet", f"{REGION_TABLE}.parquet", ANNUAL_TABLE, TABLE2_MD, SUMMARY)
 
 
 # ---------------------------------------------------------------- inputs
 
 def find_areas(workdir: Path) -> Path:
-    for name in ("areas.parquet", "areas.csv"):
+    for name in (AREAS, AREAS_CSV):
         if (workdir / name).exists():
             return workdir / name
     raise DatasetNotFoundError(f"{workdir}: no areas.parquet (run the time-series stage first)")
@@ -79,14 +93,14 @@ def find_areas(workdir: Path) -> Path:
 
 def _trends_current(trends_dir: Path, areas_path: Path, min_obs: int | None, by: str | None) -> str | None:
     """None if the trends outputs can be reused, else why they cannot."""
-    missing = [n for n in (*_TREND_FILES, f"{FIGURES}/{MANIFEST}") if not (trends_dir / n).exists()]
+    missing = [n for n in (*_TREND_FILES, f"{FIGURES}/{FIGURES_MANIFEST}") if not (trends_dir / n).exists()]
     if missing:
         return f"missing {', '.join(missing)}"
     try:
         summary = json.loads((trends_dir / SUMMARY).read_text(encoding="utf-8"))
-        manifest = json.loads((trends_dir / FIGURES / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((trends_dir / FIGURES / FIGURES_MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        return f"unreadable {SUMMARY} or {MANIFEST} ({exc})"
+        return f"unreadable {SUMMARY} or {FIGURES_MANIFEST} ({exc})"
     if any(not (trends_dir / FIGURES / m.get("file", "")).is_file() for m in manifest):
         return "a figure listed in figures.json is missing"
     if (trends_dir / SUMMARY).stat().st_mtime < areas_path.stat().st_mtime:
@@ -139,7 +153,7 @@ def load_inputs(workdir: str | os.PathLike[str], *, min_obs: int | None = None, 
     if not work.is_dir():
         raise DatasetNotFoundError(f"work folder not found: {work}")
     areas_path = find_areas(work)
-    trends_dir = work / "trends"
+    trends_dir = work / TRENDS
     why = _trends_current(trends_dir, areas_path, min_obs, by)
     stale = None
     if rerun_trends or (why is not None and why.startswith("missing")):
@@ -156,7 +170,7 @@ def load_inputs(workdir: str | os.PathLike[str], *, min_obs: int | None = None, 
         glaciers=read_table(trends_dir / "glacier_trends.parquet"),
         regions=read_table(trends_dir / "region_trends.parquet"),
         annual=read_table(trends_dir / "region_annual.csv"),
-        figures=json.loads((trends_dir / FIGURES / MANIFEST).read_text(encoding="utf-8")),
+        figures=json.loads((trends_dir / FIGURES / FIGURES_MANIFEST).read_text(encoding="utf-8")),
         stale=stale,
     )
     inputs.areas = read_table(areas_path)
@@ -234,8 +248,6 @@ def _load_overlays(inputs: ReportInputs, n_glaciers: int, dem_dir: Path | None =
     """Overlays (scene, probability, outline) on a few dates of the first glaciers drawn in the report,
     redrawn by :mod:`glacierwatch.timeseries.overlay` from the run's scenes. Skipped (with a notice)
     when the work folder lacks what they need."""
-    from glacierwatch.timeseries.run import TimeseriesOutputs
-
     work, areas = inputs.workdir, inputs.areas
     if areas is None or not TimeseriesOutputs.for_path(inputs.areas_path).scenes.exists():
         return  # areas not made by `timeseries run` here (e.g. imported): nothing to redraw
@@ -910,7 +922,7 @@ def build_report(workdir: str | os.PathLike[str], *, out: str | os.PathLike[str]
                          max_glacier_figures=max_glacier_figures, overlay_glaciers=overlay_glaciers,
                          dem_dir=dem_dir)
     page = render_report(inputs)
-    target = Path(out) if out is not None else Path(workdir) / "report" / "index.html"
+    target = Path(out) if out is not None else Path(workdir) / REPORT
     if target.is_dir() or target.suffix.lower() not in {".html", ".htm"}:
         target = target / "index.html"
     with atomic_path(target) as tmp:

@@ -45,6 +45,7 @@ from glacierwatch.grid import GlacierGrid, to_grid_crs
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import atomic_path, read_scene, read_table
 from glacierwatch.landsat import QA, QA_BAND, to_physical
+from glacierwatch.layout import TimeseriesOutputs
 from glacierwatch.timeseries.areas import (
     count_region,
     dem_at_chip_size,
@@ -53,7 +54,7 @@ from glacierwatch.timeseries.areas import (
     probabilities_on_grid,
     smoothed_probabilities,
 )
-from glacierwatch.timeseries.run import TimeseriesOutputs, find_dem
+from glacierwatch.timeseries.run import find_dem
 from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 from glacierwatch.config import CatalogConfig, TimeseriesConfig
 from glacierwatch.errors import InputError
 from glacierwatch.glacier import Glacier, read_glaciers
-from glacierwatch.ids import validate_glims_id
+from glacierwatch.ids import glacier_path, validate_glims_id
 from glacierwatch.io import read_table, write_table
+from glacierwatch.layout import TimeseriesOutputs, dem_path
 from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, run_per_glacier
 from glacierwatch.timeseries.annual import annual_areas
@@ -39,22 +40,6 @@ from glacierwatch.timeseries.areas import AREA_COLUMNS, glacier_areas, remove_st
 from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TimeseriesOutputs:
-    areas: Path
-    parts: Path
-    scenes: Path
-    ledger: Path
-    annual: Path
-
-    @classmethod
-    def for_path(cls, out: str | os.PathLike[str]) -> TimeseriesOutputs:
-        out = Path(out)
-        stem = out.with_suffix("")
-        return cls(out, Path(f"{stem}.parts"), Path(f"{stem}.scenes.parquet"), Path(f"{stem}.failures.jsonl"),
-                   Path(f"{stem}.annual.parquet"))
 
 
 @dataclass
@@ -78,13 +63,13 @@ def _part_done(part: Path, key: str) -> bool:
 def find_dem(glims_id: str, dem_dir: str | os.PathLike[str] | None, segmenter: Segmenter) -> str | None:
     """``<dem_dir>/<GLIMS_ID>.tif`` if it exists (else None); InputError if the model needs a DEM and
     there is none."""
-    dem_path = None
+    dem_file = None
     if dem_dir is not None:
-        candidate = Path(dem_dir) / f"{glims_id}.tif"
-        dem_path = str(candidate) if candidate.exists() else None
-    if segmenter.name == "unet" and dem_path is None and "dem" in getattr(segmenter, "channels", ()):
+        candidate = dem_path(dem_dir, glims_id)
+        dem_file = str(candidate) if candidate.exists() else None
+    if segmenter.name == "unet" and dem_file is None and "dem" in getattr(segmenter, "channels", ()):
         raise InputError(f"{glims_id}: the model needs a DEM but {dem_dir}/{glims_id}.tif is missing")
-    return dem_path
+    return dem_file
 
 
 def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Glacier], dem_dir: str | None,
@@ -105,7 +90,7 @@ def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Gla
                           grid=glacier.grid, dem_path=dem_path, segmenter=seg, config=config,
                           chip_size=chip_size, scratch_dir=parts_dir, territory_wkb=glacier.territory_wkb,
                           latitude=glacier.latitude)
-    write_table(areas, Path(parts_dir) / f"{glims_id}.parquet")
+    write_table(areas, glacier_path(parts_dir, glims_id, ".parquet"))
     return len(areas)
 
 
@@ -187,7 +172,7 @@ def _run_timeseries_locked(outputs: TimeseriesOutputs, *, catalog: str | Path, i
 
     report = run_per_glacier(
         _glacier_task, glaciers, stage="timeseries",
-        is_done=lambda gid: _part_done(outputs.parts / f"{gid}.parquet", key),
+        is_done=lambda gid: _part_done(outputs.part(gid), key),
         ledger=outputs.ledger, scheduler=config.scheduler, workers=config.workers, progress=progress,
         scenes_path=str(outputs.scenes), glaciers=facts,
         dem_dir=str(dem_dir) if dem_dir is not None else None, parts_dir=str(outputs.parts),

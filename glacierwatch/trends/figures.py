@@ -25,11 +25,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from glacierwatch.config import TrendsConfig
+from glacierwatch.layout import FIGURES_MANIFEST
 from glacierwatch.trends.core import TOTAL, TrendResult, _included, geomean_rate
 
 #: Default cap on per-glacier figures (a run over thousands of glaciers writes this many).
 DEFAULT_MAX_GLACIER_FIGURES = TrendsConfig().max_glacier_figures
-MANIFEST = "figures.json"
 DPI = 100
 
 _GREY = "0.55"
@@ -226,7 +226,7 @@ def make_figures(result: TrendResult, out_dir: str | Path, *,
         save(region_figure(result, name), f"region_{safe_name(name).lower()}", "region", name)
     for gid in select_glaciers(result.glaciers, max_glacier_figures):
         save(glacier_figure(result, gid), f"glacier_{safe_name(gid)}", "glacier", gid)
-    manifest_path = out / MANIFEST
+    manifest_path = out / FIGURES_MANIFEST
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     written.append(manifest_path)
     return written

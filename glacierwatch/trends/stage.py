@@ -26,20 +26,23 @@ from glacierwatch import __version__
 from glacierwatch.config import FitOn, choices
 from glacierwatch.errors import ConfigError, InputError
 from glacierwatch.io import read_table
+from glacierwatch.layout import (
+    ANNUAL_TABLE,
+    FIGURES,
+    FIGURES_MANIFEST,
+    GLACIER_TABLE,
+    REGION_TABLE,
+    SUMMARY,
+    TABLE2_CSV,
+    TABLE2_MD,
+)
 from glacierwatch.trends.core import TrendOptions, TrendResult, compute_trends
 from glacierwatch.trends.figures import DEFAULT_MAX_GLACIER_FIGURES, make_figures
 
 log = logging.getLogger(__name__)
 
-GLACIER_TABLE = "glacier_trends"
-REGION_TABLE = "region_trends"
-ANNUAL_TABLE = "region_annual.csv"
-TABLE2_CSV = "table2.csv"
-TABLE2_MD = "table2.md"
-SUMMARY = "trends_summary.json"
-FIGURES = "figures"
 #: Files a trends run owns in ``figures/`` (older ones matching these are replaced).
-_FIGURE_PATTERNS = ("glacier_*.png", "region_*.png", "inventory_summary.png", "figures.json")
+_FIGURE_PATTERNS = ("glacier_*.png", "region_*.png", "inventory_summary.png", FIGURES_MANIFEST)
 
 
 FIT_ON = choices(FitOn)
