@@ -39,6 +39,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glacierwatch.model.predict import bf16_supported  # noqa: E402
+from glacierwatch.model.train import train_step  # noqa: E402
 from glacierwatch.model.unet import DECODERS, UNet  # noqa: E402
 
 SETTINGS = {  # name -> (autocast bf16, channels-last)
@@ -134,18 +135,8 @@ def bench_setting(encoder: str, bf16: bool, channels_last: bool, *, channels: in
     except (RuntimeError, TypeError):
         opt = torch.optim.Adam(model.parameters(), lr=1e-5, weight_decay=1e-5)
 
-    def step() -> None:
-        with amp:
-            logits = model(xt)
-        loss = F.cross_entropy(logits.float(), yt)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+    def step() -> None:  # the training loop's own step (forward, loss, backward, Adam)
+        train_step(model, opt, scaler, xt, yt, device=device, dtype=low if bf16 else None)
 
     tt = _time(step, warmup=max(1, warmup), repeats=repeats, device=device)
     return {"infer_img_s": batch_infer / min(ti), "infer_img_s_median": batch_infer / statistics.median(ti),

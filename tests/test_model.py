@@ -6,6 +6,7 @@ checks on a synthetic world and the real Norway chips are marked slow.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,7 +38,7 @@ from glacierwatch.model import (
     weights_fingerprint,
 )
 from glacierwatch.model.card import REQUIRED_KEYS
-from glacierwatch.model.train import _Interrupted, augment
+from glacierwatch.model.train import augment
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NORWAY = SHARED / "glacierview_training_chips_norway"
@@ -355,10 +357,29 @@ def test_augment_blurs_image_only() -> None:
     assert torch.equal(xf[:, 0, 3, 3], torch.ones(4))
 
 
-def test_resume_after_interruption_is_exact(tmp_path: Path, chips32: Path, trained: Path) -> None:
+# the module (glacierwatch.model's lazy ``train`` is the function)
+train_module = importlib.import_module("glacierwatch.model.train")
+
+
+class _Interrupted(Exception):
+    """Stands for a kill of the training process between two steps."""
+
+
+def test_resume_after_interruption_is_exact(tmp_path: Path, chips32: Path, trained: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     a = trained  # the same settings, uninterrupted
-    with pytest.raises(_Interrupted):
-        train(chips32, tmp_path / "b", config=FAST, progress=False, evaluate_test=False, _stop_after_steps=2)
+    batches = train_module._batch_source
+
+    def killed_after_two_steps(*args: Any, **kwargs: Any) -> Any:
+        for i, item in enumerate(batches(*args, **kwargs)):
+            if i == 2:
+                raise _Interrupted("killed after 2 steps")
+            yield item
+
+    with monkeypatch.context() as m:  # checkpoint after every step, then the run dies before its third
+        m.setattr(train_module, "_batch_source", killed_after_two_steps)
+        with pytest.raises(_Interrupted):
+            train(chips32, tmp_path / "b", config=FAST, progress=False, evaluate_test=False, checkpoint_every_s=0.0)
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (0, 2) and not state["finished"]
     b = train(chips32, tmp_path / "b", config=FAST, progress=False, evaluate_test=False)

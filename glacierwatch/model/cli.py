@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 from glacierwatch.config import Config, TrainConfig
+from glacierwatch.layout import MODEL_CARD_FILE
 
 
 def _float_list(text: str) -> list[float]:
@@ -98,7 +99,7 @@ def _train(args: argparse.Namespace) -> int:
               f"{res['pooled']['unet']['dice']:.3f}, NDSI {res['pooled']['ndsi']['dice']:.3f}) -> {args.out}/cv.json")
         return 0
     path = train(args.chips, args.out, config=config, **kw)
-    card = json.loads((path.parent / "model_card.json").read_text(encoding="utf-8"))
+    card = json.loads((path.parent / MODEL_CARD_FILE).read_text(encoding="utf-8"))
     m = card.get("metrics", {})
     line = f"model: {path} (fingerprint {card['fingerprint']}, {card['training']['stopped']}, best epoch {card['training']['best_epoch']})"
     print(line)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from glacierwatch.errors import ChannelMismatchError, DatasetNotFoundError, InputError
+from glacierwatch.layout import MODEL_FILE
 from glacierwatch.model.card import check_channels, validate_card
 from glacierwatch.model.unet import UNet
 
@@ -79,7 +80,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
 def _checkpoint_file(path: str | Path) -> Path:
     p = Path(path)
     if p.is_dir():
-        p = p / "model.pt"
+        p = p / MODEL_FILE
     if not p.exists():
         raise DatasetNotFoundError(f"model checkpoint not found: {p}")
     return p

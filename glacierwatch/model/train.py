@@ -39,6 +39,7 @@ import platform
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,9 @@ from glacierwatch.chips.store import ChipSet, assign_folds
 from glacierwatch.config import TrainConfig
 from glacierwatch.errors import ConfigError, InputError
 from glacierwatch.io import atomic_path, write_json, write_table
+from glacierwatch.layout import MODEL_CARD_FILE, MODEL_FILE, MODEL_METRICS_FILE, MODEL_STATE_FILE
 from glacierwatch.model.card import CARD_FORMAT, usage_fields, weights_fingerprint
-from glacierwatch.model.evaluate import evaluate_arrays, summarise
+from glacierwatch.model.evaluate import EvaluationResult, dice_iou, evaluate_arrays, summarise
 from glacierwatch.model.predict import CHECKPOINT_FORMAT, amp_dtype, autocast, resolve_device
 from glacierwatch.model.unet import DECODERS, ENCODERS, UNet, load_encoder_weights
 
@@ -66,10 +68,6 @@ RESUME_KEYS = ("encoder", "decoder", "encoder_weights", "learning_rate", "weight
                "blur_sigma", "seed")
 #: The rows of the seed's Table I (learning rate, batch size); (1e-5, 8) appears twice there.
 TABLE_I = ((1e-3, 16), (1e-4, 16), (1e-5, 16), (1e-5, 8), (1e-5, 32))
-
-
-class _Interrupted(Exception):
-    """Raised by the test hook ``_stop_after_steps`` to simulate a kill."""
 
 
 def gaussian_kernel(sigma: float, size: int = 3) -> torch.Tensor:
@@ -176,9 +174,118 @@ def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
 
-def _run_epoch_eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
-                    device: torch.device, dtype: torch.dtype | None, channels_last: bool) -> tuple[float, float]:
-    """Mean cross-entropy and micro Dice on (x, y), no augmentation."""
+def _write_metrics(history: list[dict[str, Any]], out: Path) -> None:
+    if history:
+        write_table(pd.DataFrame(history), out / MODEL_METRICS_FILE)
+
+
+def data_fingerprint(cs: ChipSet, split: pd.Series) -> str:
+    """The chip set's fingerprint combined with the split used (differs in cross-validation)."""
+    h = hashlib.sha256(cs.fingerprint.encode())
+    h.update(json.dumps(sorted(zip(cs.index["chip_id"].astype(str), split.astype(str), strict=False))).encode())
+    return h.hexdigest()[:16]
+
+
+def _new_totals() -> dict[str, Any]:
+    """Running totals of the current epoch: loss x images, images, confusion counts (pixels), seconds."""
+    return {"loss": 0.0, "n": 0, "tp": 0, "fp": 0, "fn": 0, "seconds": 0.0, "images": 0}
+
+
+@dataclass
+class TrainState:
+    """A run's progress: what ``last.pt`` holds besides the weights and the optimizer state.
+
+    ``epoch``: epochs finished; ``step``: steps finished in the current epoch; ``best_loss`` /
+    ``best_epoch`` / ``bad_epochs``: early stopping (validation cross-entropy, 1-based epoch);
+    ``elapsed_s``: training seconds of earlier calls (a resumed run adds its own); ``acc``: the
+    current epoch's totals (:func:`_new_totals`); ``stopped``: ``"epochs"`` while training goes on,
+    else why it stopped.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    elapsed_s: float = 0.0
+    acc: dict[str, Any] = field(default_factory=_new_totals)
+    encoder_report: Any = None
+    stopped: str = "epochs"
+
+    @classmethod
+    def from_saved(cls, saved: Mapping[str, Any]) -> TrainState:
+        return cls(epoch=int(saved["epoch"]), step=int(saved["step"]), history=list(saved["history"]),
+                   best_loss=float(saved["best_loss"]), best_epoch=int(saved["best_epoch"]),
+                   bad_epochs=int(saved["bad_epochs"]), elapsed_s=float(saved["elapsed_s"]), acc=dict(saved["acc"]),
+                   encoder_report=saved.get("encoder_report"))
+
+
+@dataclass
+class _Run:
+    """What stays fixed while one call trains (data, model, optimizer, where it writes, the clock)."""
+
+    cs: ChipSet
+    config: TrainConfig
+    channels: list[str]
+    key: dict[str, Any]
+    dfp: str
+    out: Path
+    state_path: Path
+    model_path: Path
+    device: torch.device
+    dtype: torch.dtype | None
+    channels_last: bool
+    model: UNet
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    x_tr: torch.Tensor
+    y_tr: torch.Tensor
+    x_va: torch.Tensor
+    y_va: torch.Tensor
+    rows_tr: pd.DataFrame
+    rows_va: pd.DataFrame
+    rows_all: pd.DataFrame
+    loader_workers: int
+    steps_per_epoch: int
+    max_minutes: float
+    progress: bool
+    checkpoint_every_s: float
+    t_start: float
+    deadline: float | None
+    last_checkpoint: float
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+               xb: torch.Tensor, yb: torch.Tensor, *, device: torch.device,
+               dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch (images ``xb``, class masks ``yb`` on ``device``): forward under
+    autocast to ``dtype`` (None: fp32), cross-entropy in fp32, backward (scaled when ``scaler``), Adam.
+    Returns (loss, logits)."""
+    with autocast(device, dtype):
+        logits = model(xb)
+    loss = F.cross_entropy(logits.float(), yb)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+    return loss, logits
+
+
+def _counts(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives) of the glacier class (1) in pixels."""
+    pred = logits.argmax(1) == 1
+    t = y == 1
+    return int((pred & t).sum()), int((pred & ~t).sum()), int((~pred & t).sum())
+
+
+def _validate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
+              device: torch.device, dtype: torch.dtype | None, channels_last: bool) -> tuple[float, float]:
+    """Mean cross-entropy (per pixel) and micro Dice on (x, y), no augmentation."""
     model.eval()
     loss_sum, n_pix, tp, fp, fn = 0.0, 0, 0, 0, 0
     with torch.inference_mode():
@@ -192,51 +299,132 @@ def _run_epoch_eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             logits = logits.float()
             loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
             n_pix += yb.numel()
-            pred = logits.argmax(1) == 1
-            t = yb == 1
-            tp += int((pred & t).sum())
-            fp += int((pred & ~t).sum())
-            fn += int((~pred & t).sum())
+            btp, bfp, bfn = _counts(logits, yb)
+            tp, fp, fn = tp + btp, fp + bfp, fn + bfn
     model.train()
-    den = 2 * tp + fp + fn
-    return loss_sum / max(n_pix, 1), (2 * tp / den if den else 1.0)
+    return loss_sum / max(n_pix, 1), dice_iou(tp, fp, fn)[0]
 
 
-def _write_metrics(history: list[dict[str, Any]], out: Path) -> None:
-    if history:
-        write_table(pd.DataFrame(history), out / "metrics.csv")
+def _save_state(run: _Run, st: TrainState, finished: bool = False, reason: str | None = None) -> None:
+    """Write ``last.pt`` atomically. A finished run keeps only its bookkeeping (the weights are in
+    model.pt): no 1 GB Adam state left behind."""
+    _save({"format": STATE_FORMAT, "settings_key": run.key, "model": {} if finished else _cpu_state(run.model),
+           "optimizer": {} if finished else run.opt.state_dict(), "epoch": st.epoch, "step": st.step,
+           "history": st.history, "best_loss": st.best_loss, "best_epoch": st.best_epoch,
+           "bad_epochs": st.bad_epochs, "elapsed_s": st.elapsed_s + time.perf_counter() - run.t_start,
+           "acc": st.acc, "finished": finished, "stopped_reason": reason, "encoder_report": st.encoder_report},
+          run.state_path)
 
 
-def data_fingerprint(cs: ChipSet, split: pd.Series) -> str:
-    """The chip set's fingerprint combined with the split used (differs in cross-validation)."""
-    h = hashlib.sha256(cs.fingerprint.encode())
-    h.update(json.dumps(sorted(zip(cs.index["chip_id"].astype(str), split.astype(str), strict=False))).encode())
-    return h.hexdigest()[:16]
+def _card(run: _Run, st: TrainState, metrics: dict[str, Any] | None, weights: Mapping[str, torch.Tensor],
+          reason: str | None) -> dict[str, Any]:
+    return _make_card(cs=run.cs, config=run.config, channels=run.channels, weights=weights, dfp=run.dfp,
+                      metrics=metrics, device=run.device, dtype=run.dtype, channels_last=run.channels_last,
+                      history=st.history, best_epoch=st.best_epoch, best_loss=st.best_loss, reason=reason,
+                      rows={"train": run.rows_tr, "val": run.rows_va}, enc_report=st.encoder_report,
+                      max_minutes=run.max_minutes)
 
 
-def train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | None = None,
-          **kwargs: Any) -> Path:
-    """Train the U-Net on a chip set; return the path of ``model.pt`` (the best checkpoint).
-
-    Keyword arguments: see :func:`_train` (``progress``, ``max_minutes``, ``resume``, ``split_override``,
-    ``encoder_weights_bands``, ``channels_last``, ``checkpoint_every_s``, ``evaluate_test``,
-    ``num_threads``, ``restart_if_changed``). With ``config.deterministic`` the run uses deterministic
-    algorithms (:func:`deterministic_algorithms`; the global setting is restored afterwards).
-    """
-    config = config or TrainConfig()
-    if config.deterministic and torch.cuda.is_available():
-        # cuBLAS is deterministic only with a fixed workspace; must be set before its first use
-        import os
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    with deterministic_algorithms(config.deterministic):
-        return _train(chips_dir, out_dir, config=config, **kwargs)
+def _save_model(run: _Run, st: TrainState, weights: Mapping[str, torch.Tensor], epoch: int | None,
+                reason: str | None, metrics: dict[str, Any] | None = None) -> None:
+    """Write ``model.pt``: the weights with their card."""
+    _save({"format": CHECKPOINT_FORMAT, "state_dict": weights, "card": _card(run, st, metrics, weights, reason),
+           "epoch": epoch}, run.model_path)
 
 
-def _train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | None = None, progress: bool = True,
-           max_minutes: float | None = None, resume: bool = True, split_override: Mapping[str, str] | None = None,
-           encoder_weights_bands: Sequence[str] | None = None, channels_last: bool | None = None,
-           checkpoint_every_s: float = 120.0, evaluate_test: bool = True, num_threads: int | None = None,
-           restart_if_changed: bool = False, _stop_after_steps: int | None = None) -> Path:
+def _train_epoch(run: _Run, st: TrainState) -> None:
+    """Train the steps of epoch ``st.epoch`` from step ``st.step`` on; checkpoint ``last.pt`` every
+    ``checkpoint_every_s`` seconds; stop mid-epoch at the time limit (``st.stopped``, state saved)."""
+    config, bs, n = run.config, run.config.batch_size, len(run.x_tr)
+    step0 = st.step
+    order = _epoch_order(config.seed, st.epoch, n)
+    bar = tqdm(total=run.steps_per_epoch, initial=step0, desc=f"epoch {st.epoch + 1}/{config.epochs}", unit="batch",
+               disable=not run.progress, leave=False)
+    t_epoch = time.perf_counter()
+    acc = st.acc
+    batches = contextlib.closing(_batch_source(
+        run.x_tr, run.y_tr, order, range(step0, run.steps_per_epoch), batch_size=bs, seed=config.seed,
+        epoch=st.epoch, config=config, workers=run.loader_workers, pin=run.device.type == "cuda"))
+    with batches as batch_iter:
+        for step, n_batch, xb, yb in batch_iter:
+            st.step = step
+            xb, yb = xb.to(run.device, non_blocking=True), yb.to(run.device, non_blocking=True)
+            if run.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            loss, logits = train_step(run.model, run.opt, run.scaler, xb, yb, device=run.device, dtype=run.dtype)
+            with torch.no_grad():
+                tp, fp, fn = _counts(logits, yb)
+                acc["tp"] += tp
+                acc["fp"] += fp
+                acc["fn"] += fn
+            acc["loss"] += float(loss.detach()) * n_batch
+            acc["n"] += n_batch
+            acc["images"] += n_batch
+            dice = dice_iou(acc["tp"], acc["fp"], acc["fn"])[0]
+            bar.set_postfix(loss=f"{acc['loss'] / acc['n']:.4f}", dice=f"{dice:.3f}")
+            bar.update(1)
+            now = time.perf_counter()
+            if now - run.last_checkpoint > run.checkpoint_every_s and step + 1 < run.steps_per_epoch:
+                st.step = step + 1  # the state after this step: a resumed run starts at the next one
+                acc["seconds"] += now - t_epoch
+                t_epoch = now
+                _save_state(run, st)
+                st.step = step
+                run.last_checkpoint = now
+            if run.deadline is not None and now > run.deadline and step + 1 < run.steps_per_epoch:
+                st.stopped = "time limit"
+                st.step = step + 1
+                break
+    bar.close()
+    acc["seconds"] += time.perf_counter() - t_epoch
+    if st.stopped != "epochs":
+        _save_state(run, st)
+
+
+def _end_epoch(run: _Run, st: TrainState) -> None:
+    """After an epoch's steps: validation, the history row, ``model.pt`` when the validation loss
+    improved, ``metrics.csv``, early stopping and the time limit, ``last.pt``."""
+    config, acc = run.config, st.acc
+    row: dict[str, Any] = {"epoch": st.epoch + 1, "train_loss": acc["loss"] / max(acc["n"], 1),
+                           "train_dice": dice_iou(acc["tp"], acc["fp"], acc["fn"])[0]}
+    if len(run.x_va):
+        row["val_loss"], row["val_dice"] = _validate(run.model, run.x_va, run.y_va,
+                                                     batch_size=max(config.batch_size, 16), device=run.device,
+                                                     dtype=run.dtype, channels_last=run.channels_last)
+    else:
+        row["val_loss"], row["val_dice"] = row["train_loss"], row["train_dice"]
+    row["seconds"] = acc["seconds"]
+    row["train_images_per_s"] = acc["images"] / max(acc["seconds"], 1e-9)
+    improved = row["val_loss"] < st.best_loss
+    row["best"] = bool(improved)
+    st.history.append(row)
+    if run.progress or log.isEnabledFor(logging.INFO):
+        msg = (f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} dice {row['train_dice']:.3f} | "
+               f"val loss {row['val_loss']:.4f} dice {row['val_dice']:.3f} | {row['train_images_per_s']:.1f} img/s"
+               + (" *" if improved else ""))
+        (tqdm.write if run.progress else log.info)(msg)
+    if improved:
+        st.best_loss, st.best_epoch, st.bad_epochs = row["val_loss"], st.epoch + 1, 0
+        _save_model(run, st, _cpu_state(run.model), st.epoch + 1, None)
+    else:
+        st.bad_epochs += 1
+    st.epoch += 1
+    st.step = 0
+    st.acc = _new_totals()
+    _write_metrics(st.history, run.out)
+    if st.bad_epochs >= config.patience:
+        st.stopped = "early stopping"
+    elif run.deadline is not None and time.perf_counter() > run.deadline and st.epoch < config.epochs:
+        st.stopped = "time limit"
+    _save_state(run, st)
+    run.last_checkpoint = time.perf_counter()
+
+
+def train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | None = None, progress: bool = True,
+          max_minutes: float | None = None, resume: bool = True, split_override: Mapping[str, str] | None = None,
+          encoder_weights_bands: Sequence[str] | None = None, channels_last: bool | None = None,
+          checkpoint_every_s: float = 120.0, evaluate_test: bool = True, num_threads: int | None = None,
+          restart_if_changed: bool = False) -> Path:
     """Train the U-Net on a chip set; return the path of ``model.pt`` (the best checkpoint).
 
     ``max_minutes`` (default ``config.max_minutes``; 0 = none) caps the wall-clock time of this call.
@@ -244,9 +432,78 @@ def _train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | 
     last state; a finished one is returned as is. A run with other settings (learning rate, batch size,
     augmentation, seed, encoder, data, channels) is an error, or is discarded with ``restart_if_changed``
     (what a pipeline that has decided to retrain wants). ``resume=False`` always starts over.
-    ``split_override`` maps chip_id -> train/val/test/unused.
+    ``split_override`` maps chip_id -> train/val/test/unused. ``checkpoint_every_s``: seconds between
+    mid-epoch checkpoints of ``last.pt``. With ``config.deterministic`` the run uses deterministic
+    algorithms (:func:`deterministic_algorithms`; the global setting is restored afterwards).
+
+    The parts: :func:`_open_run` (settings, data, model, the state to resume), then per epoch
+    :func:`_train_epoch` (steps: :func:`train_step`) and :func:`_end_epoch` (validation, checkpoints),
+    then :func:`_finish` (test metrics, model card).
     """
     config = config or TrainConfig()
+    if config.deterministic and torch.cuda.is_available():
+        # cuBLAS is deterministic only with a fixed workspace; must be set before its first use
+        import os
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    with deterministic_algorithms(config.deterministic):
+        opened = _open_run(chips_dir, out_dir, config=config, progress=progress, max_minutes=max_minutes,
+                           resume=resume, split_override=split_override, encoder_weights_bands=encoder_weights_bands,
+                           channels_last=channels_last, checkpoint_every_s=checkpoint_every_s,
+                           num_threads=num_threads, restart_if_changed=restart_if_changed)
+        if isinstance(opened, Path):  # finished earlier
+            return opened
+        run, st = opened
+        run.model.train()
+        while st.epoch < config.epochs and st.stopped == "epochs":
+            _train_epoch(run, st)
+            if st.stopped != "epochs":
+                break
+            _end_epoch(run, st)
+        if st.stopped == "epochs":
+            st.stopped = "max epochs"
+        return _finish(run, st, chips_dir=chips_dir, evaluate_test=evaluate_test)
+
+
+def _resume_state(out: Path, state_path: Path, model_path: Path, key: dict[str, Any], *, resume: bool,
+                  restart_if_changed: bool) -> dict[str, Any] | Path | None:
+    """The saved state of an unfinished run with the same settings (None: start afresh), or the path of
+    the model of a finished one. Removes an earlier run's files when it is not resumed."""
+    if not state_path.exists():
+        return None
+    if not resume:
+        state_path.unlink()
+        model_path.unlink(missing_ok=True)
+        return None
+    state: dict[str, Any] = torch.load(state_path, map_location="cpu", weights_only=True)
+    if isinstance(state.get("settings_key"), dict):  # runs from before the decoder option: the seed's
+        state["settings_key"].setdefault("decoder", "seed")
+    if state.get("format") != STATE_FORMAT or state.get("settings_key") != key:
+        old = state.get("settings_key", {})
+        diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+        if not restart_if_changed:
+            raise ConfigError(f"{out} holds a training run with other settings ({', '.join(diff)}); "
+                              "train into another folder or pass --restart to start over")
+        log.warning("train: %s holds a run with other settings (%s); starting over", out, ", ".join(diff))
+        state_path.unlink()
+        model_path.unlink(missing_ok=True)
+        return None
+    if state.get("finished"):
+        if model_path.exists():
+            log.info("train: %s already finished (%s); nothing to do (--restart to train again)",
+                     out, state.get("stopped_reason"))
+            return model_path
+        log.warning("train: %s finished earlier but its model.pt is gone; training again", out)
+        return None
+    log.info("train: resuming %s at epoch %d, step %d", out, state["epoch"] + 1, state["step"])
+    return state
+
+
+def _open_run(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig, progress: bool,
+              max_minutes: float | None, resume: bool, split_override: Mapping[str, str] | None,
+              encoder_weights_bands: Sequence[str] | None, channels_last: bool | None, checkpoint_every_s: float,
+              num_threads: int | None, restart_if_changed: bool) -> tuple[_Run, TrainState] | Path:
+    """Check the settings, load the chips, build the model and optimizer, and restore the state of
+    an unfinished run (see :func:`train`); a finished run's ``model.pt`` path instead."""
     if config.encoder not in ENCODERS:
         raise ConfigError(f"train.encoder must be one of {sorted(ENCODERS)}, not {config.encoder!r}")
     if config.decoder not in DECODERS:
@@ -265,39 +522,13 @@ def _train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | 
         split = cs.index["chip_id"].map(split_override).fillna("unused").astype(str)
     dfp = data_fingerprint(cs, split)
     key = _settings_key(config, dfp, channels)
-    state_path, model_path = out / "last.pt", out / "model.pt"
+    state_path, model_path = out / MODEL_STATE_FILE, out / MODEL_FILE
 
-    state: dict[str, Any] | None = None
-    if state_path.exists():
-        if not resume:
-            state_path.unlink()
-            model_path.unlink(missing_ok=True)
-        else:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-            if isinstance(state.get("settings_key"), dict):  # runs from before the decoder option: the seed's
-                state["settings_key"].setdefault("decoder", "seed")
-            if state.get("format") != STATE_FORMAT or state.get("settings_key") != key:
-                old = state.get("settings_key", {})
-                diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
-                if not restart_if_changed:
-                    raise ConfigError(f"{out} holds a training run with other settings ({', '.join(diff)}); "
-                                      "train into another folder or pass --restart to start over")
-                log.warning("train: %s holds a run with other settings (%s); starting over", out, ", ".join(diff))
-                state_path.unlink()
-                model_path.unlink(missing_ok=True)
-                state = None
-            if state is not None and state.get("finished"):
-                if model_path.exists():
-                    log.info("train: %s already finished (%s); nothing to do (--restart to train again)",
-                             out, state.get("stopped_reason"))
-                    return model_path
-                log.warning("train: %s finished earlier but its model.pt is gone; training again", out)
-                state = None
-            if state is not None:
-                log.info("train: resuming %s at epoch %d, step %d", out, state["epoch"] + 1, state["step"])
-
-    if state is None:  # a fresh run: nothing of an earlier run in this folder may be taken for ours
-        for stale in (model_path, out / "model_card.json", out / "metrics.csv"):
+    saved = _resume_state(out, state_path, model_path, key, resume=resume, restart_if_changed=restart_if_changed)
+    if isinstance(saved, Path):
+        return saved
+    if saved is None:  # a fresh run: nothing of an earlier run in this folder may be taken for ours
+        for stale in (model_path, out / MODEL_CARD_FILE, out / MODEL_METRICS_FILE):
             stale.unlink(missing_ok=True)
     device = resolve_device(config.device)
     dtype = amp_dtype(device, None) if config.bf16 else None
@@ -324,7 +555,7 @@ def _train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | 
     torch.manual_seed(config.seed)
     model = UNet(config.encoder, in_channels=len(channels), num_classes=2, decoder=config.decoder)
     enc_report = None
-    if config.encoder_weights and state is None:
+    if config.encoder_weights and saved is None:
         try:
             enc_report = load_encoder_weights(model, config.encoder_weights, channels=channels,
                                               source_bands=encoder_weights_bands)
@@ -340,177 +571,61 @@ def _train(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig | 
         opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and dtype == torch.float16) else None
 
-    epoch, step0 = 0, 0
-    history: list[dict[str, Any]] = []
-    best_loss, best_epoch, bad_epochs, elapsed = math.inf, -1, 0, 0.0
-    acc = {"loss": 0.0, "n": 0, "tp": 0, "fp": 0, "fn": 0, "seconds": 0.0, "images": 0}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        epoch, step0 = int(state["epoch"]), int(state["step"])
-        history = list(state["history"])
-        best_loss, best_epoch, bad_epochs = float(state["best_loss"]), int(state["best_epoch"]), int(state["bad_epochs"])
-        elapsed = float(state["elapsed_s"])
-        acc = dict(state["acc"])
-        enc_report = state.get("encoder_report")
-    n = len(x_tr)
-    bs = config.batch_size
+    st = TrainState(encoder_report=enc_report)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        st = TrainState.from_saved(saved)
+    n, bs = len(x_tr), config.batch_size
     steps_per_epoch = max(1, n // bs if n % bs == 1 else math.ceil(n / bs))  # no batch of 1 (batch norm)
     t_start = time.perf_counter()
-    last_ckpt = t_start
     deadline = t_start + 60 * max_minutes if max_minutes and max_minutes > 0 else None
-    stopped = "epochs"
-    steps_done = 0
+    run = _Run(cs=cs, config=config, channels=list(channels), key=key, dfp=dfp, out=out, state_path=state_path,
+               model_path=model_path, device=device, dtype=dtype, channels_last=use_cl, model=model, opt=opt,
+               scaler=scaler, x_tr=x_tr, y_tr=y_tr, x_va=x_va, y_va=y_va, rows_tr=rows_tr, rows_va=rows_va,
+               rows_all=rows_all, loader_workers=loader_workers, steps_per_epoch=steps_per_epoch,
+               max_minutes=max_minutes, progress=progress, checkpoint_every_s=checkpoint_every_s, t_start=t_start,
+               deadline=deadline, last_checkpoint=t_start)
+    return run, st
 
-    def save_state(finished: bool = False, reason: str | None = None) -> None:
-        # a finished run keeps only its bookkeeping (the weights are in model.pt): no 1 GB Adam state left behind
-        _save({"format": STATE_FORMAT, "settings_key": key, "model": {} if finished else _cpu_state(model),
-               "optimizer": {} if finished else opt.state_dict(), "epoch": epoch, "step": step, "history": history,
-               "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-               "elapsed_s": elapsed + time.perf_counter() - t_start, "acc": acc, "finished": finished,
-               "stopped_reason": reason, "encoder_report": enc_report}, state_path)
 
-    def card(metrics: dict[str, Any] | None, weights: Mapping[str, torch.Tensor], reason: str | None) -> dict[str, Any]:
-        return _make_card(cs=cs, config=config, channels=channels, weights=weights, dfp=dfp, metrics=metrics,
-                          device=device, dtype=dtype, channels_last=use_cl, history=history, best_epoch=best_epoch,
-                          best_loss=best_loss, reason=reason, rows={"train": rows_tr, "val": rows_va},
-                          enc_report=enc_report, max_minutes=max_minutes)
-
-    model.train()
-    step = step0
-    while epoch < config.epochs and stopped == "epochs":
-        order = _epoch_order(config.seed, epoch, n)
-        bar = tqdm(total=steps_per_epoch, initial=step0, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=not progress, leave=False)
-        t_epoch = time.perf_counter()
-        batches = contextlib.closing(_batch_source(
-            x_tr, y_tr, order, range(step0, steps_per_epoch), batch_size=bs, seed=config.seed, epoch=epoch,
-            config=config, workers=loader_workers, pin=device.type == "cuda"))
-        with batches as batch_iter:
-            for step, n_batch, xb, yb in batch_iter:
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                if use_cl:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                with autocast(device, dtype):
-                    logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                with torch.no_grad():
-                    pred = logits.argmax(1) == 1
-                    t = yb == 1
-                    acc["tp"] += int((pred & t).sum())
-                    acc["fp"] += int((pred & ~t).sum())
-                    acc["fn"] += int((~pred & t).sum())
-                acc["loss"] += float(loss.detach()) * n_batch
-                acc["n"] += n_batch
-                acc["images"] += n_batch
-                den = 2 * acc["tp"] + acc["fp"] + acc["fn"]
-                bar.set_postfix(loss=f"{acc['loss'] / acc['n']:.4f}", dice=f"{(2 * acc['tp'] / den if den else 1):.3f}")
-                bar.update(1)
-                steps_done += 1
-                if _stop_after_steps is not None and steps_done >= _stop_after_steps:
-                    step += 1
-                    save_state()
-                    raise _Interrupted(f"stopped after {steps_done} steps (test hook)")
-                now = time.perf_counter()
-                if now - last_ckpt > checkpoint_every_s and step + 1 < steps_per_epoch:
-                    step += 1
-                    acc["seconds"] += now - t_epoch
-                    t_epoch = now
-                    save_state()
-                    step -= 1
-                    last_ckpt = now
-                if deadline is not None and now > deadline and step + 1 < steps_per_epoch:
-                    stopped = "time limit"
-                    step += 1
-                    break
-        bar.close()
-        acc["seconds"] += time.perf_counter() - t_epoch
-        if stopped != "epochs":
-            save_state()
-            break
-        # ---- end of epoch: validation, history, checkpoints
-        den = 2 * acc["tp"] + acc["fp"] + acc["fn"]
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": acc["loss"] / max(acc["n"], 1),
-                               "train_dice": 2 * acc["tp"] / den if den else 1.0}
-        if len(x_va):
-            row["val_loss"], row["val_dice"] = _run_epoch_eval(model, x_va, y_va, batch_size=max(bs, 16),
-                                                               device=device, dtype=dtype, channels_last=use_cl)
-        else:
-            row["val_loss"], row["val_dice"] = row["train_loss"], row["train_dice"]
-        row["seconds"] = acc["seconds"]
-        row["train_images_per_s"] = acc["images"] / max(acc["seconds"], 1e-9)
-        improved = row["val_loss"] < best_loss
-        row["best"] = bool(improved)
-        history.append(row)
-        if progress or log.isEnabledFor(logging.INFO):
-            msg = (f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} dice {row['train_dice']:.3f} | "
-                   f"val loss {row['val_loss']:.4f} dice {row['val_dice']:.3f} | {row['train_images_per_s']:.1f} img/s"
-                   + (" *" if improved else ""))
-            (tqdm.write if progress else log.info)(msg)
-        if improved:
-            best_loss, best_epoch, bad_epochs = row["val_loss"], epoch + 1, 0
-            weights = _cpu_state(model)
-            _save({"format": CHECKPOINT_FORMAT, "state_dict": weights, "card": card(None, weights, None),
-                   "epoch": epoch + 1}, model_path)
-        else:
-            bad_epochs += 1
-        epoch += 1
-        step, step0 = 0, 0
-        acc = {"loss": 0.0, "n": 0, "tp": 0, "fp": 0, "fn": 0, "seconds": 0.0, "images": 0}
-        _write_metrics(history, out)
-        if bad_epochs >= config.patience:
-            stopped = "early stopping"
-        elif deadline is not None and time.perf_counter() > deadline and epoch < config.epochs:
-            stopped = "time limit"
-        save_state()
-        last_ckpt = time.perf_counter()
-    if stopped == "epochs":
-        stopped = "max epochs"
+def _finish(run: _Run, st: TrainState, *, chips_dir: str | Path, evaluate_test: bool) -> Path:
+    """The end of a run: ``model.pt`` with the best weights, their test metrics and the final card
+    (``model_card.json``), the evaluation folder, and ``last.pt`` marked finished."""
+    stopped, model_path = st.stopped, run.model_path
     if not model_path.exists():
         # stopped (time limit) before the first epoch ended: keep what there is
-        weights = _cpu_state(model)
-        _save({"format": CHECKPOINT_FORMAT, "state_dict": weights, "card": card(None, weights, stopped),
-               "epoch": epoch}, model_path)
-    # ---- final: best weights, test metrics, card
+        _save_model(run, st, _cpu_state(run.model), st.epoch, stopped)
     ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
-    best = UNet(config.encoder, in_channels=len(channels), num_classes=2, decoder=config.decoder)
+    best = UNet(run.config.encoder, in_channels=len(run.channels), num_classes=2, decoder=run.config.decoder)
     best.load_state_dict(ckpt["state_dict"])
     best.eval()
-    metrics = {"split": "test", "n_chips": 0, "note": "no test chips"}
-    test_rows = rows_all[rows_all["split"] == "test"].reset_index(drop=True)
+    metrics: dict[str, Any] = {"split": "test", "n_chips": 0, "note": "no test chips"}
+    test_rows = run.rows_all[run.rows_all["split"] == "test"].reset_index(drop=True)
     if evaluate_test and len(test_rows):
-        imgs, msks = cs.load_rows(test_rows)
-        provisional = card(None, ckpt["state_dict"], stopped)
-        per_chip = evaluate_arrays(imgs, msks, test_rows, channels, model=best, card=provisional,
-                                   batch_size=max(bs, 16), device=str(device), bf16=dtype is not None)
+        imgs, msks = run.cs.load_rows(test_rows)
+        provisional = _card(run, st, None, ckpt["state_dict"], stopped)
+        per_chip = evaluate_arrays(imgs, msks, test_rows, run.channels, model=best, card=provisional,
+                                   batch_size=max(run.config.batch_size, 16), device=str(run.device),
+                                   bf16=run.dtype is not None)
         summ = summarise(per_chip)
         metrics = {"split": "test", "n_chips": int(len(test_rows)),
                    **{name: s["overall"] for name, s in summ.items()},
                    "per_region": {name: {r: m["dice"] for r, m in s["per_region"].items()} for name, s in summ.items()},
                    "per_sensor": {name: {r: m["dice"] for r, m in s["per_sensor"].items()} for name, s in summ.items()}}
-        from glacierwatch.model.evaluate import EvaluationResult
-
         EvaluationResult(per_chip=per_chip, summary={"split": "test", "n_chips": int(len(test_rows)),
-                                                     "chipset": str(cs.path), "chipset_fingerprint": cs.fingerprint,
+                                                     "chipset": str(run.cs.path), "chipset_fingerprint": run.cs.fingerprint,
                                                      "threshold": 0.5, "segmenters": summ},
-                         split="test").write(out / "evaluation")
+                         split="test").write(run.out / "evaluation")
     elif not evaluate_test:
         metrics = {"split": "test", "n_chips": int(len(test_rows)), "note": "not evaluated"}
-    final_card = card(metrics, ckpt["state_dict"], stopped)
+    final_card = _card(run, st, metrics, ckpt["state_dict"], stopped)
     _save({"format": CHECKPOINT_FORMAT, "state_dict": ckpt["state_dict"], "card": final_card,
            "epoch": ckpt.get("epoch")}, model_path)
-    write_json(out / "model_card.json", final_card)
-    step = 0
-    save_state(finished=True, reason=stopped)
-    log.info("train: %s (best epoch %d, val loss %.4f) -> %s", stopped, best_epoch, best_loss, model_path)
+    write_json(run.out / MODEL_CARD_FILE, final_card)
+    st.step = 0
+    _save_state(run, st, finished=True, reason=stopped)
+    log.info("train: %s (best epoch %d, val loss %.4f) -> %s", stopped, st.best_epoch, st.best_loss, model_path)
     return model_path
 
 
@@ -576,7 +691,7 @@ def train_grid(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfi
         t0 = time.perf_counter()
         path = train(chips_dir, run, config=cfg, progress=progress, max_minutes=max_minutes,
                      evaluate_test=False, **kwargs)
-        card = json.loads((path.parent / "model_card.json").read_text(encoding="utf-8"))
+        card = json.loads((path.parent / MODEL_CARD_FILE).read_text(encoding="utf-8"))
         tr = card["training"]
         rows.append({"learning_rate": lr, "batch_size": bsz, "val_cross_entropy": tr["best_val_loss"],
                      "val_dice": tr["best_val_dice"], "best_epoch": tr["best_epoch"], "epochs_run": tr["epochs_run"],
@@ -617,7 +732,7 @@ def cross_validate(chips_dir: str | Path, out_dir: str | Path, *, folds: int = 5
         override = dict(zip(cs.index["chip_id"], cs.index["glims_id"].map(gsplit), strict=False))
         path = train(chips_dir, out / f"fold{k}", config=config, progress=progress, max_minutes=max_minutes,
                      split_override=override, **kwargs)
-        card = json.loads((path.parent / "model_card.json").read_text(encoding="utf-8"))
+        card = json.loads((path.parent / MODEL_CARD_FILE).read_text(encoding="utf-8"))
         m = card["metrics"]
         per_chip = pd.read_csv(path.parent / "evaluation" / "per_glacier.csv")
         per_chip["fold"] = k
@@ -644,4 +759,4 @@ def cross_validate(chips_dir: str | Path, out_dir: str | Path, *, folds: int = 5
     return result
 
 
-__all__ = ["TABLE_I", "augment", "cross_validate", "train", "train_grid"]
+__all__ = ["TABLE_I", "TrainState", "augment", "cross_validate", "train", "train_grid", "train_step"]
