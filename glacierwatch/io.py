@@ -38,6 +38,7 @@ from glacierwatch.landsat import (
     ST_OFFSET,
     ST_SCALE,
     THERMAL_BAND,
+    band_names,
     common_band_name,
 )
 
@@ -258,7 +259,7 @@ def read_scene(path: str | os.PathLike[str], *, bands: Sequence[str] = SCENE_BAN
         with rasterio.open(path) as src:
             if src.crs is None:
                 raise SceneReadError(f"{path}: no CRS")
-            names = [common_band_name(d) if d else "" for d in src.descriptions]
+            names = band_names(src.descriptions)
             index = {name: i + 1 for i, name in enumerate(names) if name}
             missing = [b for b in bands if b not in index]
             if missing:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,28 @@ def common_band_name(name: str) -> str:
     return BAND_ALIASES.get(key, key)
 
 
+def band_names(descriptions: Sequence[str | None]) -> list[str]:
+    """The common name of each band of a file from its band descriptions (rasterio's
+    ``src.descriptions``), in file order; ``""`` for a band without a description."""
+    return [common_band_name(d) if d else "" for d in descriptions]
+
+
+#: USGS / Earth Engine metadata name -> the STAC item properties that carry it, first present wins
+#: (the mapping the STAC source writes side-cars with and the catalog reads STAC items with).
+STAC_TO_USGS: dict[str, tuple[str, ...]] = {
+    "CLOUD_COVER": ("eo:cloud_cover",),
+    "CLOUD_COVER_LAND": ("landsat:cloud_cover_land",),
+    "WRS_PATH": ("landsat:wrs_path",),
+    "WRS_ROW": ("landsat:wrs_row",),
+    "SUN_ELEVATION": ("view:sun_elevation", "eo:sun_elevation"),
+    "SUN_AZIMUTH": ("view:sun_azimuth", "eo:sun_azimuth"),
+    "COLLECTION_NUMBER": ("landsat:collection_number",),
+    "LANDSAT_SCENE_ID": ("landsat:scene_id",),
+    "COLLECTION_CATEGORY": ("landsat:collection_category",),
+    "PROCESSING_LEVEL": ("landsat:correction", "landsat:processing_level"),
+}
+
+
 class QA(enum.IntFlag):
     """QA_PIXEL single-bit flags (USGS Landsat Collection 2 Level-2)."""
 
@@ -87,6 +110,11 @@ def qa_bits(qa: np.ndarray) -> np.ndarray:
 def qa_confidence(qa: np.ndarray, field: str) -> np.ndarray:
     """Return the 2-bit confidence (0-3) of ``field`` (cloud, cloud_shadow, snow, cirrus)."""
     return (qa_bits(qa) >> QA_CONFIDENCE_SHIFT[field]) & 0b11
+
+
+def qa_fill_mask(qa: np.ndarray) -> np.ndarray:
+    """True where the QA_PIXEL value has the fill bit (no data: outside the footprint, or a gap)."""
+    return (qa_bits(qa) & np.uint16(int(QA.FILL))) != 0
 
 
 def qa_invalid_mask(qa: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from glacierwatch.errors import InputError
+from glacierwatch.landsat import STAC_TO_USGS
 
 #: Tie-break order of sources when two records have the same cloud cover (first wins).
 SOURCE_ORDER: tuple[str, ...] = ("ee", "mtl_json", "mtl_xml", "mtl_txt", "stac")
@@ -222,6 +223,12 @@ def record_from_stac(item: Mapping[str, Any], *, path: str | None = None) -> Pro
                 return props[key]
         return None
 
+    def stac(usgs_key: str) -> Any:  # the value of a USGS field, from the STAC properties that carry it
+        return first(*STAC_TO_USGS[usgs_key])
+
+    def stac_name(usgs_key: str) -> str:  # the STAC property an error message names
+        return STAC_TO_USGS[usgs_key][0]
+
     spacecraft_id, satellite = _spacecraft(first("platform", "eo:platform"))
     instruments = first("instruments", "eo:instrument")
     if isinstance(instruments, (list, tuple)):
@@ -238,17 +245,16 @@ def record_from_stac(item: Mapping[str, Any], *, path: str | None = None) -> Pro
     return ProviderRecord(
         source="stac", path=path, product_id=product_id, spacecraft_id=spacecraft_id, satellite=satellite,
         sensor_id=sensor, date=date, acquired=acquired,
-        wrs_path=_int(first("landsat:wrs_path"), "landsat:wrs_path"),
-        wrs_row=_int(first("landsat:wrs_row"), "landsat:wrs_row"),
-        collection=_collection(first("landsat:collection_number")),
-        tier=_str(first("landsat:collection_category")),
-        processing_level=_str(first("landsat:correction", "landsat:processing_level"))
-        or _level_from_product_id(product_id),
-        cloud_cover=_pct(first("eo:cloud_cover"), "eo:cloud_cover"),
-        cloud_cover_land=_pct(first("landsat:cloud_cover_land"), "landsat:cloud_cover_land"),
+        wrs_path=_int(stac("WRS_PATH"), stac_name("WRS_PATH")),
+        wrs_row=_int(stac("WRS_ROW"), stac_name("WRS_ROW")),
+        collection=_collection(stac("COLLECTION_NUMBER")),
+        tier=_str(stac("COLLECTION_CATEGORY")),
+        processing_level=_str(stac("PROCESSING_LEVEL")) or _level_from_product_id(product_id),
+        cloud_cover=_pct(stac("CLOUD_COVER"), stac_name("CLOUD_COVER")),
+        cloud_cover_land=_pct(stac("CLOUD_COVER_LAND"), stac_name("CLOUD_COVER_LAND")),
         image_quality=None, image_quality_tirs=None,
-        sun_elevation=_float(first("view:sun_elevation", "eo:sun_elevation"), "view:sun_elevation"),
-        sun_azimuth=_float(first("view:sun_azimuth", "eo:sun_azimuth"), "view:sun_azimuth"),
+        sun_elevation=_float(stac("SUN_ELEVATION"), stac_name("SUN_ELEVATION")),
+        sun_azimuth=_float(stac("SUN_AZIMUTH"), stac_name("SUN_AZIMUTH")),
     )
 
 

@@ -18,7 +18,17 @@ from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
-from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, common_band_name, qa_bits, qa_invalid_mask
+from glacierwatch.landsat import (
+    FILL_DN,
+    QA,
+    QA_BAND,
+    SCENE_BANDS,
+    SENSORS,
+    band_names,
+    qa_bits,
+    qa_fill_mask,
+    qa_invalid_mask,
+)
 
 
 class StatusError(Exception):
@@ -64,7 +74,7 @@ def _band_names(src: Any, satellite: str | None) -> list[str]:
         if sensor is None:
             raise StatusError("missing_band", "no band descriptions and no sensor to infer the band order from")
         return list(sensor.file_bands)
-    names = [common_band_name(d) if d else "" for d in descriptions]
+    names = band_names(descriptions)
     missing = [b for b in SCENE_BANDS if b not in names]
     if missing:
         raise StatusError("missing_band", f"missing band(s) {missing}; has {names}")
@@ -120,14 +130,14 @@ class _Counts:
             nodata_value = nodata if nodata is not None and np.isfinite(nodata) else None
             missing = ~finite if nodata_value is None else (~finite | (data == nodata_value))
             qa = qa_bits(qa_raw)
-            fill = (qa & np.uint16(int(QA.FILL))) != 0
+            fill = qa_fill_mask(qa)
             if other:
                 fill |= np.all(missing[other], axis=0)
             # fill values count as zero values, as DN 0 does in integer files
             self.zero_values += int(np.count_nonzero((data == 0) | ~finite))
         else:
             qa = qa_bits(qa_raw)
-            fill = (qa & np.uint16(int(QA.FILL))) != 0
+            fill = qa_fill_mask(qa)
             if other:
                 fill |= np.all(data[other] == nodata, axis=0)
             self.zero_values += int(data.size - np.count_nonzero(data))

@@ -33,7 +33,7 @@ from glacierwatch.errors import InputError, SceneReadError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.records import SceneRecord
 from glacierwatch.io import Scene, read_scene, write_cog, write_json, write_scene_cog
-from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS
+from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, qa_fill_mask
 from glacierwatch.layout import dem_path, scene_path
 
 
@@ -104,7 +104,7 @@ def normalise_fill(bands: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Mark fill consistently: where QA is 0 (outside the footprint after warping) or has the fill
     bit, or every reflective/thermal band is 0, all bands become 0 and ``qa_pixel`` becomes 1."""
     qa = np.asarray(bands[QA_BAND], dtype=np.uint16)
-    fill = (qa == 0) | ((qa & np.uint16(int(QA.FILL))) != 0)
+    fill = (qa == 0) | qa_fill_mask(qa)
     others = [np.asarray(v) for k, v in bands.items() if k != QA_BAND]
     if others:
         fill |= np.all(np.stack(others) == FILL_DN, axis=0)
@@ -127,7 +127,7 @@ def mosaic(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     result = normalise_fill({k: parts[0][k] for k in names})
     for part in parts[1:]:
         part = normalise_fill({k: part[k] for k in names})
-        hole = (result[QA_BAND] & np.uint16(int(QA.FILL))) != 0
+        hole = qa_fill_mask(result[QA_BAND])
         if not hole.any():
             break
         for name in names:

@@ -44,7 +44,7 @@ from glacierwatch.glacier import read_glaciers
 from glacierwatch.grid import GlacierGrid, to_grid_crs
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import atomic_path, read_scene, read_table
-from glacierwatch.landsat import QA, QA_BAND, to_physical
+from glacierwatch.landsat import QA_BAND, qa_fill_mask, to_physical
 from glacierwatch.layout import TimeseriesOutputs
 from glacierwatch.timeseries.areas import (
     count_region,
@@ -189,7 +189,7 @@ def _true_colour(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     98th percentiles over the non-fill pixels (clouds included); fill pixels are black."""
     scene = read_scene(path, bands=(*RGB_BANDS, QA_BAND))
     layers = [to_physical(b, scene.bands[b]) for b in RGB_BANDS]
-    fill = ((scene.bands[QA_BAND] & np.uint16(int(QA.FILL))) != 0) | np.any([np.isnan(x) for x in layers], axis=0)
+    fill = qa_fill_mask(scene.bands[QA_BAND]) | np.any([np.isnan(x) for x in layers], axis=0)
     rgb = np.zeros((*fill.shape, 3), dtype=np.float32)
     for i, values in enumerate(layers):
         seen = values[~fill]

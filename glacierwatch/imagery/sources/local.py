@@ -80,6 +80,7 @@ from glacierwatch.landsat import (
     THERMAL_BAND,
     common_band_name,
     kelvin_to_dn,
+    qa_fill_mask,
     reflectance_to_dn,
 )
 
@@ -677,7 +678,7 @@ class LocalSource:
             raw_qa = np.where(invalid, 0, raw[QA_BAND])
             bits = np.clip(np.rint(np.asarray(raw_qa, dtype=np.float64)), 0, 65535).astype(np.uint16)
             qa = c1_bqa_to_qa_pixel(bits) if self.qa_format == "c1_bqa" else bits
-        invalid |= (qa & np.uint16(int(QA.FILL))) != 0
+        invalid |= qa_fill_mask(qa)
         for name in data_names:
             out[name][invalid] = FILL_DN
         qa = qa.copy()
@@ -747,7 +748,7 @@ class LocalSource:
 def cloud_cover_pct(qa: np.ndarray) -> float | None:
     """% of the observed (non-fill) pixels of a QA_PIXEL array with the cloud bit set; None if none observed."""
     qa = np.asarray(qa, dtype=np.uint16)
-    observed = (qa & np.uint16(int(QA.FILL))) == 0
+    observed = ~qa_fill_mask(qa)
     n = int(np.count_nonzero(observed))
     if n == 0:
         return None

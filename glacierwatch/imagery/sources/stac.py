@@ -48,7 +48,7 @@ from glacierwatch.imagery.sources.base import (
     TransientSourceError,
     with_retries,
 )
-from glacierwatch.landsat import FILL_DN, SCENE_BANDS, SENSORS, common_band_name
+from glacierwatch.landsat import FILL_DN, SCENE_BANDS, SENSORS, STAC_TO_USGS, common_band_name
 
 log = logging.getLogger(__name__)
 
@@ -279,22 +279,14 @@ def usgs_properties(item: Mapping[str, Any]) -> dict[str, Any]:
     if when is not None:
         out["DATE_ACQUIRED"] = when.date().isoformat()
         out["SCENE_CENTER_TIME"] = _scene_center_time(when)
-    for key, stac_keys, convert in (
-        ("CLOUD_COVER", ("eo:cloud_cover",), number),
-        ("CLOUD_COVER_LAND", ("landsat:cloud_cover_land",), number),
-        ("WRS_PATH", ("landsat:wrs_path",), integer),
-        ("WRS_ROW", ("landsat:wrs_row",), integer),
-        ("SUN_ELEVATION", ("view:sun_elevation", "eo:sun_elevation"), number),
-        ("SUN_AZIMUTH", ("view:sun_azimuth", "eo:sun_azimuth"), number),
-        ("COLLECTION_NUMBER", ("landsat:collection_number",), integer),
-    ):
-        value = convert(first(*stac_keys))
+    for key, convert in (("CLOUD_COVER", number), ("CLOUD_COVER_LAND", number), ("WRS_PATH", integer),
+                         ("WRS_ROW", integer), ("SUN_ELEVATION", number), ("SUN_AZIMUTH", number),
+                         ("COLLECTION_NUMBER", integer)):
+        value = convert(first(*STAC_TO_USGS[key]))
         if value is not None:
             out[key] = value
-    for key, stac_keys in (("LANDSAT_SCENE_ID", ("landsat:scene_id",)),
-                           ("COLLECTION_CATEGORY", ("landsat:collection_category",)),
-                           ("PROCESSING_LEVEL", ("landsat:correction", "landsat:processing_level"))):
-        value = first(*stac_keys)
+    for key in ("LANDSAT_SCENE_ID", "COLLECTION_CATEGORY", "PROCESSING_LEVEL"):
+        value = first(*STAC_TO_USGS[key])
         if value is not None:
             out[key] = str(value).strip()
     return out
