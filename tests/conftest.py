@@ -18,6 +18,20 @@ TINY_WORLD = {"n_training": 6, "n_timeseries": 2, "seed": 0, "first_year": 2001,
               "scenes_per_year": 2}
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` skip, saying why, where torch sees no CUDA device (CI and the CPU machines)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> WorldInfo:
     """A small synthetic world in a session temp folder (see :data:`TINY_WORLD`); read-only for tests."""

@@ -209,3 +209,17 @@ def test_ledger_survives_a_line_torn_by_a_kill(tmp_path: Path) -> None:
     append_ledger(ledger, glims_id="G3", stage="s", error=ValueError("c"), scene="x.tif")
     rows = read_ledger(ledger)
     assert [r["glims_id"] for r in rows] == ["G1", "G3"] and rows[1]["scene"] == "x.tif"
+
+
+def test_tests_cannot_reach_the_network() -> None:
+    """pyproject's pytest options (pytest-socket) refuse connections to any host but this machine."""
+    import socket
+
+    from pytest_socket import SocketConnectBlockedError
+
+    with pytest.raises(SocketConnectBlockedError):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1: never a real host
+    with socket.socket() as server:  # localhost stays reachable (the recorded STAC server, Dask)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        socket.create_connection(server.getsockname(), timeout=1).close()

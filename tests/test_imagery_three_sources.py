@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from checks import nonempty
 
 from glacierwatch.catalog import build_catalog
 from glacierwatch.grid import GlacierGrid
@@ -170,7 +171,7 @@ def three_fetches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_three_sources_write_identical_scene_files(three_fetches: dict[str, Path]) -> None:
     name = f"{GLIMS_ID}_{DATE.isoformat()}_L8_C02_T1_L2_SR.tif"
     files = {source: out / "scenes" / GLIMS_ID / name for source, out in three_fetches.items()}
-    for source, path in files.items():
+    for source, path in nonempty(files).items():
         assert path.exists(), f"{source} wrote no {name}: {sorted(p.name for p in path.parent.glob('*'))}"
     reference = files["earthengine"].read_bytes()
     assert files["stac"].read_bytes() == reference
@@ -188,7 +189,7 @@ def test_three_sources_write_identical_scene_files(three_fetches: dict[str, Path
 
 def test_three_sources_give_the_catalog_the_same_metadata(three_fetches: dict[str, Path]) -> None:
     rows = {}
-    for source, out in three_fetches.items():
+    for source, out in nonempty(three_fetches).items():
         catalog = build_catalog(out / "scenes", out / "catalog.parquet", progress=False)
         assert len(catalog) == 1 and catalog["status"].iloc[0] == "ok", source
         rows[source] = catalog.iloc[0]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from checks import nonempty
 
 from glacierwatch.chips import ChipSet
 from glacierwatch.chips.testing import write_toy_chipset
@@ -253,7 +254,7 @@ def test_loads_torchvision_resnet50_state_dict_strict(tmp_path: Path) -> None:
     report = load_encoder_weights(net, tmp_path / "resnet50.pth", channels=channels)
     assert report["dropped_keys"] == ["fc.bias", "fc.weight"] and report["source_in_channels"] == 3
     enc = net.encoder.state_dict()
-    for k, v in sd.items():
+    for k, v in nonempty(sd).items():
         if k.startswith("fc.") or k == "conv1.weight":
             continue
         assert torch.equal(enc[k], v), k
@@ -361,6 +362,31 @@ def test_augment_blurs_image_only() -> None:
 train_module = importlib.import_module("glacierwatch.model.train")
 
 
+@pytest.mark.gpu
+def test_cuda_step_and_inference_agree_with_cpu() -> None:
+    """On a CUDA device the same weights give the CPU's probabilities (fp32; cuDNN may use TF32, hence
+    the tolerance), and the training loop's step runs under the AMP dtype with a finite loss."""
+    import copy
+
+    from glacierwatch.model.predict import amp_dtype
+    from glacierwatch.model.train import train_step
+
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    model = UNet("resnet18", in_channels=3, num_classes=2, decoder="light").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        on_cpu = torch.softmax(model(x), 1)
+        on_gpu_model = copy.deepcopy(model).to(cuda)
+        on_gpu = torch.softmax(on_gpu_model(x.to(cuda)), 1).cpu()
+    assert torch.allclose(on_cpu, on_gpu, atol=1e-2), float((on_cpu - on_gpu).abs().max())
+    on_gpu_model.train()
+    opt = torch.optim.Adam(on_gpu_model.parameters(), lr=1e-3)
+    y = torch.randint(0, 2, (2, 64, 64), device=cuda)
+    loss, logits = train_step(on_gpu_model, opt, None, x.to(cuda), y, device=cuda, dtype=amp_dtype(cuda, None))
+    assert torch.isfinite(loss) and tuple(logits.shape) == (2, 2, 64, 64)
+
+
 class _Interrupted(Exception):
     """Stands for a kill of the training process between two steps."""
 
@@ -385,7 +411,7 @@ def test_resume_after_interruption_is_exact(tmp_path: Path, chips32: Path, train
     b = train(chips32, tmp_path / "b", config=FAST, progress=False, evaluate_test=False)
     sa, sb = read_checkpoint(a), read_checkpoint(b)
     assert sa["card"]["fingerprint"] == sb["card"]["fingerprint"]
-    for k in sa["state_dict"]:
+    for k in nonempty(sa["state_dict"]):
         assert torch.equal(sa["state_dict"][k], sb["state_dict"][k]), k
     # a finished run is not trained again; other settings in the same folder are refused
     assert train(chips32, tmp_path / "b", config=FAST, progress=False) == b

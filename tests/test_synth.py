@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+from checks import nonempty
 from pyproj import CRS
 from rasterio import features
 from scipy import ndimage
@@ -77,7 +78,7 @@ def test_layout_and_naming(tiny_world: WorldInfo) -> None:
     assert data["timeseries_ids"] == list(world.timeseries_ids)
     assert data["parameters"]["seed"] == 0
     assert load_world(world.out_dir) == world
-    for gid in world.glacier_ids:
+    for gid in nonempty(world.glacier_ids):
         validate_glims_id(gid)
         assert world.dem_path(gid).is_file() and world.potential_path(gid).is_file()
         scenes = world.scene_files(gid)
@@ -110,7 +111,7 @@ def test_outlines_follow_glims_schema(tiny_world: WorldInfo) -> None:
     main_rows = outlines[outlines["glac_id"].isin(tiny_world.glacier_ids)]
     assert set(main_rows["glac_id"]) == set(tiny_world.glacier_ids)
     world = json.loads(tiny_world.world_json.read_text())
-    for info in world["glaciers"]:
+    for info in nonempty(world["glaciers"]):
         rows = main_rows[main_rows["glac_id"] == info["glims_id"]]
         row = rows[rows["src_date"].str[:10] == info["outline_date"]].iloc[0]
         # The id encodes the centroid of the glacier's outline (older outlines of a glacier keep it).
@@ -140,7 +141,7 @@ def test_regions_cover_both_hemispheres(tiny_world: WorldInfo) -> None:
 
 def test_band_descriptions_per_sensor(tiny_world: WorldInfo) -> None:
     seen: set[str] = set()
-    for tif in _scenes(tiny_world):
+    for tif in nonempty(_scenes(tiny_world)):
         sat = SCENE_NAME.match(tif.name).group(3)
         seen.add(sat)
         with rasterio.open(tif) as src:
@@ -157,7 +158,7 @@ def test_band_descriptions_per_sensor(tiny_world: WorldInfo) -> None:
 def test_scenes_share_the_dem_grid(tiny_world: WorldInfo) -> None:
     outlines = _outlines(tiny_world)
     world = json.loads(tiny_world.world_json.read_text())
-    for info in world["glaciers"]:
+    for info in nonempty(world["glaciers"]):
         gid = info["glims_id"]
         rows = outlines[outlines["glac_id"] == gid]
         geom = rows[rows["src_date"].str[:10] == info["outline_date"]].iloc[0].geometry
@@ -170,19 +171,19 @@ def test_scenes_share_the_dem_grid(tiny_world: WorldInfo) -> None:
             il, ib, ir, it = inventory.bounds
             assert left <= il and bottom <= ib and ir <= right and it <= top
             assert ((il - left) / 30.0).is_integer() and ((top - it) / 30.0).is_integer()
-    for gid in tiny_world.glacier_ids:
+    for gid in nonempty(tiny_world.glacier_ids):
         dem, grid, _ = read_raster(tiny_world.dem_path(gid))
         assert dem.dtype == np.float32 and np.isfinite(dem).all()
         assert grid.resolution == 30.0 and grid.crs[:8] in ("EPSG:326", "EPSG:327")
         assert 100.0 < float(dem.min()) < float(dem.max()) < 7500.0
         _, pgrid = _potential(tiny_world, gid)
         assert pgrid == grid
-        for tif in tiny_world.scene_files(gid)[:3]:
+        for tif in nonempty(tiny_world.scene_files(gid)[:3]):
             assert read_scene(tif).grid == grid
 
 
 def test_scale_factors_round_trip(tiny_world: WorldInfo) -> None:
-    for tif in _scenes(tiny_world)[::7]:
+    for tif in nonempty(_scenes(tiny_world)[::7]):
         scene = read_scene(tif)
         valid = scene.qa != int(QA.FILL)
         for band in ("blue", "green", "red", "nir08", "swir16", "swir22"):
@@ -197,7 +198,7 @@ def test_scale_factors_round_trip(tiny_world: WorldInfo) -> None:
 def test_qa_bits_consistent_with_content(tiny_world: WorldInfo) -> None:
     n_cloud = n_fill = 0
     truth = _truth(tiny_world).set_index("scene")
-    for tif in _scenes(tiny_world):
+    for tif in nonempty(_scenes(tiny_world)):
         scene = read_scene(tif)
         drawn = truth.loc[tif.name]
         qa = scene.qa
@@ -251,7 +252,7 @@ def test_shadowed_ice_stays_snow_like() -> None:
 
 def test_truth_area_is_pixel_count_of_potential(tiny_world: WorldInfo) -> None:
     truth = _truth(tiny_world)
-    for gid, rows in truth.groupby("glims_id"):
+    for gid, rows in nonempty(truth).groupby("glims_id"):
         potential, grid = _potential(tiny_world, gid)
         assert potential.dtype == np.float32
         for row in rows.itertuples():
@@ -267,7 +268,7 @@ def test_truth_area_is_pixel_count_of_potential(tiny_world: WorldInfo) -> None:
 def test_log_area_slope_matches_rate(tiny_world: WorldInfo) -> None:
     truth = _truth(tiny_world)
     trends = pd.read_csv(tiny_world.truth_trends_csv).set_index("glims_id")
-    for gid in tiny_world.timeseries_ids:
+    for gid in nonempty(tiny_world.timeseries_ids):
         rows = truth[truth["glims_id"] == gid]
         t = pd.to_datetime(rows["date"])
         years = (t - t.min()).dt.days / 365.25
@@ -278,7 +279,7 @@ def test_log_area_slope_matches_rate(tiny_world: WorldInfo) -> None:
 def test_outline_is_the_true_mask_on_its_date(tiny_world: WorldInfo) -> None:
     outlines = _outlines(tiny_world)
     world = json.loads(tiny_world.world_json.read_text())
-    for info in world["glaciers"]:
+    for info in nonempty(world["glaciers"]):
         gid = info["glims_id"]
         row = outlines[(outlines["glac_id"] == gid)].iloc[0]
         potential, grid = _potential(tiny_world, gid)
@@ -300,7 +301,7 @@ def test_outline_is_the_true_mask_on_its_date(tiny_world: WorldInfo) -> None:
 def test_glacier_fits_grid_and_stays_near_outline(tiny_world: WorldInfo) -> None:
     truth = _truth(tiny_world)
     outlines = _outlines(tiny_world)
-    for gid, rows in truth.groupby("glims_id"):
+    for gid, rows in nonempty(truth).groupby("glims_id"):
         potential, grid = _potential(tiny_world, gid)
         largest = potential >= np.float32(rows.loc[rows["n_pixels"].idxmax(), "mask_level"])
         assert not (largest[0].any() or largest[-1].any() or largest[:, 0].any() or largest[:, -1].any())
@@ -339,7 +340,7 @@ def test_neighbour_patches_away_from_outline(tiny_world: WorldInfo) -> None:
 
 def test_sensors_fly_on_their_dates(tiny_world: WorldInfo) -> None:
     truth = _truth(tiny_world)
-    for row in truth.itertuples():
+    for row in nonempty(truth).itertuples():
         date = dt.date.fromisoformat(row.date)
         assert SENSORS[row.satellite].active_on(date), (row.satellite, date)
     dates = pd.to_datetime(truth["date"])
@@ -352,7 +353,7 @@ def test_slc_off_stripes_only_after_failure(tiny_world: WorldInfo) -> None:
     truth = _truth(tiny_world)
     l7 = truth[truth["satellite"] == "L7"]
     striped_after = 0
-    for row in l7.itertuples():
+    for row in nonempty(l7).itertuples():
         scene = read_scene(tiny_world.scenes_dir / row.glims_id / row.scene, bands=("qa_pixel",))
         fill = scene.qa == int(QA.FILL)
         _, n_parts = ndimage.label(fill)
@@ -367,7 +368,7 @@ def test_slc_off_stripes_only_after_failure(tiny_world: WorldInfo) -> None:
 def test_training_scenes_in_window(tiny_world: WorldInfo) -> None:
     truth = _truth(tiny_world)
     world = json.loads(tiny_world.world_json.read_text())
-    for info in world["glaciers"]:
+    for info in nonempty(world["glaciers"]):
         rows = truth[truth["glims_id"] == info["glims_id"]]
         if info["kind"] != "training":
             continue
@@ -381,7 +382,7 @@ def test_training_scenes_in_window(tiny_world: WorldInfo) -> None:
 
 def test_metadata_properties(tiny_world: WorldInfo) -> None:
     product = re.compile(r"^L[TEC]0[5789]_L2SP_\d{6}_\d{8}_\d{8}_02_T1$")
-    for tif in _scenes(tiny_world):
+    for tif in nonempty(_scenes(tiny_world)):
         gid, date, sat = SCENE_NAME.match(tif.name).groups()
         data = json.loads(tif.with_suffix(".json").read_text())
         records = data if isinstance(data, list) else [data]
@@ -432,7 +433,7 @@ def test_determinism(tmp_path: Path) -> None:
     files_a = sorted(p.relative_to(a.out_dir) for p in a.scenes_dir.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b.out_dir) for p in b.scenes_dir.rglob("*") if p.is_file())
     assert files_a == files_b
-    for rel in files_a:
+    for rel in nonempty(files_a):
         if rel.suffix == ".json":
             assert (a.out_dir / rel).read_bytes() == (b.out_dir / rel).read_bytes()
         else:
@@ -458,7 +459,7 @@ def test_duplicate_records_in_a_larger_world(tmp_path: Path) -> None:
     world = make_world(tmp_path / "dup", n_training=0, n_timeseries=1, seed=0, first_year=1990, last_year=2009,
                        scenes_per_year=6, progress=False)
     lists = 0
-    for tif in _scenes(world):
+    for tif in nonempty(_scenes(world)):
         data = json.loads(tif.with_suffix(".json").read_text())
         if isinstance(data, list):
             lists += 1
