@@ -137,9 +137,25 @@ def scene_path(scenes_dir: str | os.PathLike[str], glims_id: str, date: dt.date,
     return glacier_scenes_dir(scenes_dir, glims_id) / scene_file_name(glims_id, date, satellite)
 
 
+DEM_SUFFIX = ".tif"
+PART_SUFFIX = ".parquet"
+
+
+def dem_file_name(glims_id: str) -> str:
+    """``<GLIMS_ID>.tif``: the name of a glacier's DEM on its grid (the id validated first)."""
+    return validate_glims_id(glims_id) + DEM_SUFFIX
+
+
 def dem_path(dem_dir: str | os.PathLike[str], glims_id: str) -> Path:
-    """``dem_dir/<GLIMS_ID>.tif``: a glacier's DEM on its grid (the id validated first)."""
-    return glacier_path(dem_dir, glims_id, ".tif")
+    """``dem_dir/<GLIMS_ID>.tif`` to write a glacier's DEM to: refused (InputError) if a link there would
+    lead out of ``dem_dir``. Readers use ``Path(dem_dir) / dem_file_name(glims_id)``: a DEM folder of
+    links to files elsewhere is read as it is."""
+    return glacier_path(dem_dir, glims_id, DEM_SUFFIX)
+
+
+def part_file_name(glims_id: str) -> str:
+    """``<GLIMS_ID>.parquet``: one glacier's rows of a per-glacier stage (the id validated first)."""
+    return validate_glims_id(glims_id) + PART_SUFFIX
 
 
 # ---------------------------------------------------------------- outputs named after a table
@@ -173,7 +189,7 @@ class TimeseriesOutputs:
 
     def part(self, glims_id: str) -> Path:
         """``<stem>.parts/<ID>.parquet`` (the id validated first)."""
-        return glacier_path(self.parts, glims_id, ".parquet")
+        return self.parts / part_file_name(glims_id)
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 from glacierwatch.config import CatalogConfig, TimeseriesConfig
 from glacierwatch.errors import InputError
 from glacierwatch.glacier import Glacier, read_glaciers
-from glacierwatch.ids import glacier_path, validate_glims_id
+from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import read_table, write_table
-from glacierwatch.layout import TimeseriesOutputs, dem_path
+from glacierwatch.layout import TimeseriesOutputs, dem_file_name, part_file_name
 from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, run_per_glacier
 from glacierwatch.timeseries.annual import annual_areas
@@ -65,7 +65,7 @@ def find_dem(glims_id: str, dem_dir: str | os.PathLike[str] | None, segmenter: S
     there is none."""
     dem_file = None
     if dem_dir is not None:
-        candidate = dem_path(dem_dir, glims_id)
+        candidate = Path(dem_dir) / dem_file_name(glims_id)
         dem_file = str(candidate) if candidate.exists() else None
     if segmenter.name == "unet" and dem_file is None and "dem" in getattr(segmenter, "channels", ()):
         raise InputError(f"{glims_id}: the model needs a DEM but {dem_dir}/{glims_id}.tif is missing")
@@ -90,7 +90,7 @@ def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Gla
                           grid=glacier.grid, dem_path=dem_path, segmenter=seg, config=config,
                           chip_size=chip_size, scratch_dir=parts_dir, territory_wkb=glacier.territory_wkb,
                           latitude=glacier.latitude)
-    write_table(areas, glacier_path(parts_dir, glims_id, ".parquet"))
+    write_table(areas, Path(parts_dir) / part_file_name(glims_id))
     return len(areas)
 
 
