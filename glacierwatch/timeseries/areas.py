@@ -39,7 +39,6 @@ from glacierwatch.chips.features import resize_stack
 from glacierwatch.config import TimeseriesConfig
 from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid, counting_region, outline_on_grid, territory_on_grid
-from glacierwatch.io import read_raster
 from glacierwatch.landsat import COMMON_BANDS
 from glacierwatch.model.predict import batch_bounds
 from glacierwatch.timeseries.segmenters import Segmenter
@@ -210,19 +209,9 @@ def snow_zone(geometry: Geometry, grid: GlacierGrid, territory_wkb: bytes | None
 def dem_at_chip_size(dem_path: str, grid: GlacierGrid, chip_size: int) -> np.ndarray:
     """The DEM (m) on ``grid`` reduced to ``chip_size``; nodata is filled with the mean elevation.
     A DEM on another grid (a larger box, another CRS) is put onto the glacier grid bilinearly."""
-    dem, dem_grid, nodata = read_raster(dem_path)
-    dem = dem.astype(np.float32)
-    if nodata is not None:
-        dem[dem == nodata] = np.nan
-    if dem_grid != grid:
-        from rasterio.enums import Resampling
+    from glacierwatch.imagery.standard import dem_on_grid
 
-        from glacierwatch.imagery.standard import warp_to_grid
-
-        dem = warp_to_grid(dem, src_crs=dem_grid.crs, src_transform=dem_grid.transform, grid=grid,
-                           src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
-    if not np.isfinite(dem).any():
-        raise InputError(f"{dem_path}: the DEM has no value on the glacier grid {grid}")
+    dem = dem_on_grid(dem_path, grid)
     return resize_stack(np.nan_to_num(dem, nan=float(np.nanmean(dem)))[None], chip_size).numpy()[0]
 
 
