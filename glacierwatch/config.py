@@ -190,7 +190,11 @@ class TrainConfig:
                                  "measurement, docs/model.md) or seed (the authors': transposed convolutions, channels "
                                  "follow the encoder, 14.3 of ResNet-50's 17.2 GFLOP per image); stored in the model card")
     encoder_weights: str = _opt("", "optional torchvision-layout ResNet state dict file to start the encoder from")
-    learning_rate: float = _opt(1e-5, "Adam learning rate")
+    learning_rate: float = _opt(1e-5, "Adam learning rate (the first step's, with lr_schedule = cosine)")
+    lr_schedule: str = _opt("constant", "constant (the seed's) or cosine: the learning rate decays along half a "
+                                        "cosine to 1 % of learning_rate over the planned epochs")
+    crop_px: int = _opt(0, "train on a random crop_px x crop_px window of each chip (0 = the whole chip, the "
+                           "seed's); validation and inference see whole chips")
     weight_decay: float = _opt(1e-5, "Adam weight decay")
     batch_size: int = _opt(32, "chips per batch")
     epochs: int = _opt(100, "maximum epochs: training stops after this many, or earlier by patience")
@@ -425,6 +429,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "train.learning_rate": (0, INF, "()"),
     "train.weight_decay": (0, INF, "[)"),
     "train.batch_size": (1, INF, "[)"),
+    "train.crop_px": (0, INF, "[)"),
     "train.epochs": (1, INF, "[)"),
     "train.patience": (0, INF, "[)"),
     "train.max_minutes": (0, INF, "[)"),
