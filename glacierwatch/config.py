@@ -245,6 +245,8 @@ class TimeseriesConfig:
     interval_model_error: bool = _opt(True, "per-scene interval also widened by the model's relative area error "
                                             "on its held-out test chips (90th percentile, from the model card)")
     batch_size: int = _opt(32, "images per model call")
+    bf16: bool = _opt(True, "U-Net inference in bf16 where the machine runs it fast (AVX512-BF16/AMX CPUs, GPUs); "
+                            "false: fp32 on every machine, so areas do not depend on the CPU")
     unsmoothed: bool = _opt(False, "also compute area_km2_unsmoothed with smoothing on: a second model pass "
                                    "per scene (with smoothing none it is the same pass, always filled)")
     max_stack_mb: float = _opt(1024.0, "largest per-glacier scene stack (at chip size, ~0.5 MB a scene) held in "
