@@ -274,6 +274,10 @@ class TrendsConfig:
     min_valid_fraction: float = _opt(0.5, "an observation with less of the counting region observed (0-1) is poorly observed")
     hac_lag_years: float = _opt(2.0, "the Newey-West (HAC) lag of the trend SE covers this many years of "
                                      "observations; set it to at least the temporal smoothing's reach")
+    model_error_in_slope: bool = _opt(False, "count the per-scene intervals' widening by the model's held-out "
+                                             "error (model_error_fraction) in the slope's systematic SE too; "
+                                             "false: a lasting relative bias cancels in the slope of ln(area) "
+                                             "and a varying one is in the residuals (docs/trends.md)")
 
 
 @dataclass

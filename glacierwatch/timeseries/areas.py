@@ -48,8 +48,8 @@ from glacierwatch.timeseries.stack import (
 
 AREA_COLUMNS = (
     "glims_id", "region", "date", "satellite", "scene", "area_km2", "area_km2_low", "area_km2_high",
-    "area_km2_unsmoothed", "valid_fraction", "filled_fraction", "snow_fraction", "season_ok", "use",
-    "skip_reason", "pixel_area_m2", "segmenter", "model_fingerprint", "smoothing", "sigma", "buffer_m",
+    "model_error_fraction", "area_km2_unsmoothed", "valid_fraction", "filled_fraction", "snow_fraction",
+    "season_ok", "use", "skip_reason", "pixel_area_m2", "segmenter", "model_fingerprint", "smoothing", "sigma", "buffer_m",
     "run_key",
 )
 
@@ -102,7 +102,7 @@ def run_key(segmenter: Segmenter, config: TimeseriesConfig) -> str:
                                             config.tropics_lat],
                           "min_valid_fraction": config.min_valid_fraction,
                           "interval_spread": config.interval_spread,
-                          "interval_model_error": config.interval_model_error, "areas_version": 2}, sort_keys=True)
+                          "interval_model_error": config.interval_model_error, "areas_version": 3}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -480,6 +480,7 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: Geometry, re
         "area_km2": areas,
         "area_km2_low": low,
         "area_km2_high": high,
+        "model_error_fraction": np.full(n, error),
         "area_km2_unsmoothed": areas_raw,
         "valid_fraction": valid_fraction,
         "filled_fraction": filled_fraction,
