@@ -10,6 +10,9 @@ of the scenes' interval bounds. The trends are fitted on this table by default.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -44,8 +47,9 @@ def _pick(group: pd.DataFrame, statistic: str) -> dict[str, float]:
             order = np.lexsort((-group["valid_fraction"].to_numpy(float), snow))
             i = int(order[0])
         return {"area_km2": a[i], "area_km2_low": lo[i], "area_km2_high": hi[i]}
-    reduce = {"median": np.nanmedian, "mean": np.nanmean,
-              "q25": lambda v: np.nanquantile(v, 0.25)}[statistic]
+    reducers: dict[str, Callable[[np.ndarray], Any]] = {
+        "median": np.nanmedian, "mean": np.nanmean, "q25": lambda v: np.nanquantile(v, 0.25)}
+    reduce = reducers[statistic]
     return {"area_km2": float(reduce(a)), "area_km2_low": float(reduce(lo)), "area_km2_high": float(reduce(hi))}
 
 
