@@ -31,6 +31,7 @@ Season = Literal["end_of_ablation", "seed", "all"]
 AnnualStatistic = Literal["median", "min", "q25", "mean", "least_snow"]
 EncoderName = Literal["resnet18", "resnet34", "resnet50"]
 DecoderName = Literal["seed", "light"]
+LrSchedule = Literal["constant", "cosine"]
 MaskMode = Literal["dated", "outline"]
 FitOn = Literal["annual", "scenes"]
 DateField = Literal["src_date", "anlys_time"]
@@ -222,7 +223,11 @@ class TrainConfig:
                                  "measurement, docs/model.md) or seed (the authors': transposed convolutions, channels "
                                  "follow the encoder, 14.3 of ResNet-50's 17.2 GFLOP per image); stored in the model card")
     encoder_weights: str = _opt("", "optional torchvision-layout ResNet state dict file to start the encoder from")
-    learning_rate: float = _opt(1e-5, "Adam learning rate")
+    learning_rate: float = _opt(1e-5, "Adam learning rate (the first step's, with lr_schedule = cosine)")
+    lr_schedule: LrSchedule = _opt("constant", "constant (the seed's) or cosine: the learning rate decays along half a "
+                                        "cosine to 1 % of learning_rate over the planned epochs")
+    crop_px: int = _opt(0, "train on a random crop_px x crop_px window of each chip (0 = the whole chip, the "
+                           "seed's); validation and inference see whole chips")
     weight_decay: float = _opt(1e-5, "Adam weight decay")
     batch_size: int = _opt(32, "chips per batch")
     epochs: int = _opt(100, "maximum epochs: training stops after this many, or earlier by patience")
@@ -273,6 +278,8 @@ class TimeseriesConfig:
     interval_model_error: bool = _opt(True, "per-scene interval also widened by the model's relative area error "
                                             "on its held-out test chips (90th percentile, from the model card)")
     batch_size: int = _opt(32, "images per model call")
+    bf16: bool = _opt(True, "U-Net inference in bf16 where the machine runs it fast (AVX512-BF16/AMX CPUs, GPUs); "
+                            "false: fp32 on every machine, so areas do not depend on the CPU")
     unsmoothed: bool = _opt(False, "also compute area_km2_unsmoothed with smoothing on: a second model pass "
                                    "per scene (with smoothing none it is the same pass, always filled)")
     max_stack_mb: float = _opt(1024.0, "largest per-glacier scene stack (at chip size, ~0.5 MB a scene) held in "
@@ -300,6 +307,10 @@ class TrendsConfig:
     min_valid_fraction: float = _opt(0.5, "an observation with less of the counting region observed (0-1) is poorly observed")
     hac_lag_years: float = _opt(2.0, "the Newey-West (HAC) lag of the trend SE covers this many years of "
                                      "observations; set it to at least the temporal smoothing's reach")
+    model_error_in_slope: bool = _opt(False, "count the per-scene intervals' widening by the model's held-out "
+                                             "error (model_error_fraction) in the slope's systematic SE too; "
+                                             "false: a lasting relative bias cancels in the slope of ln(area) "
+                                             "and a varying one is in the residuals (docs/trends.md)")
 
 
 @dataclass
@@ -461,6 +472,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "train.learning_rate": (0, INF, "()"),
     "train.weight_decay": (0, INF, "[)"),
     "train.batch_size": (1, INF, "[)"),
+    "train.crop_px": (0, INF, "[)"),
     "train.epochs": (1, INF, "[)"),
     "train.patience": (0, INF, "[)"),
     "train.max_minutes": (0, INF, "[)"),

@@ -20,9 +20,12 @@ from glacierwatch.pipeline import WorkPaths, run_pipeline
 log = logging.getLogger(__name__)
 
 
-#: Epochs the demo trains for (no wall-clock limit decides the model, so every machine trains the
-#: same network; see docs/model.md for the time this takes on a 2-core CPU).
+#: Epochs the demo trains for. No wall-clock limit decides the model, so every machine trains the same
+#: network: 8 epochs of random 64 px windows of the chips (a quarter of each chip's pixels a step) under
+#: a cosine schedule, about 3 minutes on a 2-core AVX2 CPU in fp32 (docs/model.md, "The demo's training").
 DEMO_EPOCHS = 8
+#: Training window (px) of the demo's 128 px chips.
+DEMO_CROP_PX = 64
 
 
 def demo_config(workdir: str | Path, *, synth: SynthConfig | None = None) -> Config:
@@ -40,11 +43,13 @@ def demo_config(workdir: str | Path, *, synth: SynthConfig | None = None) -> Con
         # only glaciers with a long series are inference glaciers; the others train the model.
         # The seed's "more than 50,000 values" (h x w x bands) drops glaciers under about 2 km²
         # (boxes under 79 x 79 px); the demo keeps its smallest time-series glacier (1.9 km²).
-        catalog=CatalogConfig(min_inference_scenes=20, min_pixels=20_000),
+        catalog=CatalogConfig(min_inference_scenes=20, min_pixels=20_000, workers=2),
         chips=ChipsConfig(truth_dir="synthetic"),
+        # fp32 throughout (bf16 only on some CPUs would make the model and areas depend on the machine);
+        # training on random 64 px windows of the chips under a cosine schedule: see DEMO_EPOCHS
         train=TrainConfig(encoder="resnet18", learning_rate=1e-3, batch_size=16, epochs=DEMO_EPOCHS, patience=4,
-                          max_minutes=0.0),
-        timeseries=TimeseriesConfig(),
+                          max_minutes=0.0, bf16=False, crop_px=DEMO_CROP_PX, lr_schedule="cosine"),
+        timeseries=TimeseriesConfig(bf16=False),
     )
 
 

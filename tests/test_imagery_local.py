@@ -24,7 +24,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from glacierwatch.catalog import build_catalog
 from glacierwatch.catalog.metadata import record_from_usgs_keys
 from glacierwatch.config import ImageryConfig, LocalConfig
-from glacierwatch.errors import ConfigError, DatasetNotFoundError
+from glacierwatch.errors import ConfigError, DatasetNotFoundError, InputError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery import FetchPaths, fetch_imagery, warp_to_grid
 from glacierwatch.imagery.records import GlacierRequest, grid_lonlat_bounds
@@ -614,3 +614,23 @@ def test_sidecars_named_x_json_and_x_tif_json_are_both_read(tmp_path: Path) -> N
     assert [r.properties.get("GLACIERWATCH_METADATA_FILE") for r in records] == [
         "LC08_a_20200815.json", "LC08_b_20200816.tif.json"]
     assert all(r.properties["IMAGE_QUALITY_OLI"] == 9 for r in records)
+
+
+def test_dem_on_a_larger_box_is_put_onto_the_glacier_grid(tmp_path: Path) -> None:
+    """A DEM written on a larger box than the glacier grid (a synthetic canvas grown for a glacier's
+    past, a national DEM tile) is read onto the grid: chips and time series get the grid's shape and,
+    at pixel centres shared by both lattices, the DEM's own values."""
+    from glacierwatch.imagery.standard import dem_on_grid
+    from glacierwatch.io import write_raster
+
+    big = GlacierGrid("EPSG:32632", 300000.0, 5100000.0, 30.0, 60, 50)
+    grid = GlacierGrid("EPSG:32632", 300300.0, 5099700.0, 30.0, 20, 15)  # 10 px right, 10 px down
+    elevation = (2000.0 + np.arange(50 * 60, dtype=np.float32).reshape(50, 60))
+    write_raster(tmp_path / "dem.tif", elevation, big, band_names=["elevation"])
+    dem = dem_on_grid(tmp_path / "dem.tif", grid)
+    assert dem.shape == grid.shape
+    np.testing.assert_allclose(dem, elevation[10:25, 10:30], rtol=0, atol=1e-3)
+
+    outside = GlacierGrid("EPSG:32632", 400000.0, 5000000.0, 30.0, 20, 15)
+    with pytest.raises(InputError, match="no value on the glacier grid"):
+        dem_on_grid(tmp_path / "dem.tif", outside)

@@ -427,8 +427,9 @@ def _small_world(path: Path, **kwargs: int) -> WorldInfo:
 
 
 def test_determinism(tmp_path: Path) -> None:
-    a = _small_world(tmp_path / "a")
-    b = _small_world(tmp_path / "b")
+    """The same seed gives the same bytes, whether glaciers are built in this process or in two."""
+    a = _small_world(tmp_path / "a", workers=1)
+    b = _small_world(tmp_path / "b", workers=2)
     assert a.glacier_ids == b.glacier_ids
     files_a = sorted(p.relative_to(a.out_dir) for p in a.scenes_dir.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b.out_dir) for p in b.scenes_dir.rglob("*") if p.is_file())
@@ -495,6 +496,8 @@ def test_rebuild_and_parameter_checks(tmp_path: Path) -> None:
         make_world(tmp_path / "x", n_training=0, n_timeseries=0, progress=False)
     with pytest.raises(InputError):
         make_world(tmp_path / "x", first_year=1980, progress=False)
+    with pytest.raises(InputError, match="workers must be >= 1"):
+        make_world(tmp_path / "x", n_training=1, n_timeseries=0, progress=False, workers=0)
 
 
 def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

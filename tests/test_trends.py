@@ -561,6 +561,27 @@ def test_systematic_term_from_the_intervals_closed_form() -> None:
     assert g["rel_change_ci95_low"] < -0.005 < g["rel_change_ci95_high"]
 
 
+def test_model_error_widening_stays_out_of_the_slope_unless_asked() -> None:
+    """Intervals widened by the model's held-out error e (low x (1 - e), high x (1 + e), recorded in
+    ``model_error_fraction``): the slope's systematic SE is that of the unwidened intervals by default,
+    and larger with ``model_error_in_slope``."""
+    from glacierwatch.trends.core import TrendOptions
+
+    dates = [dt.date(y, 8, 1) for y in range(1990, 2021)]
+    rows = exact_glacier("G001000E45000N", "Alps", -0.005, dates)
+    h, e = 0.05, 0.2
+    for r in rows:
+        r["area_km2_low"], r["area_km2_high"] = r["area_km2"] * np.exp(-h), r["area_km2"] * np.exp(h)
+    plain = glacier_trends(pd.DataFrame(rows), min_obs=10).iloc[0]
+    widened = pd.DataFrame(rows).assign(model_error_fraction=e)
+    widened["area_km2_low"] *= 1 - e
+    widened["area_km2_high"] *= 1 + e
+    default = glacier_trends(widened, min_obs=10, options=TrendOptions()).iloc[0]
+    counted = glacier_trends(widened, min_obs=10, options=TrendOptions(model_error_in_slope=True)).iloc[0]
+    assert default["rel_change_se_sys"] == pytest.approx(plain["rel_change_se_sys"], rel=1e-9)
+    assert counted["rel_change_se_sys"] > 3 * plain["rel_change_se_sys"]
+
+
 def trient_like(poor: bool = True) -> pd.DataFrame:
     """1.7 years of scenes (1990-05 .. 1991-12), one observing 2.5 % of the outline at a high area."""
     dates = [dt.date(1990, 5, 1) + dt.timedelta(days=21 * i) for i in range(29)]

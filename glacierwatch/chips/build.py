@@ -53,10 +53,10 @@ from glacierwatch.chips.store import ChipSetInfo, assign_splits, write_chipset
 from glacierwatch.config import CatalogConfig, ChipsConfig, MaskMode, choices
 from glacierwatch.errors import ConfigError, GlacierwatchError, InputError
 from glacierwatch.grid import GlacierGrid, outline_on_grid
-from glacierwatch.imagery.standard import scene_on_grid
+from glacierwatch.imagery.standard import dem_on_grid, scene_on_grid
 from glacierwatch.io import atomic_path, read_raster, read_scene
 from glacierwatch.landsat import QA_BAND
-from glacierwatch.layout import dem_file_name
+from glacierwatch.layout import dem_path
 from glacierwatch.tasks import run_per_glacier
 
 log = logging.getLogger(__name__)
@@ -292,13 +292,7 @@ def _build_one(plan: ChipPlan, *, inv_row: pd.Series, inv_crs: Any, dem_dir: Pat
         if "dem" in channels:
             if dem_dir is None:
                 raise InputError("channel 'dem' requested but no DEM folder given")
-            dem_file = dem_dir / dem_file_name(glims_id)
-            dem_arr, dem_grid, nodata = read_raster(dem_file)
-            if dem_grid.shape != grid.shape:
-                raise InputError(f"DEM {dem_file} has shape {dem_grid.shape}, grid {grid.shape}")
-            dem = dem_arr.astype(np.float32)
-            if nodata is not None:
-                dem[dem == nodata] = np.nan
+            dem = dem_on_grid(dem_path(dem_dir, glims_id), grid)
         image = chip_from_composite(comp, channels, dem, config.size)
         if float(mask.var()) <= config.min_mask_variance:
             status = "mask_variance"

@@ -32,7 +32,7 @@ from rasterio.windows import Window, from_bounds
 from glacierwatch.errors import InputError, SceneReadError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.records import SceneRecord
-from glacierwatch.io import Scene, read_scene, write_cog, write_json, write_scene_cog
+from glacierwatch.io import Scene, read_raster, read_scene, write_cog, write_json, write_scene_cog
 from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, qa_fill_mask
 from glacierwatch.layout import dem_path, scene_path
 
@@ -166,6 +166,22 @@ def write_standard_scene(scenes_dir: str | os.PathLike[str], records: Sequence[S
     write_scene_cog(target, np.stack(arrays), grid, band_names=list(order),
                     tags={"glims_id": first.glims_id, "date": first.date.isoformat(), "satellite": first.satellite})
     return target
+
+
+def dem_on_grid(path: str | os.PathLike[str], grid: GlacierGrid) -> np.ndarray:
+    """A DEM file's elevation (float32, m, NaN = no data) on ``grid``: the file itself when it is on
+    the grid, otherwise put onto it bilinearly (a DEM on a larger box or in another CRS; the one
+    resampling of DEMs). InputError when the DEM has no value on the grid."""
+    dem, dem_grid, nodata = read_raster(path)
+    dem = dem.astype(np.float32)
+    if nodata is not None:
+        dem[dem == nodata] = np.nan
+    if dem_grid != grid:
+        dem = warp_to_grid(dem, src_crs=dem_grid.crs, src_transform=dem_grid.transform, grid=grid,
+                           src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
+    if not np.isfinite(dem).any():
+        raise InputError(f"{path}: the DEM has no value on the glacier grid {grid}")
+    return dem
 
 
 def write_dem(dem_dir: str | os.PathLike[str], glims_id: str, elevation: np.ndarray, grid: GlacierGrid, *,

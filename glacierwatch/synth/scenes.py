@@ -166,7 +166,7 @@ def build_static(geometry: GlacierGeometry, region: RegionSpec, level0: float,
     """Static layers of one glacier; ``level0`` is the potential level on the outline date."""
     dem = geometry.dem.astype(np.float64)
     shape = dem.shape
-    gy, gx = np.gradient(dem, RESOLUTION_M)
+    gy, gx = (np.asarray(g) for g in np.gradient(dem, RESOLUTION_M))  # a 2-D DEM: two arrays
     dzdx, dzdy = gx, -gy  # rows run south, so north slope = -d/drow
     inv_norm = 1.0 / np.sqrt(1.0 + dzdx ** 2 + dzdy ** 2)
     slope_deg = np.degrees(np.arctan(np.hypot(dzdx, dzdy)))

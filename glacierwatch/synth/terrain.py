@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import shapely
@@ -199,7 +200,7 @@ class CanvasTooSmall(RuntimeError):
 
 
 def build_geometry(req: GeometryRequest, rng: np.random.Generator, *,
-                   canvas_scale: float = 1.0) -> tuple[GlacierGeometry, dict[str, object]]:
+                   canvas_scale: float = 1.0) -> tuple[GlacierGeometry, dict[str, Any]]:
     """Build terrain and glacier potential for one box; return the geometry and outline facts.
 
     The second value holds ``glims_id``, ``outline_wgs84`` (MultiPolygon at the outline date),

@@ -502,10 +502,54 @@ def _remove_previous(world: WorldInfo, data: dict[str, Any]) -> None:
         path.unlink(missing_ok=True)
 
 
+def default_workers() -> int:
+    """Processes that build glaciers at once: the CPUs this process may use (at most 8)."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(available, 8))
+
+
+#: Glaciers below which the default is to build in this process.
+_MIN_JOBS_FOR_PROCESSES = 8
+
+
+def _build_all(jobs: Sequence[GlacierJob], out_dir: Path, *, workers: int | None,
+               progress: bool) -> list[_GlacierResult]:
+    """Build every glacier, in ``workers`` processes (``None``: :func:`default_workers`, or this
+    process for a world of fewer than 8 glaciers; 1: in this process). Each glacier draws from its own seeded generator and writes only its own files, so the
+    world is the same bytes whatever the number of processes or the order they finish in; results
+    come back in job order."""
+    if workers is not None and int(workers) < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    # by default a small world stays in this process: starting an interpreter (~2 s) costs more
+    # than building a few glaciers
+    n = int(workers) if workers is not None else (default_workers() if len(jobs) >= _MIN_JOBS_FOR_PROCESSES else 1)
+    n = min(n, len(jobs))
+    with tqdm(total=len(jobs), desc="synth", unit="glacier", disable=not progress) as bar:
+        if n <= 1:
+            results = []
+            for job in jobs:
+                results.append(build_glacier(job, out_dir))
+                bar.update(1)
+            return results
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # "spawn": a fresh interpreter per worker, safe beside threads (tqdm's monitor, a loaded torch)
+        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(build_glacier, job, out_dir) for job in jobs]
+            for future in as_completed(futures):
+                future.result()  # a failed glacier stops the build with its own error
+                bar.update(1)
+            return [f.result() for f in futures]
+
+
 def make_world(out_dir: str | os.PathLike[str], *, n_training: int = 120, n_timeseries: int = 6, seed: int = 0,
                first_year: int = 1984, last_year: int = 2023, scenes_per_year: int = 5,
                training_extra_scenes: int = 0, melt_season: bool = False, lake_probability: float = 0.35,
-               progress: bool = True, overwrite: bool = False) -> WorldInfo:
+               progress: bool = True, overwrite: bool = False, workers: int | None = None) -> WorldInfo:
     """Generate the synthetic world into ``out_dir`` and return where everything is.
 
     ``n_training`` glaciers get 4-8 scenes within +-48 days of their outline date (local summer,
@@ -523,7 +567,8 @@ def make_world(out_dir: str | os.PathLike[str], *, n_training: int = 120, n_time
 
     A finished world with the same parameters is reused as is; one with different parameters is an
     error unless ``overwrite`` (then its files are replaced). ``world.json`` is written last, so a
-    folder without it holds an unfinished build, which is simply rebuilt.
+    folder without it holds an unfinished build, which is simply rebuilt. ``workers``: processes
+    building glaciers at once (default: the usable CPUs, at most 8); the world does not depend on it.
     Raises :class:`~glacierwatch.errors.InputError` for invalid parameters.
     """
     params = _parameters(n_training, n_timeseries, seed, first_year, last_year, scenes_per_year,
@@ -547,11 +592,7 @@ def make_world(out_dir: str | os.PathLike[str], *, n_training: int = 120, n_time
             for i in range(n_training)]
     jobs += [GlacierJob(TIMESERIES, i, seed, first_year, last_year, scenes_per_year, **extended)
              for i in range(n_timeseries)]
-    results: list[_GlacierResult] = []
-    with tqdm(total=len(jobs), desc="synth", unit="glacier", disable=not progress) as bar:
-        for job in jobs:
-            results.append(build_glacier(job, world.out_dir))
-            bar.update(1)
+    results = _build_all(jobs, world.out_dir, workers=workers, progress=progress)
 
     ids = [r.glims_id for r in results] + [r.patch_id for r in results if r.patch_id]
     if len(set(ids)) != len(ids):
@@ -584,13 +625,13 @@ def make_world(out_dir: str | os.PathLike[str], *, n_training: int = 120, n_time
 
 
 def make_world_from_config(out_dir: str | os.PathLike[str], config: SynthConfig, *, progress: bool = True,
-                           overwrite: bool = False) -> WorldInfo:
+                           overwrite: bool = False, workers: int | None = None) -> WorldInfo:
     """:func:`make_world` with the parameters of a :class:`~glacierwatch.config.SynthConfig`."""
     return make_world(out_dir, n_training=config.n_training_glaciers, n_timeseries=config.n_timeseries_glaciers,
                       seed=config.seed, first_year=config.first_year, last_year=config.last_year,
                       scenes_per_year=config.scenes_per_year, training_extra_scenes=config.training_extra_scenes,
                       melt_season=config.melt_season, lake_probability=config.lake_probability,
-                      progress=progress, overwrite=overwrite)
+                      progress=progress, overwrite=overwrite, workers=workers)
 
 
 __all__ = ["WorldInfo", "GlacierJob", "make_world", "make_world_from_config", "load_world", "true_mask",

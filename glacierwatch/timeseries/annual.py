@@ -10,6 +10,9 @@ of the scenes' interval bounds. The trends are fitted on this table by default.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -18,7 +21,8 @@ from glacierwatch.errors import InputError
 ANNUAL_STATISTICS = ("median", "min", "q25", "mean", "least_snow")
 
 ANNUAL_COLUMNS = (
-    "glims_id", "region", "year", "date", "area_km2", "area_km2_low", "area_km2_high", "n_scenes",
+    "glims_id", "region", "year", "date", "area_km2", "area_km2_low", "area_km2_high", "model_error_fraction",
+    "n_scenes",
     "n_candidates", "valid_fraction", "snow_fraction", "statistic",
 )
 
@@ -43,8 +47,9 @@ def _pick(group: pd.DataFrame, statistic: str) -> dict[str, float]:
             order = np.lexsort((-group["valid_fraction"].to_numpy(float), snow))
             i = int(order[0])
         return {"area_km2": a[i], "area_km2_low": lo[i], "area_km2_high": hi[i]}
-    reduce = {"median": np.nanmedian, "mean": np.nanmean,
-              "q25": lambda v: np.nanquantile(v, 0.25)}[statistic]
+    reducers: dict[str, Callable[[np.ndarray], Any]] = {
+        "median": np.nanmedian, "mean": np.nanmean, "q25": lambda v: np.nanquantile(v, 0.25)}
+    reduce = reducers[statistic]
     return {"area_km2": float(reduce(a)), "area_km2_low": float(reduce(lo)), "area_km2_high": float(reduce(hi))}
 
 
@@ -72,6 +77,8 @@ def annual_areas(areas: pd.DataFrame, *, statistic: str = "median", latitude: di
     for col in ("valid_fraction", "snow_fraction"):
         if col not in df:
             df[col] = np.nan
+    if "model_error_fraction" not in df:  # an areas table from before the column, or anyone's
+        df["model_error_fraction"] = 0.0
     if "use" not in df:
         df["use"] = np.isfinite(df["area_km2"].to_numpy(float))
     lat = df["glims_id"].map(latitude or {}).fillna(1.0).to_numpy(float)
@@ -84,6 +91,8 @@ def annual_areas(areas: pd.DataFrame, *, statistic: str = "median", latitude: di
         rows.append({
             "glims_id": gid, "region": group["region"].iloc[0], "year": int(year),
             "date": dates.iloc[(len(dates) - 1) // 2], **picked,
+            # the intervals' widening by the model's held-out error (the same for every scene of a run)
+            "model_error_fraction": float(group["model_error_fraction"].max()),
             "n_scenes": int(len(group)), "n_candidates": int(candidates.loc[(gid, year)]),
             "valid_fraction": float(group["valid_fraction"].mean()),
             "snow_fraction": float(group["snow_fraction"].mean()) if group["snow_fraction"].notna().any() else np.nan,

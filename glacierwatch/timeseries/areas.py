@@ -39,7 +39,6 @@ from glacierwatch.chips.features import resize_stack
 from glacierwatch.config import TimeseriesConfig
 from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid, counting_region, outline_on_grid, territory_on_grid
-from glacierwatch.io import read_raster
 from glacierwatch.landsat import COMMON_BANDS
 from glacierwatch.model.predict import batch_bounds
 from glacierwatch.timeseries.segmenters import Segmenter
@@ -54,8 +53,8 @@ from glacierwatch.timeseries.stack import (
 
 AREA_COLUMNS = (
     "glims_id", "region", "date", "satellite", "scene", "area_km2", "area_km2_low", "area_km2_high",
-    "area_km2_unsmoothed", "valid_fraction", "filled_fraction", "snow_fraction", "season_ok", "use",
-    "skip_reason", "pixel_area_m2", "segmenter", "model_fingerprint", "smoothing", "sigma", "buffer_m",
+    "model_error_fraction", "area_km2_unsmoothed", "valid_fraction", "filled_fraction", "snow_fraction",
+    "season_ok", "use", "skip_reason", "pixel_area_m2", "segmenter", "model_fingerprint", "smoothing", "sigma", "buffer_m",
     "run_key",
 )
 
@@ -108,7 +107,7 @@ def run_key(segmenter: Segmenter, config: TimeseriesConfig) -> str:
                                             config.tropics_lat],
                           "min_valid_fraction": config.min_valid_fraction,
                           "interval_spread": config.interval_spread,
-                          "interval_model_error": config.interval_model_error, "areas_version": 2}, sort_keys=True)
+                          "interval_model_error": config.interval_model_error, "areas_version": 3}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -215,19 +214,9 @@ def snow_zone(geometry: BaseGeometry, grid: GlacierGrid, territory_wkb: bytes | 
 def dem_at_chip_size(dem_path: str, grid: GlacierGrid, chip_size: int) -> np.ndarray:
     """The DEM (m) on ``grid`` reduced to ``chip_size``; nodata is filled with the mean elevation.
     A DEM on another grid (a larger box, another CRS) is put onto the glacier grid bilinearly."""
-    dem, dem_grid, nodata = read_raster(dem_path)
-    dem = dem.astype(np.float32)
-    if nodata is not None:
-        dem[dem == nodata] = np.nan
-    if dem_grid != grid:
-        from rasterio.enums import Resampling
+    from glacierwatch.imagery.standard import dem_on_grid
 
-        from glacierwatch.imagery.standard import warp_to_grid
-
-        dem = warp_to_grid(dem, src_crs=dem_grid.crs, src_transform=dem_grid.transform, grid=grid,
-                           src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
-    if not np.isfinite(dem).any():
-        raise InputError(f"{dem_path}: the DEM has no value on the glacier grid {grid}")
+    dem = dem_on_grid(dem_path, grid)
     return resize_stack(np.nan_to_num(dem, nan=float(np.nanmean(dem)))[None], chip_size).numpy()[0]
 
 
@@ -496,6 +485,7 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry
         "area_km2": areas,
         "area_km2_low": low,
         "area_km2_high": high,
+        "model_error_fraction": np.full(n, error),
         "area_km2_unsmoothed": areas_raw,
         "valid_fraction": valid_fraction,
         "filled_fraction": filled_fraction,

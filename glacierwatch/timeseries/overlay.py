@@ -175,7 +175,7 @@ def _glacier_scenes(areas_path: str | os.PathLike[str], rows: pd.DataFrame, glim
 def _segmenter_for(settings: dict[str, Any], *, model: str | os.PathLike[str] | None, config: TimeseriesConfig,
                    device: str, glims_id: str) -> Segmenter:
     spec = SegmenterSpec(str(settings["segmenter"]), str(model) if model is not None else None,
-                         config.batch_size, device)
+                         config.batch_size, device, bf16=config.bf16)
     segmenter = make_segmenter(spec)
     if segmenter.fingerprint != settings["model_fingerprint"]:
         raise InputError(f"{glims_id}: the areas were computed with {settings['segmenter']} "

@@ -161,7 +161,8 @@ def _run_timeseries_locked(outputs: TimeseriesOutputs, *, catalog: str | Path, i
     if segmenter is None:
         if config.segmenter == "unet" and model is None:
             raise InputError("the unet segmenter needs --model CHECKPOINT (or use --segmenter ndsi)")
-        spec = SegmenterSpec(config.segmenter, str(model) if model else None, config.batch_size, device)
+        spec = SegmenterSpec(config.segmenter, str(model) if model else None, config.batch_size, device,
+                             bf16=config.bf16)
         seg_here = make_segmenter(spec)
     else:
         if config.scheduler != "local":

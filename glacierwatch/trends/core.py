@@ -78,7 +78,8 @@ REGION_STAT_COLUMNS: tuple[str, ...] = (
 )
 
 #: Optional numeric columns of an areas table carried to the fits.
-OPTIONAL_COLUMNS: tuple[str, ...] = ("area_km2_low", "area_km2_high", "valid_fraction", "n_scenes")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("area_km2_low", "area_km2_high", "model_error_fraction", "valid_fraction",
+                                     "n_scenes")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,12 @@ class TrendOptions:
     ``max_poor_share`` / ``min_valid_fraction``: flag a glacier more than this share of whose scenes
     (or annual areas) have ``valid_fraction`` below ``min_valid_fraction`` (needs that column).
     ``hac_lag_years``: the Newey-West lag covers this many years of observations (at least 1 lag).
+    ``model_error_in_slope``: whether the intervals' widening by the model's held-out relative error
+    (column ``model_error_fraction``) enters the slope's systematic SE. False (default): it is taken
+    out again. A relative bias that stays the same from scene to scene cancels in the slope of
+    ln(area), and one that varies from scene to scene is in the residuals, which the HAC and AR(1)
+    errors measure; counted again as independent per-scene error it widened the demo's 95 % intervals
+    from a median half-width of 0.28 to 0.64 %/yr with no glacier's truth outside either.
     """
 
     min_span_years: float = 0.0
@@ -100,6 +107,7 @@ class TrendOptions:
     max_poor_share: float = 1.0
     min_valid_fraction: float = 0.5
     hac_lag_years: float = 2.0
+    model_error_in_slope: bool = False
 
     @classmethod
     def from_config(cls, config: Any) -> TrendOptions:
@@ -107,7 +115,8 @@ class TrendOptions:
         return cls(min_span_years=float(config.min_span_years), min_years=int(config.min_years),
                    min_r2=float(config.min_r2), max_poor_share=float(config.max_poor_share),
                    min_valid_fraction=float(config.min_valid_fraction),
-                   hac_lag_years=float(config.hac_lag_years))
+                   hac_lag_years=float(config.hac_lag_years),
+                   model_error_in_slope=bool(config.model_error_in_slope))
 
 
 PAPER_OPTIONS = TrendOptions()
@@ -334,6 +343,20 @@ def _interval_fit(t: np.ndarray, ln_area: np.ndarray, low: np.ndarray | None, hi
     return out
 
 
+def _slope_intervals(g: pd.DataFrame, options: TrendOptions) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The observations' interval bounds (km²) the slope's systematic SE reads: ``area_km2_low/high``,
+    without the model's held-out relative error unless ``options.model_error_in_slope``."""
+    if "area_km2_low" not in g.columns or "area_km2_high" not in g.columns:
+        return None, None
+    low, high = g["area_km2_low"].to_numpy(float), g["area_km2_high"].to_numpy(float)
+    if options.model_error_in_slope or "model_error_fraction" not in g.columns:
+        return low, high
+    error = np.nan_to_num(g["model_error_fraction"].to_numpy(float), nan=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low = np.where(1.0 - error > 0, low / (1.0 - error), low)
+    return low, high / (1.0 + error)
+
+
 def _glacier_table(clean: pd.DataFrame, *, min_obs: int, by: str,
                    options: TrendOptions = PAPER_OPTIONS) -> pd.DataFrame:
     rows = []
@@ -342,10 +365,8 @@ def _glacier_table(clean: pd.DataFrame, *, min_obs: int, by: str,
         t = g["t"].to_numpy()
         slope, se, intercept, r2 = _fit_glacier(t, g["ln_area"].to_numpy())
         n_obs = len(g)
-        has_interval = "area_km2_low" in g.columns and "area_km2_high" in g.columns
-        extra = _interval_fit(t, g["ln_area"].to_numpy(),
-                              g["area_km2_low"].to_numpy() if has_interval else None,
-                              g["area_km2_high"].to_numpy() if has_interval else None, options.hac_lag_years)
+        low, high = _slope_intervals(g, options)
+        extra = _interval_fit(t, g["ln_area"].to_numpy(), low, high, options.hac_lag_years)
         se_hac, se_sys = extra["rel_change_se_hac"], extra["rel_change_se_sys"]
         se_corr = float(np.fmax(se_hac, extra["rel_change_se_ar1"]))
         se_total = float(np.hypot(se_corr, se_sys)) if np.isfinite(se_sys) else se_corr
