@@ -12,8 +12,15 @@ from pathlib import Path
 import pandas as pd
 
 from glacierwatch.config import (
-    CatalogConfig, ChipsConfig, Config, ImageryConfig, InventoryConfig, SynthConfig, TimeseriesConfig,
-    TrainConfig, example_toml,
+    CatalogConfig,
+    ChipsConfig,
+    Config,
+    ImageryConfig,
+    InventoryConfig,
+    SynthConfig,
+    TimeseriesConfig,
+    TrainConfig,
+    example_toml,
 )
 from glacierwatch.pipeline import WorkPaths, run_pipeline
 
