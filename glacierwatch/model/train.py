@@ -117,7 +117,7 @@ def learning_rate_at(config: TrainConfig, epoch: int, step: int, steps_per_epoch
     if config.lr_schedule == "constant":
         return float(config.learning_rate)
     if config.lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(f"train.lr_schedule must be constant or cosine, not {config.lr_schedule!r}")
+        raise ConfigError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {config.lr_schedule!r}")
     progress = min(1.0, (epoch * steps_per_epoch + step) / max(1, config.epochs * steps_per_epoch))
     floor = 0.01
     return float(config.learning_rate) * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
