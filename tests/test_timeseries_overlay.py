@@ -158,3 +158,35 @@ def test_cli_error_prints_one_line_and_exits_2(tiny_world: WorldInfo, prepared, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("glacierwatch: error:")
     assert str(dates[0]) in err[0] and "Traceback" not in err[0]
+
+
+def test_overlay_redraws_in_the_runs_precision_not_the_configs(monkeypatch: pytest.MonkeyPatch, prepared) -> None:
+    """The report redraws with a default TimeseriesConfig (bf16 = true); an fp32 run's overlays must
+    still be redrawn in fp32, else a bf16 CPU warns that every redrawn area differs from the table's."""
+    from glacierwatch.timeseries import overlay
+    from glacierwatch.timeseries.segmenters import NDSISegmenter
+
+    rows = pd.read_parquet(prepared["areas"])
+    assert set(rows["precision"]) == {"fp32"}
+    asked = []
+
+    def fake_make(spec):
+        asked.append(spec.bf16)
+        return NDSISegmenter()
+
+    monkeypatch.setattr(overlay, "make_segmenter", fake_make)
+    settings = {"segmenter": "ndsi", "model_fingerprint": NDSISegmenter().fingerprint}
+    for precision, expected in (("fp32", False), ("bf16", True), (None, True)):
+        overlay._segmenter_for({**settings, "precision": precision}, model=None,
+                               config=TimeseriesConfig(bf16=True), device="cpu", glims_id="G1")
+        assert asked[-1] is expected, precision
+
+
+def test_precision_is_part_of_the_run_key() -> None:
+    from glacierwatch.timeseries.areas import run_key
+    from glacierwatch.timeseries.segmenters import NDSISegmenter
+
+    fp32, bf16 = NDSISegmenter(), NDSISegmenter()
+    bf16.precision = "bf16"
+    cfg = TimeseriesConfig(segmenter="ndsi")
+    assert run_key(fp32, cfg) != run_key(bf16, cfg)

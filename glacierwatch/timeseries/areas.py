@@ -41,7 +41,7 @@ from glacierwatch.errors import InputError
 from glacierwatch.grid import GlacierGrid, counting_region, outline_on_grid, territory_on_grid
 from glacierwatch.landsat import COMMON_BANDS
 from glacierwatch.model.predict import batch_bounds
-from glacierwatch.timeseries.segmenters import Segmenter
+from glacierwatch.timeseries.segmenters import Segmenter, segmenter_precision
 from glacierwatch.timeseries.stack import (
     SceneStack,
     read_stack,
@@ -54,8 +54,8 @@ from glacierwatch.timeseries.stack import (
 AREA_COLUMNS = (
     "glims_id", "region", "date", "satellite", "scene", "area_km2", "area_km2_low", "area_km2_high",
     "model_error_fraction", "area_km2_unsmoothed", "valid_fraction", "filled_fraction", "snow_fraction",
-    "season_ok", "use", "skip_reason", "pixel_area_m2", "segmenter", "model_fingerprint", "smoothing", "sigma", "buffer_m",
-    "run_key",
+    "season_ok", "use", "skip_reason", "pixel_area_m2", "segmenter", "model_fingerprint", "precision", "smoothing", "sigma",
+    "buffer_m", "run_key",
 )
 
 
@@ -96,10 +96,11 @@ def season_months(config: TimeseriesConfig, latitude: float) -> frozenset[int]:
 
 
 def run_key(segmenter: Segmenter, config: TimeseriesConfig) -> str:
-    """A short hash of everything that changes the areas table (model, smoothing, threshold, buffer,
+    """A short hash of everything that changes the areas table (model and its precision, smoothing, threshold, buffer,
     whether the unsmoothed areas are computed); not of ``batch_size`` or ``max_stack_mb``, which change
     the speed and memory use but not the numbers."""
     payload = json.dumps({"segmenter": segmenter.name, "fingerprint": segmenter.fingerprint,
+                          "precision": segmenter_precision(segmenter),
                           "smoothing": config.smoothing, "sigma": smoothing_sigma(config),
                           "threshold": config.threshold, "buffer_m": config.buffer_m,
                           "unsmoothed": computes_unsmoothed(config), "season": config.season,
@@ -107,7 +108,7 @@ def run_key(segmenter: Segmenter, config: TimeseriesConfig) -> str:
                                             config.tropics_lat],
                           "min_valid_fraction": config.min_valid_fraction,
                           "interval_spread": config.interval_spread,
-                          "interval_model_error": config.interval_model_error, "areas_version": 3}, sort_keys=True)
+                          "interval_model_error": config.interval_model_error, "areas_version": 4}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -496,6 +497,7 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry
         "pixel_area_m2": grid.pixel_area_m2,
         "segmenter": segmenter.name,
         "model_fingerprint": segmenter.fingerprint,
+        "precision": segmenter_precision(segmenter),
         "smoothing": config.smoothing,
         "sigma": sigma,
         "buffer_m": float(config.buffer_m) if config.buffer_m is not None else np.nan,

@@ -55,7 +55,7 @@ from glacierwatch.timeseries.areas import (
     smoothed_probabilities,
 )
 from glacierwatch.timeseries.run import find_dem
-from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
+from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter, segmenter_precision
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,12 @@ def _run_settings(rows: pd.DataFrame, glims_id: str) -> dict[str, Any]:
     buffer_m = settings["buffer_m"]
     settings["buffer_m"] = None if buffer_m is None or not np.isfinite(buffer_m) else float(buffer_m)
     settings["sigma"] = float(settings["sigma"])
+    # the model pass's precision (areas_version 4 on): the redraw uses the run's, not this config's
+    precisions = rows["precision"].drop_duplicates() if "precision" in rows.columns else pd.Series([], dtype=object)
+    if len(precisions) > 1:
+        raise InputError(f"{glims_id}: the areas rows mix several values of 'precision' ({list(precisions)}); "
+                         "rerun the stage")
+    settings["precision"] = str(precisions.iloc[0]) if len(precisions) else None
     return settings
 
 
@@ -174,9 +180,14 @@ def _glacier_scenes(areas_path: str | os.PathLike[str], rows: pd.DataFrame, glim
 
 def _segmenter_for(settings: dict[str, Any], *, model: str | os.PathLike[str] | None, config: TimeseriesConfig,
                    device: str, glims_id: str) -> Segmenter:
+    precision = settings.get("precision")
+    bf16 = config.bf16 if precision is None else precision != "fp32"
     spec = SegmenterSpec(str(settings["segmenter"]), str(model) if model is not None else None,
-                         config.batch_size, device, bf16=config.bf16)
+                         config.batch_size, device, bf16=bf16)
     segmenter = make_segmenter(spec)
+    if precision is not None and segmenter_precision(segmenter) != precision:
+        log.warning("%s: the areas were computed in %s, which %s cannot run; the redrawn areas may differ "
+                    "slightly", glims_id, precision, device)
     if segmenter.fingerprint != settings["model_fingerprint"]:
         raise InputError(f"{glims_id}: the areas were computed with {settings['segmenter']} "
                          f"{settings['model_fingerprint']!r}, but {segmenter.name} here is "

@@ -25,6 +25,9 @@ from glacierwatch.errors import InputError
 class Segmenter(Protocol):
     name: str
     fingerprint: str
+    #: arithmetic of the model pass that changes the numbers: "bf16" (autocast, on CPUs and GPUs that
+    #: have it, when asked) or "fp32"; a segmenter without the attribute counts as "fp32"
+    precision: str
 
     def __call__(self, bands: Mapping[str, np.ndarray], dem: np.ndarray | None, *, glims_id: str,
                  dates: Sequence[Any]) -> np.ndarray: ...
@@ -54,12 +57,29 @@ def held_out_area_error(card: Mapping[str, Any]) -> float:
     return 0.0
 
 
+def segmenter_precision(segmenter: Segmenter) -> str:
+    """``segmenter.precision``, "fp32" for a segmenter that does not say (tests' stand-ins, oracles)."""
+    return str(getattr(segmenter, "precision", "fp32"))
+
+
+def inference_precision(device: str, bf16: bool) -> str:
+    """"bf16" where the U-Net's pass runs under bf16 autocast (``bf16`` asked and the device has it),
+    else "fp32" (fp16 on an older GPU also counts as its own: "fp16")."""
+    import torch
+
+    from glacierwatch.model.predict import amp_dtype, resolve_device
+
+    dtype = amp_dtype(resolve_device(device), bf16)
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32") if dtype is not None else "fp32"
+
+
 class NDSISegmenter:
     """Baseline: glacier where NDSI > threshold (0.4, Hall et al.) and not open water."""
 
     name = "ndsi"
     #: no held-out measurement: its intervals come from the pixels alone
     relative_area_error = 0.0
+    precision = "fp32"
 
     def __init__(self, threshold: float = NDSI_GLACIER_THRESHOLD, *, exclude_water: bool = True) -> None:
         self.threshold = threshold
@@ -91,6 +111,7 @@ class UNetSegmenter:
 
         model, self.card = load_checkpoint(checkpoint, device=device)
         self.model = prepare_for_inference(model, device=device, bf16=bf16)
+        self.precision = inference_precision(device, bf16)
         self.channels: tuple[str, ...] = tuple(self.card["channels"])
         self.normaliser = Normaliser.from_dict(self.card["normalisation"])
         if tuple(self.normaliser.channels) != self.channels:
