@@ -34,6 +34,7 @@ DecoderName = Literal["seed", "light"]
 LrSchedule = Literal["constant", "cosine"]
 MaskMode = Literal["dated", "outline"]
 FitOn = Literal["annual", "scenes"]
+SystematicError = Literal["bound_slopes", "independent"]
 DateField = Literal["src_date", "anlys_time"]
 FetchMode = Literal["training", "timeseries"]
 #: ``""``: no source, the scene files are already there
@@ -311,6 +312,11 @@ class TrendsConfig:
                                              "error (model_error_fraction) in the slope's systematic SE too; "
                                              "false: a lasting relative bias cancels in the slope of ln(area) "
                                              "and a varying one is in the residuals (docs/trends.md)")
+    systematic: SystematicError = _opt("bound_slopes", "the slope's systematic SE from the observations' intervals: "
+                                       "bound_slopes (the slopes fitted to the intervals' lower and upper bounds "
+                                       "read as a 95 % range of the slope; chosen by measurement, docs/trends.md) "
+                                       "or independent (each interval an independent 95 % error, inflated by the "
+                                       "residuals' autocorrelation)")
 
 
 @dataclass

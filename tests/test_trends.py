@@ -545,15 +545,17 @@ def test_hac_se_is_statsmodels_newey_west_with_the_lag_of_two_years_of_data() ->
     assert g["rel_change_ci95_low"] == pytest.approx(g["rel_change_per_year"] - q * total, rel=1e-12)
 
 
-def test_systematic_term_from_the_intervals_closed_form() -> None:
-    """Exact exponential, intervals +-h in ln(area): residuals vanish, so the systematic SE is
-    (h / 1.96) / sqrt(sum (t - mean t)²) and it is the whole error bar."""
+def test_independent_systematic_term_closed_form() -> None:
+    """``systematic = "independent"``: exact exponential, intervals +-h in ln(area): residuals vanish,
+    so the systematic SE is (h / 1.96) / sqrt(sum (t - mean t)²) and it is the whole error bar."""
+    from glacierwatch.trends.core import TrendOptions
+
     dates = [dt.date(y, 8, 1) for y in range(1990, 2021)]
     rows = exact_glacier("G001000E45000N", "Alps", -0.005, dates)
     h = 0.05
     for r in rows:
         r["area_km2_low"], r["area_km2_high"] = r["area_km2"] * np.exp(-h), r["area_km2"] * np.exp(h)
-    g = glacier_trends(pd.DataFrame(rows), min_obs=10).iloc[0]
+    g = glacier_trends(pd.DataFrame(rows), min_obs=10, options=TrendOptions(systematic="independent")).iloc[0]
     t = np.array([np_decimal_year(d) for d in dates])
     expected = (h / 1.96) / np.sqrt(((t - t.mean()) ** 2).sum())
     assert g["rel_change_se_sys"] == pytest.approx(expected, rel=1e-9)
@@ -561,25 +563,61 @@ def test_systematic_term_from_the_intervals_closed_form() -> None:
     assert g["rel_change_ci95_low"] < -0.005 < g["rel_change_ci95_high"]
 
 
-def test_model_error_widening_stays_out_of_the_slope_unless_asked() -> None:
-    """Intervals widened by the model's held-out error e (low x (1 - e), high x (1 + e), recorded in
-    ``model_error_fraction``): the slope's systematic SE is that of the unwidened intervals by default,
-    and larger with ``model_error_in_slope``."""
+def test_bound_slopes_systematic_term_closed_form() -> None:
+    """Default ``systematic = "bound_slopes"``: an interval of constant relative width moves no slope
+    (SE 0); an upper bound whose ln grows by c per year beyond the area's gives an SE of c / 1.96, and
+    a lower bound moving less does not change it. The slope itself is the area's."""
+    dates = [dt.date(y, 8, 1) for y in range(1990, 2021)]
+    t = np.array([np_decimal_year(d) for d in dates])
+    rows = exact_glacier("G001000E45000N", "Alps", -0.005, dates)
+    h, c = 0.05, 0.002
+    for r in rows:
+        r["area_km2_low"], r["area_km2_high"] = r["area_km2"] * np.exp(-h), r["area_km2"] * np.exp(h)
+    steady = glacier_trends(pd.DataFrame(rows), min_obs=10, options=TrendOptions()).iloc[0]
+    assert abs(steady["rel_change_se_sys"]) < 1e-12
+    for r, ti in zip(rows, t, strict=True):
+        r["area_km2_high"] = r["area_km2"] * np.exp(h + c * (ti - t[0]))
+        r["area_km2_low"] = r["area_km2"] * np.exp(-h - 0.5 * c * (ti - t[0]))
+    g = glacier_trends(pd.DataFrame(rows), min_obs=10, options=TrendOptions()).iloc[0]
+    assert g["rel_change_per_year"] == pytest.approx(-0.005, rel=1e-6)
+    assert g["rel_change_se_sys"] == pytest.approx(c / 1.96, rel=1e-4)
+    assert g["rel_change_ci95_low"] < -0.005 - c < -0.005 + c < g["rel_change_ci95_high"]
+
+
+def test_unknown_systematic_is_refused() -> None:
     from glacierwatch.trends.core import TrendOptions
 
+    dates = [dt.date(y, 8, 1) for y in range(1990, 2001)]
+    rows = pd.DataFrame(exact_glacier("G001000E45000N", "Alps", -0.005, dates)).assign(area_km2_low=1.0,
+                                                                                       area_km2_high=9.0)
+    with pytest.raises(ValueError, match="unknown systematic 'bogus'"):
+        glacier_trends(rows, min_obs=5, options=TrendOptions(systematic="bogus"))
+
+
+def test_model_error_widening_stays_out_of_the_slope_unless_asked() -> None:
+    """Intervals widened by the model's held-out error e (low x (1 - e), high x (1 + e), recorded in
+    ``model_error_fraction``): with ``systematic = "independent"`` the slope's systematic SE is that of
+    the unwidened intervals by default, and larger with ``model_error_in_slope``. With the default
+    ``bound_slopes`` a constant widening cannot move a slope, counted or not."""
     dates = [dt.date(y, 8, 1) for y in range(1990, 2021)]
     rows = exact_glacier("G001000E45000N", "Alps", -0.005, dates)
     h, e = 0.05, 0.2
-    for r in rows:
-        r["area_km2_low"], r["area_km2_high"] = r["area_km2"] * np.exp(-h), r["area_km2"] * np.exp(h)
-    plain = glacier_trends(pd.DataFrame(rows), min_obs=10).iloc[0]
+    for i, r in enumerate(rows):
+        r["area_km2_low"], r["area_km2_high"] = r["area_km2"] * np.exp(-h), r["area_km2"] * np.exp(h + 0.001 * i)
     widened = pd.DataFrame(rows).assign(model_error_fraction=e)
     widened["area_km2_low"] *= 1 - e
     widened["area_km2_high"] *= 1 + e
-    default = glacier_trends(widened, min_obs=10, options=TrendOptions()).iloc[0]
-    counted = glacier_trends(widened, min_obs=10, options=TrendOptions(model_error_in_slope=True)).iloc[0]
-    assert default["rel_change_se_sys"] == pytest.approx(plain["rel_change_se_sys"], rel=1e-9)
-    assert counted["rel_change_se_sys"] > 3 * plain["rel_change_se_sys"]
+    for kind in ("independent", "bound_slopes"):
+        plain = glacier_trends(pd.DataFrame(rows), min_obs=10, options=TrendOptions(systematic=kind)).iloc[0]
+        default = glacier_trends(widened, min_obs=10, options=TrendOptions(systematic=kind)).iloc[0]
+        counted = glacier_trends(widened, min_obs=10,
+                                 options=TrendOptions(model_error_in_slope=True, systematic=kind)).iloc[0]
+        assert default["rel_change_se_sys"] == pytest.approx(plain["rel_change_se_sys"], rel=1e-9)
+        if kind == "independent":
+            assert counted["rel_change_se_sys"] > 3 * plain["rel_change_se_sys"]
+        else:
+            assert plain["rel_change_se_sys"] > 0
+            assert counted["rel_change_se_sys"] == pytest.approx(plain["rel_change_se_sys"], rel=1e-9)
 
 
 def trient_like(poor: bool = True) -> pd.DataFrame:

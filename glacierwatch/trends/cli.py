@@ -77,7 +77,8 @@ def handler(args: argparse.Namespace) -> int:
     if not args.paper_flags:
         options = TrendOptions(min_span_years=args.min_span_years, min_years=args.min_years, min_r2=args.min_r2,
                                max_poor_share=options.max_poor_share,
-                               min_valid_fraction=options.min_valid_fraction, hac_lag_years=options.hac_lag_years)
+                               min_valid_fraction=options.min_valid_fraction, hac_lag_years=options.hac_lag_years,
+                               model_error_in_slope=options.model_error_in_slope, systematic=options.systematic)
     result = write_trends(args.areas, args.out, min_obs=args.min_obs, by=args.by,
                           figures=not args.no_figures, max_glacier_figures=args.glacier_figures,
                           options=options, fit_on=args.fit_on, annual=args.annual)

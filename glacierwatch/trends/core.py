@@ -23,8 +23,13 @@ serially correlated residuals and systematic error (see :class:`TrendOptions` an
 * ``rel_change_se_ar1``: the OLS SE scaled by sqrt((1 + rho) / (1 - rho)), rho the lag-1
   autocorrelation of the residuals clipped to 0..0.99 (AR(1) effective sample size);
 * ``rel_change_se_sys``: the slope error implied by the per-observation intervals
-  (``area_km2_low`` .. ``area_km2_high`` read as 95 % intervals of ln(area)), propagated through the
-  OLS weights and inflated by the residuals' correlated/OLS variance ratio (errors correlated as the residuals);
+  (``area_km2_low`` .. ``area_km2_high``). By default (``systematic = "bound_slopes"``) the slopes of
+  ln(low) and ln(high) are fitted like the area's, and the larger distance of either from the slope is
+  read as a 95 % range: what the slope would be if the glacier's pixels between the interval's two
+  thresholds (and its unobserved part) were glacier in every scene, or in none. A relative offset that
+  stays the same cancels in that slope; one that grows or shrinks over the record does not.
+  ``independent``: each interval read as an independent 95 % error of ln(area), propagated through the
+  OLS weights and inflated by the residuals' correlated/OLS variance ratio;
 * ``rel_change_se_total`` = sqrt(max(hac, ar1)² + sys²) and the 95 % interval ``rel_change_ci95_low/high``
   (Student t with n - 2 degrees of freedom).
 
@@ -93,6 +98,9 @@ class TrendOptions:
     ``max_poor_share`` / ``min_valid_fraction``: flag a glacier more than this share of whose scenes
     (or annual areas) have ``valid_fraction`` below ``min_valid_fraction`` (needs that column).
     ``hac_lag_years``: the Newey-West lag covers this many years of observations (at least 1 lag).
+    ``systematic``: how the observations' intervals give the slope's systematic SE: ``bound_slopes``
+    (default) or ``independent`` (module docstring; docs/trends.md has the measurement behind the
+    default).
     ``model_error_in_slope``: whether the intervals' widening by the model's held-out relative error
     (column ``model_error_fraction``) enters the slope's systematic SE. False (default): it is taken
     out again. A relative bias that stays the same from scene to scene cancels in the slope of
@@ -108,6 +116,7 @@ class TrendOptions:
     min_valid_fraction: float = 0.5
     hac_lag_years: float = 2.0
     model_error_in_slope: bool = False
+    systematic: str = "bound_slopes"
 
     @classmethod
     def from_config(cls, config: Any) -> TrendOptions:
@@ -116,7 +125,8 @@ class TrendOptions:
                    min_r2=float(config.min_r2), max_poor_share=float(config.max_poor_share),
                    min_valid_fraction=float(config.min_valid_fraction),
                    hac_lag_years=float(config.hac_lag_years),
-                   model_error_in_slope=bool(config.model_error_in_slope))
+                   model_error_in_slope=bool(config.model_error_in_slope),
+                   systematic=str(config.systematic))
 
 
 PAPER_OPTIONS = TrendOptions()
@@ -305,9 +315,15 @@ def _fit_glacier(t: np.ndarray, ln_area: np.ndarray) -> tuple[float, float, floa
     return slope, se, intercept, r2
 
 
+#: Ways of reading the observations' intervals as the slope's systematic error (``TrendOptions.systematic``).
+SYSTEMATIC_ERRORS = ("bound_slopes", "independent")
+
+
 def _interval_fit(t: np.ndarray, ln_area: np.ndarray, low: np.ndarray | None, high: np.ndarray | None,
-                  lag_years: float) -> dict[str, float]:
+                  lag_years: float, systematic: str = "bound_slopes") -> dict[str, float]:
     """HAC and systematic standard errors of the OLS slope of ln(area) on t (``t`` sorted)."""
+    if systematic not in SYSTEMATIC_ERRORS:
+        raise ValueError(f"unknown systematic {systematic!r}; choose one of {', '.join(SYSTEMATIC_ERRORS)}")
     nan = float("nan")
     out = {"rel_change_se_hac": nan, "rel_change_se_ar1": nan, "rel_change_se_sys": nan, "hac_lag": nan,
            "residual_lag1_autocorr": nan}
@@ -333,7 +349,13 @@ def _interval_fit(t: np.ndarray, ln_area: np.ndarray, low: np.ndarray | None, hi
     out.update(rel_change_se_hac=se_hac, rel_change_se_ar1=se_ar1, hac_lag=float(lag), residual_lag1_autocorr=rho)
     if low is not None and high is not None:
         ok = np.isfinite(low) & np.isfinite(high) & (low > 0) & (high > 0)
-        if ok.all():
+        if ok.all() and systematic == "bound_slopes":
+            # the slope if the interval's lower (upper) bound were the area in every observation: a
+            # lasting relative offset cancels, one that changes over the record moves the slope
+            slope = float(ols.params[1])
+            reach = max(abs(float(np.polyfit(t, np.log(b), 1)[0]) - slope) for b in (low, high))
+            out["rel_change_se_sys"] = reach / Z95
+        elif ok.all():
             sigma = (np.log(high) - np.log(low)) / 2.0 / Z95  # 95 % interval -> 1 sigma of ln(area)
             w = (t - t.mean()) / np.sum((t - t.mean()) ** 2)
             se_corr = max(se_hac, se_ar1)
@@ -366,7 +388,7 @@ def _glacier_table(clean: pd.DataFrame, *, min_obs: int, by: str,
         slope, se, intercept, r2 = _fit_glacier(t, g["ln_area"].to_numpy())
         n_obs = len(g)
         low, high = _slope_intervals(g, options)
-        extra = _interval_fit(t, g["ln_area"].to_numpy(), low, high, options.hac_lag_years)
+        extra = _interval_fit(t, g["ln_area"].to_numpy(), low, high, options.hac_lag_years, options.systematic)
         se_hac, se_sys = extra["rel_change_se_hac"], extra["rel_change_se_sys"]
         se_corr = float(np.fmax(se_hac, extra["rel_change_se_ar1"]))
         se_total = float(np.hypot(se_corr, se_sys)) if np.isfinite(se_sys) else se_corr
