@@ -1,5 +1,6 @@
-"""Model input channels, shared by the chips stage (training) and the time-series stage (inference),
-so that both build exactly the same channels in exactly the same order.
+"""Model input channels, shared by the chips stage (training), the model stage (evaluation) and the
+time-series stage (inference), so that all build exactly the same channels in exactly the same order.
+It lies below the stages (it imports none of them), so that no stage imports another for it.
 
 Channels are named: the six reflective bands (surface reflectance, unitless), ``lwir`` (surface
 temperature, K), ``dem`` (elevation, m), ``ndsi`` = (green - swir16) / (green + swir16) and

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from glacierwatch.chips import features
+from glacierwatch import features
 from glacierwatch.chips.store import ChipSetInfo, assign_splits, write_chipset
 from glacierwatch.config import CatalogConfig, ChipsConfig, MaskMode, choices
 from glacierwatch.errors import ConfigError, GlacierwatchError, InputError

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from glacierwatch.chips.features import DEFAULT_CHANNELS, compute_channels
+from glacierwatch.features import DEFAULT_CHANNELS, compute_channels
 from glacierwatch.grid import GlacierGrid, utm_epsg
 from glacierwatch.ids import glims_id_from_lonlat
 from glacierwatch.landsat import QA, SENSORS, kelvin_to_dn, reflectance_to_dn
