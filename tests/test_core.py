@@ -150,6 +150,48 @@ def test_raster_window_in_another_crs_covers_the_grid() -> None:
         raster_window(grid, transform, (400, 400), snap="inward")  # type: ignore[arg-type]
 
 
+
+def test_glacier_paths_are_the_layouts_paths(tmp_path: Path) -> None:
+    """Every per-glacier path of GlacierPaths is the path the layout's functions gave before it."""
+    from glacierwatch.layout import (
+        FetchPaths,
+        GlacierPaths,
+        TimeseriesOutputs,
+        WorkLayout,
+        dem_file_name,
+        dem_path,
+        glacier_scenes_dir,
+        part_file_name,
+        scene_path,
+    )
+
+    gid, day = "G007026E45991N", dt.date(2003, 8, 2)
+    layout = WorkLayout.at(tmp_path)
+    files = layout.glacier(gid)
+    assert files.scenes == glacier_scenes_dir(layout.scenes, gid) == tmp_path / "scenes" / gid
+    assert files.scene(day, "L7") == scene_path(layout.scenes, gid, day, "L7")
+    assert files.scene(day, "L7") == tmp_path / "scenes" / gid / f"{gid}_2003-08-02_L7_C02_T1_L2_SR.tif"
+    assert files.dem == dem_path(layout.dem, gid) == files.dem_file == layout.dem / dem_file_name(gid)
+    for mode in ("training", "timeseries"):
+        assert files.plan(mode) == layout.fetch.plan(mode, gid) == tmp_path / "imagery" / "plans" / mode / f"{gid}.json"
+        assert files.done(mode) == layout.fetch.done(mode, gid) == tmp_path / "imagery" / "done" / mode / f"{gid}.json"
+    assert files.manifest == layout.fetch.manifest(gid) == tmp_path / "imagery" / "manifests" / f"{gid}.jsonl"
+    assert files.part == layout.timeseries.part(gid) == tmp_path / "areas.parts" / part_file_name(gid)
+    assert files.overlay("x/" + files.scene(day, "L7").name) == (
+        tmp_path / "overlays" / f"overlay_{gid}_2003-08-02_L7_C02_T1_L2_SR.png")
+    # the stages' own constructors give the same paths for the folders they know
+    assert FetchPaths.for_out(tmp_path).glacier(gid) == GlacierPaths(
+        gid, scenes_dir=layout.scenes, dem_dir=layout.dem, state=tmp_path / "imagery")
+    ts = TimeseriesOutputs.for_path(tmp_path / "areas.parquet").glacier(gid, dem_dir=layout.dem)
+    assert (ts.part, ts.dem, ts.overlay("a.tif")) == (files.part, files.dem, files.overlay("a.tif"))
+    with pytest.raises(ValueError, match="no state folder"):
+        _ = ts.manifest
+    with pytest.raises(InputError):
+        GlacierPaths("../etc")
+    with pytest.raises(InputError, match="unknown mode"):
+        files.plan("inference")
+
+
 # ---------------------------------------------------------------- config
 def test_config_defaults_are_the_seed_values() -> None:
     cfg = Config()

@@ -32,7 +32,7 @@ from glacierwatch.grid import GlacierGrid, raster_window
 from glacierwatch.imagery.records import SceneRecord
 from glacierwatch.io import Scene, read_raster, read_scene, write_cog, write_json, write_scene_cog
 from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, qa_fill_mask
-from glacierwatch.layout import dem_path, scene_path
+from glacierwatch.layout import GlacierPaths
 
 
 #: Standard file band order per satellite: the sensor's bands (coastal first on OLI) when all are
@@ -136,7 +136,7 @@ def write_standard_scene(scenes_dir: str | os.PathLike[str], records: Sequence[S
         if arr.dtype != np.uint16:
             raise InputError(f"{first.scene_id}: band {name} is {arr.dtype}; standard scenes are uint16 DN")
         arrays.append(arr)
-    target = scene_path(scenes_dir, first.glims_id, first.date, first.satellite)
+    target = GlacierPaths(first.glims_id, scenes_dir=Path(scenes_dir)).scene(first.date, first.satellite)
     props = [dict(r.properties) for r in records]
     write_json(target.with_suffix(".json"), props[0] if len(props) == 1 else props)
     write_scene_cog(target, np.stack(arrays), grid, band_names=list(order),
@@ -165,7 +165,7 @@ def write_dem(dem_dir: str | os.PathLike[str], glims_id: str, elevation: np.ndar
     """Write the DEM (float32 elevation in m, NaN = no data) on the glacier grid, as a COG."""
     if elevation.shape != grid.shape:
         raise InputError(f"{glims_id}: DEM shape {elevation.shape} does not match grid {grid.shape}")
-    target = dem_path(dem_dir, glims_id)
+    target = GlacierPaths(glims_id, dem_dir=Path(dem_dir)).dem
     write_cog(target, np.asarray(elevation, dtype=np.float32), grid, band_names=["elevation"], units=["m"],
               nodata=float("nan"), tags={"glims_id": glims_id, "units": "m", "source": source})
     return target
