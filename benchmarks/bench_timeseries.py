@@ -52,15 +52,8 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from glacierwatch.catalog import build_catalog, select
-from glacierwatch.chips.features import (
-    DEFAULT_CHANNELS,
-    Normaliser,
-    compute_channels,
-    fill_nan,
-    physical_bands,
-    resize_stack,
-)
 from glacierwatch.config import CatalogConfig, InventoryConfig, TimeseriesConfig
+from glacierwatch.features import DEFAULT_CHANNELS, Normaliser, compute_channels, fill_nan, physical_bands, resize_stack
 from glacierwatch.inventory import read_outlines, select_glaciers, write_inventory
 from glacierwatch.io import read_raster, read_scene
 from glacierwatch.model import UNet, predict_proba, weights_fingerprint

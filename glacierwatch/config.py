@@ -60,7 +60,7 @@ def _opt(default: Any, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
-@dataclass
+@dataclass(frozen=True)
 class SynthConfig:
     """The synthetic Landsat world (``glacierwatch synth``; the demo and tests run on it)."""
 

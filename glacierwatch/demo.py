@@ -23,6 +23,16 @@ from glacierwatch.config import (
     TrainConfig,
     example_toml,
 )
+from glacierwatch.layout import (
+    DEMO_WORLD,
+    SYNTH_DEM,
+    SYNTH_OUTLINES,
+    SYNTH_SCENES,
+    SYNTH_TRUTH,
+    SYNTH_TRUTH_TRENDS,
+    SYNTH_WORLD_JSON,
+    WorkLayout,
+)
 from glacierwatch.pipeline import WorkPaths, run_pipeline
 
 log = logging.getLogger(__name__)
@@ -49,13 +59,13 @@ def demo_config(workdir: str | Path, *, synth: SynthConfig | None = None) -> Con
         workdir=str(workdir),
         synth=synth or SynthConfig(n_training_glaciers=120, n_timeseries_glaciers=6, scenes_per_year=10,
                                    training_extra_scenes=3),
-        inventory=InventoryConfig(outlines=[str(workdir / "synthetic" / "outlines.gpkg")]),
-        imagery=ImageryConfig(scenes_dir="synthetic/scenes", dem_dir="synthetic/dem"),
+        inventory=InventoryConfig(outlines=[str(workdir / DEMO_WORLD / SYNTH_OUTLINES)]),
+        imagery=ImageryConfig(scenes_dir=f"{DEMO_WORLD}/{SYNTH_SCENES}", dem_dir=f"{DEMO_WORLD}/{SYNTH_DEM}"),
         # only glaciers with a long series are inference glaciers; the others train the model.
         # The seed's "more than 50,000 values" (h x w x bands) drops glaciers under about 2 km²
         # (boxes under 79 x 79 px); the demo keeps its smallest time-series glacier (1.9 km²).
         catalog=CatalogConfig(min_inference_scenes=20, min_pixels=20_000, workers=2),
-        chips=ChipsConfig(truth_dir="synthetic"),
+        chips=ChipsConfig(truth_dir=DEMO_WORLD),
         # fp32 throughout (bf16 only on some CPUs would make the model and areas depend on the machine);
         # training on random 64 px windows of the chips under a cosine schedule: see DEMO_EPOCHS
         # the seed's decoder: with ResNet-18 it gave narrower trend intervals that held, and a smaller
@@ -78,8 +88,8 @@ class DemoResult:
 def compare_with_truth(workdir: Path) -> pd.DataFrame:
     """Estimated vs true relative change per year (%/yr) for each glacier with a trend, with the
     estimate's 95 % interval and whether the truth lies inside it."""
-    est = pd.read_csv(workdir / "trends" / "glacier_trends.csv")
-    truth = pd.read_csv(workdir / "synthetic" / "truth_trends.csv")
+    est = pd.read_csv(WorkLayout.at(workdir).glacier_trends_csv)
+    truth = pd.read_csv(workdir / DEMO_WORLD / SYNTH_TRUTH_TRENDS)
     if "flagged" in est.columns:
         est = est.loc[~est["flagged"].astype(bool)]
     for col in ("rel_change_ci95_low", "rel_change_ci95_high"):
@@ -115,8 +125,8 @@ def run_demo(workdir: str | Path = "demo-work", *, n_training: int = 120, n_time
     config = demo_config(workdir, synth=synth)
     config.train = dataclasses.replace(config.train, epochs=epochs)
     root = Path(config.workdir)
-    world_dir = root / "synthetic"
-    if not (world_dir / "world.json").exists():
+    world_dir = root / DEMO_WORLD
+    if not (world_dir / SYNTH_WORLD_JSON).exists():
         log.info("building the synthetic world in %s", world_dir)
         make_world_from_config(world_dir, config.synth, progress=progress)
     else:
@@ -129,7 +139,7 @@ def run_demo(workdir: str | Path = "demo-work", *, n_training: int = 120, n_time
 
 def format_demo(result: DemoResult) -> str:
     """The demo's closing printout: per-glacier table and output paths."""
-    paths = WorkPaths(result.workdir, result.workdir / "synthetic" / "scenes", result.workdir / "synthetic" / "dem")
+    paths = WorkPaths(result.workdir, result.workdir / DEMO_WORLD / SYNTH_SCENES, result.workdir / DEMO_WORLD / SYNTH_DEM)
     table = result.comparison.to_string(index=False, float_format=lambda v: f"{v:.3f}")
     worst = result.comparison["error_pct_per_year"].abs().max() if len(result.comparison) else float("nan")
     lines = [
@@ -137,12 +147,12 @@ def format_demo(result: DemoResult) -> str:
         f"largest absolute error: {worst:.3f} %/yr over {len(result.comparison)} glaciers", "",
         "Stages: " + ", ".join(f"{k} {v}" for k, v in result.stages.items()), "",
         "Outputs:",
-        f"  truth            {result.workdir / 'synthetic' / 'truth.csv'}",
+        f"  truth            {result.workdir / DEMO_WORLD / SYNTH_TRUTH}",
         f"  inventory        {paths.inventory}",
         f"  catalog          {paths.catalog}",
         f"  model            {paths.model} (card: {paths.model_dir / 'model_card.json'})",
         f"  areas            {paths.areas}",
-        f"  glacier trends   {paths.trends / 'glacier_trends.csv'}",
+        f"  glacier trends   {paths.glacier_trends_csv}",
         f"  region trends    {paths.trends / 'region_trends.csv'}",
         f"  figures          {paths.trends / 'figures'}",
         f"  report           {paths.report}",

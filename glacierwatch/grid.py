@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio.features import rasterize
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
 
 
 def utm_epsg(lon: float, lat: float) -> int:
@@ -136,6 +138,71 @@ class GlacierGrid:
     @classmethod
     def from_json(cls, text: str) -> GlacierGrid:
         return cls.from_dict(json.loads(text))
+
+
+#: How :func:`raster_window` turns the grid's fractional pixel bounds into whole raster pixels.
+WindowSnap = Literal["outward", "nearest"]
+
+
+def _same_crs(grid_crs: str, raster_crs: Any) -> bool:
+    """Whether a raster's CRS is the grid's: its EPSG code names the grid's CRS (cheap, the usual case
+    of a file on its glacier grid), or pyproj finds the two CRSs equal."""
+    try:
+        epsg = raster_crs.to_epsg()
+    except Exception:  # noqa: BLE001 - unusual CRS objects (or strings) have no to_epsg
+        epsg = None
+    if epsg and f"EPSG:{epsg}" == grid_crs:
+        return True
+    wkt = raster_crs.to_wkt() if hasattr(raster_crs, "to_wkt") else raster_crs
+    return bool(CRS.from_user_input(grid_crs) == CRS.from_user_input(wkt))
+
+
+def raster_window(grid: GlacierGrid, transform: Affine, shape: tuple[int, int], *, crs: Any = None,
+                  pad: int = 0, snap: WindowSnap = "outward", clip: bool = True) -> Window | None:
+    """The window of a raster (``transform``, ``shape`` = (rows, cols), ``crs``; ``None``: the grid's
+    CRS) that covers ``grid``: the grid's bounds, transformed into the raster's CRS with densified
+    edges (21 points a side) when the CRSs differ, in raster pixels.
+
+    ``snap``: ``"outward"`` takes every raster pixel the bounds touch (floor of the first, ceiling of
+    the last edge) then ``pad`` more pixels on each side -- what a reader warping the window onto the
+    grid needs (the pad keeps the nearest source pixel of every grid pixel inside); ``"nearest"``
+    rounds the first edge and the size to the nearest pixel (at least one) -- the box in a file's own
+    pixels, exact for a file on the grid's lattice, as the catalog counts it (``pad`` added too).
+    Bounds on a pixel edge may come out of ``from_bounds`` a hair past it (1/30 is not exact in
+    binary), so ``"outward"`` can take one more pixel there; harmless for a reader, and why the
+    catalog rounds instead.
+
+    ``clip``: the window cut to the raster (:func:`clip_window`), or ``None`` when it does not overlap
+    the raster; ``clip=False``: the whole window, possibly partly or wholly outside the raster.
+    Offsets and sizes are whole pixels (int).
+    """
+    bounds = grid.bounds
+    if crs is not None and not _same_crs(grid.crs, crs):
+        bounds = transform_bounds(grid.crs, crs, *bounds, densify_pts=21)
+    win = from_bounds(*bounds, transform=transform)
+    if snap == "outward":
+        col0, row0 = int(math.floor(win.col_off)), int(math.floor(win.row_off))
+        col1, row1 = int(math.ceil(win.col_off + win.width)), int(math.ceil(win.row_off + win.height))
+    elif snap == "nearest":
+        # offset and size rounded separately (not the far edge): a box of a given size keeps it
+        col0, row0 = int(round(win.col_off)), int(round(win.row_off))
+        col1, row1 = col0 + max(1, int(round(win.width))), row0 + max(1, int(round(win.height)))
+    else:
+        raise ValueError(f"snap must be 'outward' or 'nearest', got {snap!r}")
+    col0, row0, col1, row1 = col0 - pad, row0 - pad, col1 + pad, row1 + pad
+    full = Window(col0, row0, col1 - col0, row1 - row0)
+    return clip_window(full, shape) if clip else full
+
+
+def clip_window(window: Window, shape: tuple[int, int]) -> Window | None:
+    """The part of a whole-pixel ``window`` inside a raster of ``shape`` (rows, cols); None if none."""
+    height, width = shape
+    col0, row0 = max(int(window.col_off), 0), max(int(window.row_off), 0)
+    col1 = min(int(window.col_off) + int(window.width), int(width))
+    row1 = min(int(window.row_off) + int(window.height), int(height))
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
 
 
 def to_grid_crs(geometry: Any, grid: GlacierGrid, *, src_crs: Any = "EPSG:4326") -> Any:

@@ -10,7 +10,8 @@ elsewhere, an absolute path is used as it is):
 =================================  ======================================================
 ``inventory.parquet``              selected glaciers (GeoParquet), ``inventory_validation.parquet`` and
                                    ``inventory_report.json`` beside it
-``scenes/<ID>/<scene file>``       scene files on each glacier's grid (:func:`scene_file_name`)
+``scenes/<ID>/<scene file>``       scene files on each glacier's grid (:func:`scene_file_name`); every
+                                   per-glacier path is a :class:`GlacierPaths` (:meth:`WorkLayout.glacier`)
 ``dem/<ID>.tif``                   DEM on each glacier's grid (m)
 ``imagery/``                       fetch state: plans, done markers, manifests, failures ledger, settings
 ``catalog.parquet``                one row per scene file
@@ -65,10 +66,34 @@ VALIDATION_SUMMARY = "validation/validation_summary.csv"
 VALIDATION_ROWS = "validation/validation.csv"
 REPORT = "report/index.html"
 STAMPS = ".stamps"
+#: the folder of PNG overlays beside an areas table (``glacierwatch timeseries overlay``)
+OVERLAYS = "overlays"
+
+# ---------------------------------------------------------------- names in a synthetic world folder
+# (``glacierwatch synth DIR``; the demo's world is ``WORKDIR/synthetic``)
+
+SYNTH_OUTLINES = "outlines.gpkg"
+SYNTH_SCENES = SCENES
+SYNTH_DEM = DEM
+#: one row per scene: glims_id, date, satellite, true area, mask level
+SYNTH_TRUTH = "truth.csv"
+#: ``<ID>.tif``: each glacier's potential; its true mask on a date is potential >= that date's mask level
+SYNTH_TRUTH_DIR = "truth"
+SYNTH_TRUTH_TRENDS = "truth_trends.csv"
+#: written last: a world folder with it is finished
+SYNTH_WORLD_JSON = "world.json"
+#: the demo's synthetic world under its work folder
+DEMO_WORLD = "synthetic"
+
 #: a synthetic world's true trends, where ``glacierwatch synth`` or the demo put them (first found wins)
-TRUTH_CANDIDATES = ("synthetic/truth_trends.csv", "truth_trends.csv")
+TRUTH_CANDIDATES = (f"{DEMO_WORLD}/{SYNTH_TRUTH_TRENDS}", SYNTH_TRUTH_TRENDS)
 #: DEM folders the report looks in for its overlays (first found wins)
-DEM_CANDIDATES = (DEM, "synthetic/dem")
+DEM_CANDIDATES = (DEM, f"{DEMO_WORLD}/{SYNTH_DEM}")
+
+
+def synth_potential_path(world_dir: str | os.PathLike[str], glims_id: str) -> Path:
+    """``<world>/truth/<ID>.tif``: a synthetic glacier's potential (the id validated first)."""
+    return Path(world_dir) / SYNTH_TRUTH_DIR / f"{validate_glims_id(glims_id)}.tif"
 
 # ---------------------------------------------------------------- names in the imagery state folder
 
@@ -187,9 +212,19 @@ class TimeseriesOutputs:
         return cls(out, Path(f"{stem}.parts"), Path(f"{stem}.scenes.parquet"), Path(f"{stem}.failures.jsonl"),
                    Path(f"{stem}.annual.parquet"))
 
+    @property
+    def overlays(self) -> Path:
+        """``overlays/`` beside the areas table: the default folder of ``glacierwatch timeseries overlay``."""
+        return self.areas.parent / OVERLAYS
+
     def part(self, glims_id: str) -> Path:
         """``<stem>.parts/<ID>.parquet`` (the id validated first)."""
-        return self.parts / part_file_name(glims_id)
+        return self.glacier(glims_id).part
+
+    def glacier(self, glims_id: str, *, dem_dir: str | os.PathLike[str] | None = None) -> GlacierPaths:
+        """One glacier's paths of the time-series stage: its part, overlays and (given ``dem_dir``) DEM."""
+        return GlacierPaths(glims_id, dem_dir=Path(dem_dir) if dem_dir is not None else None, parts=self.parts,
+                            overlays=self.overlays)
 
 
 @dataclass(frozen=True)
@@ -222,15 +257,87 @@ class FetchPaths:
         """Written by ``glacierwatch run`` when every mode's fetch finished without a failure."""
         return self.state / FETCH_COMPLETE
 
-    # every per-glacier path goes through glacier_path: the id is validated before it is a path
+    def glacier(self, glims_id: str) -> GlacierPaths:
+        """One glacier's paths of the imagery stage: scenes, DEM, plans, done markers, manifest."""
+        return GlacierPaths(glims_id, scenes_dir=self.scenes_dir, dem_dir=self.dem_dir, state=self.state)
+
     def plan(self, mode: str, glims_id: str) -> Path:
-        return glacier_path(self.state / "plans" / _mode(mode), glims_id, ".json")
+        return self.glacier(glims_id).plan(mode)
 
     def done(self, mode: str, glims_id: str) -> Path:
-        return glacier_path(self.state / "done" / _mode(mode), glims_id, ".json")
+        return self.glacier(glims_id).done(mode)
 
     def manifest(self, glims_id: str) -> Path:
-        return glacier_path(self.state / "manifests", glims_id, ".jsonl")
+        return self.glacier(glims_id).manifest
+
+
+@dataclass(frozen=True)
+class GlacierPaths:
+    """Every per-glacier path of one glacier: the one place a stage gets a file of one glacier from.
+
+    Built for one GLIMS id (validated first: it becomes a path component) from the folders of a work
+    folder (:meth:`WorkLayout.glacier`) or of one stage (:meth:`FetchPaths.glacier`,
+    :meth:`TimeseriesOutputs.glacier`); a path whose folder the stage was not given is an error
+    (ValueError) rather than a guess. The file names are those of the functions above.
+    """
+
+    glims_id: str
+    scenes_dir: Path | None = None  #: the folder of all glaciers' scene folders (``scenes/``)
+    dem_dir: Path | None = None     #: the DEM folder (``dem/``)
+    state: Path | None = None       #: the imagery stage's state folder (``imagery/``)
+    parts: Path | None = None       #: the time-series parts folder (``areas.parts/``)
+    overlays: Path | None = None    #: the overlay PNG folder (``overlays/``)
+
+    def __post_init__(self) -> None:
+        validate_glims_id(self.glims_id)
+
+    def _folder(self, name: str) -> Path:
+        folder: Path | None = getattr(self, name)
+        if folder is None:
+            raise ValueError(f"{self.glims_id}: no {name} folder given for these paths")
+        return folder
+
+    @property
+    def scenes(self) -> Path:
+        """``scenes/<ID>/``: the glacier's scene files."""
+        return glacier_scenes_dir(self._folder("scenes_dir"), self.glims_id)
+
+    def scene(self, date: dt.date, satellite: str) -> Path:
+        """``scenes/<ID>/<ID>_<date>_<satellite>_C02_T1_L2_SR.tif``."""
+        return scene_path(self._folder("scenes_dir"), self.glims_id, date, satellite)
+
+    @property
+    def dem(self) -> Path:
+        """``dem/<ID>.tif`` to write (or read only inside the folder): refuses (InputError) a link
+        leading out of the DEM folder (:func:`dem_path`)."""
+        return dem_path(self._folder("dem_dir"), self.glims_id)
+
+    @property
+    def dem_file(self) -> Path:
+        """``dem/<ID>.tif`` to read as it is: a link to a file elsewhere is followed."""
+        return self._folder("dem_dir") / dem_file_name(self.glims_id)
+
+    def plan(self, mode: str) -> Path:
+        """``imagery/plans/<mode>/<ID>.json``: the glacier's search result."""
+        return glacier_path(self._folder("state") / "plans" / _mode(mode), self.glims_id, ".json")
+
+    def done(self, mode: str) -> Path:
+        """``imagery/done/<mode>/<ID>.json``: the glacier was fetched (with its request key)."""
+        return glacier_path(self._folder("state") / "done" / _mode(mode), self.glims_id, ".json")
+
+    @property
+    def manifest(self) -> Path:
+        """``imagery/manifests/<ID>.jsonl``: one line per scene written or skipped."""
+        return glacier_path(self._folder("state") / "manifests", self.glims_id, ".jsonl")
+
+    @property
+    def part(self) -> Path:
+        """``areas.parts/<ID>.parquet``: the glacier's rows of the time-series stage."""
+        return self._folder("parts") / part_file_name(self.glims_id)
+
+    def overlay(self, scene: str | os.PathLike[str]) -> Path:
+        """``overlays/overlay_<scene file stem>.png``: the overlay of one of the glacier's scenes."""
+        return self._folder("overlays") / f"overlay_{Path(scene).stem}.png"
 
 
 def _mode(mode: str) -> str:
@@ -290,3 +397,9 @@ class WorkLayout:
 
     def stamp(self, stage: str) -> Path:
         return self.stamps / f"{stage}.json"
+
+    def glacier(self, glims_id: str) -> GlacierPaths:
+        """Every per-glacier path of ``glims_id`` in this work folder."""
+        ts = self.timeseries
+        return GlacierPaths(glims_id, scenes_dir=self.scenes, dem_dir=self.dem, state=self.root / IMAGERY,
+                            parts=ts.parts, overlays=ts.overlays)

@@ -24,10 +24,10 @@ from glacierwatch.chips import (
     parse_band_map,
     resize_mask,
 )
-from glacierwatch.chips.features import Normaliser, normalized_difference
 from glacierwatch.chips.testing import write_scene, write_toy_world
 from glacierwatch.config import ChipsConfig
 from glacierwatch.errors import ConfigError, DatasetNotFoundError, InputError
+from glacierwatch.features import Normaliser, normalized_difference
 from glacierwatch.grid import GlacierGrid, outline_on_grid
 from glacierwatch.landsat import QA, dn_to_reflectance, reflectance_to_dn
 
@@ -424,3 +424,11 @@ def test_cli_chips_build_masks(dated_world: dict[str, Path], tmp_path: Path) -> 
     assert set(outline.index["mask_kind"]) == {"outline"} and set(dated.index["mask_kind"]) == {"truth"}
     assert len(dated.index) > 2 * len(outline.index)
     assert dated.header["provenance"]["config"]["masks"] == "dated"
+
+
+def test_old_features_path_re_exports_the_shared_module() -> None:
+    """``glacierwatch.chips.features`` (the 0.1.0 documentation's path) is the shared module's names."""
+    import glacierwatch.features as shared
+    from glacierwatch.chips import features as old
+
+    assert old.__all__ and all(getattr(old, name) is getattr(shared, name) for name in old.__all__)

@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+from affine import Affine
+from rasterio.windows import Window
 
 from glacierwatch import cli
 from glacierwatch.config import Config, example_toml
 from glacierwatch.errors import ConfigError, DatasetNotFoundError, InputError, SceneReadError
-from glacierwatch.grid import GlacierGrid, utm_epsg
+from glacierwatch.grid import GlacierGrid, raster_window, utm_epsg
 from glacierwatch.ids import glims_id_from_lonlat, validate_glims_id
 from glacierwatch.io import atomic_path, read_scene, read_table, write_raster, write_table
 from glacierwatch.landsat import (
@@ -82,6 +84,112 @@ def test_grid_for_lonlat_bounds() -> None:
     # ~3.9 km x 5.6 km plus 10 % each side
     assert 140 < grid.width < 170 and 200 < grid.height < 240
     assert GlacierGrid.from_json(grid.to_json()) == grid
+
+
+
+# a 10 x 5 pixel grid of 32 m, bounds (1024, 1888, 1344, 2048) m: powers of two keep from_bounds'
+# arithmetic exact, so the expected windows are the hand-computed ones without rounding noise
+WINDOW_GRID = GlacierGrid("EPSG:32632", x0=1024.0, y0=2048.0, resolution=32.0, width=10, height=5)
+
+
+def _whole(window: Window | None) -> tuple[int, int, int, int] | None:
+    """(col_off, row_off, width, height), each checked to be an int (windows are whole pixels)."""
+    if window is None:
+        return None
+    parts = (window.col_off, window.row_off, window.width, window.height)
+    assert all(isinstance(v, int) for v in parts), parts
+    return parts
+
+
+@pytest.mark.parametrize("transform, shape, snap, pad, clip, expected", [
+    # the grid's own lattice inside a larger raster: 320 m / 32 m = 10 columns in, 10 rows down
+    (Affine(32, 0, 704, 0, -32, 2368), (40, 50), "outward", 0, True, (10, 10, 10, 5)),
+    (Affine(32, 0, 704, 0, -32, 2368), (40, 50), "nearest", 0, True, (10, 10, 10, 5)),
+    (Affine(32, 0, 704, 0, -32, 2368), (40, 50), "outward", 2, True, (8, 8, 14, 9)),
+    # 16 m pixels off the lattice: the grid starts 0.625 px right and 0.375 px down, 20 x 10 px
+    (Affine(16, 0, 1014, 0, -16, 2054), (100, 100), "outward", 0, True, (0, 0, 21, 11)),
+    (Affine(16, 0, 1014, 0, -16, 2054), (100, 100), "nearest", 0, True, (1, 0, 20, 10)),
+    # partly outside: the raster starts 5 columns right of and 1.25 rows below the grid's corner
+    (Affine(32, 0, 1184, 0, -32, 2008), (3, 8), "outward", 0, False, (-5, -2, 10, 6)),
+    (Affine(32, 0, 1184, 0, -32, 2008), (3, 8), "outward", 0, True, (0, 0, 5, 3)),
+    (Affine(32, 0, 1184, 0, -32, 2008), (3, 8), "nearest", 0, False, (-5, -1, 10, 5)),
+    (Affine(32, 0, 1184, 0, -32, 2008), (3, 8), "nearest", 0, True, (0, 0, 5, 3)),
+    (Affine(32, 0, 1184, 0, -32, 2008), (3, 8), "outward", 1, True, (0, 0, 6, 3)),
+    # fully outside: the grid ends 118 columns left of the raster
+    (Affine(32, 0, 5120, 0, -32, 2048), (20, 20), "outward", 1, True, None),
+    (Affine(32, 0, 5120, 0, -32, 2048), (20, 20), "nearest", 0, True, None),
+    (Affine(32, 0, 5120, 0, -32, 2048), (20, 20), "nearest", 0, False, (-128, 0, 10, 5)),
+])
+def test_raster_window_hand_computed(transform: Affine, shape: tuple[int, int], snap: str, pad: int, clip: bool,
+                                     expected: tuple[int, int, int, int] | None) -> None:
+    window = raster_window(WINDOW_GRID, transform, shape, pad=pad, snap=snap, clip=clip)  # type: ignore[arg-type]
+    assert _whole(window) == expected
+    # the same CRS named by a rasterio CRS (an EPSG code or its WKT) is not transformed
+    for crs in (rasterio.crs.CRS.from_epsg(32632), rasterio.crs.CRS.from_wkt(rasterio.crs.CRS.from_epsg(32632).to_wkt())):
+        assert _whole(raster_window(WINDOW_GRID, transform, shape, crs=crs, pad=pad, snap=snap,  # type: ignore[arg-type]
+                                    clip=clip)) == expected
+
+
+def test_raster_window_in_another_crs_covers_the_grid() -> None:
+    """A raster in the neighbouring UTM zone: the window holds every grid corner (transformed), and
+    no more than a pixel beyond the outermost corner on each side."""
+    from pyproj import Transformer
+
+    grid = GlacierGrid("EPSG:32632", x0=700_005.0, y0=5_100_015.0, resolution=30.0, width=40, height=30)
+    project = Transformer.from_crs(grid.crs, "EPSG:32633", always_xy=True)
+    xs, ys = project.transform([grid.bounds[0], grid.bounds[2]] * 2, [grid.bounds[1]] * 2 + [grid.bounds[3]] * 2)
+    transform = Affine(30, 0, min(xs) - 3000.0, 0, -30, max(ys) + 3000.0)
+    window = raster_window(grid, transform, (400, 400), crs=rasterio.crs.CRS.from_epsg(32633))
+    assert window is not None
+    cols = [(x - transform.c) / 30 for x in xs]
+    rows = [(transform.f - y) / 30 for y in ys]
+    assert window.col_off <= min(cols) and window.col_off + window.width >= max(cols)
+    assert window.row_off <= min(rows) and window.row_off + window.height >= max(rows)
+    assert window.width <= max(cols) - min(cols) + 2 and window.height <= max(rows) - min(rows) + 2
+    with pytest.raises(ValueError, match="snap"):
+        raster_window(grid, transform, (400, 400), snap="inward")  # type: ignore[arg-type]
+
+
+
+def test_glacier_paths_are_the_layouts_paths(tmp_path: Path) -> None:
+    """Every per-glacier path of GlacierPaths is the path the layout's functions gave before it."""
+    from glacierwatch.layout import (
+        FetchPaths,
+        GlacierPaths,
+        TimeseriesOutputs,
+        WorkLayout,
+        dem_file_name,
+        dem_path,
+        glacier_scenes_dir,
+        part_file_name,
+        scene_path,
+    )
+
+    gid, day = "G007026E45991N", dt.date(2003, 8, 2)
+    layout = WorkLayout.at(tmp_path)
+    files = layout.glacier(gid)
+    assert files.scenes == glacier_scenes_dir(layout.scenes, gid) == tmp_path / "scenes" / gid
+    assert files.scene(day, "L7") == scene_path(layout.scenes, gid, day, "L7")
+    assert files.scene(day, "L7") == tmp_path / "scenes" / gid / f"{gid}_2003-08-02_L7_C02_T1_L2_SR.tif"
+    assert files.dem == dem_path(layout.dem, gid) == files.dem_file == layout.dem / dem_file_name(gid)
+    for mode in ("training", "timeseries"):
+        assert files.plan(mode) == layout.fetch.plan(mode, gid) == tmp_path / "imagery" / "plans" / mode / f"{gid}.json"
+        assert files.done(mode) == layout.fetch.done(mode, gid) == tmp_path / "imagery" / "done" / mode / f"{gid}.json"
+    assert files.manifest == layout.fetch.manifest(gid) == tmp_path / "imagery" / "manifests" / f"{gid}.jsonl"
+    assert files.part == layout.timeseries.part(gid) == tmp_path / "areas.parts" / part_file_name(gid)
+    assert files.overlay("x/" + files.scene(day, "L7").name) == (
+        tmp_path / "overlays" / f"overlay_{gid}_2003-08-02_L7_C02_T1_L2_SR.png")
+    # the stages' own constructors give the same paths for the folders they know
+    assert FetchPaths.for_out(tmp_path).glacier(gid) == GlacierPaths(
+        gid, scenes_dir=layout.scenes, dem_dir=layout.dem, state=tmp_path / "imagery")
+    ts = TimeseriesOutputs.for_path(tmp_path / "areas.parquet").glacier(gid, dem_dir=layout.dem)
+    assert (ts.part, ts.dem, ts.overlay("a.tif")) == (files.part, files.dem, files.overlay("a.tif"))
+    with pytest.raises(ValueError, match="no state folder"):
+        _ = ts.manifest
+    with pytest.raises(InputError):
+        GlacierPaths("../etc")
+    with pytest.raises(InputError, match="unknown mode"):
+        files.plan("inference")
 
 
 # ---------------------------------------------------------------- config

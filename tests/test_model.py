@@ -529,7 +529,7 @@ def test_evaluate_reports_unet_and_ndsi(trained: Path, chips32: Path, tmp_path: 
 
 
 def test_ndsi_baseline_matches_features(chips32: Path) -> None:
-    from glacierwatch.chips.features import ndsi_mask
+    from glacierwatch.features import ndsi_mask
     from glacierwatch.model import ndsi_probability
 
     cs = ChipSet(chips32)

@@ -86,7 +86,7 @@ def test_seed_season_and_dates_are_typed_options() -> None:
 
 
 def test_ndsi_baseline_never_counts_open_water() -> None:
-    from glacierwatch.chips.features import ndsi_mask
+    from glacierwatch.features import ndsi_mask
 
     # ice, snow, a lake (NDSI > 0.4 too) and rock, as surface reflectance
     bands = {"green": np.array([0.75, 0.9, 0.08, 0.15]), "swir16": np.array([0.05, 0.1, 0.01, 0.3]),

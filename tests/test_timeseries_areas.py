@@ -76,7 +76,7 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, list
 
 
 def _oracle(glims_id: str, dates: list, shape: tuple[int, int]) -> np.ndarray:
-    from glacierwatch.chips.features import resize_stack
+    from glacierwatch.features import resize_stack
 
     radii = {dt.date(2000 + i, 8, 1): r for i, r in enumerate(np.linspace(1200.0, 900.0, 12))}
     masks = np.stack([_disc(radii[d]).astype(np.float32) for d in dates])

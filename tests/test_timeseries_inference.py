@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from glacierwatch.chips.features import DEFAULT_CHANNELS, Normaliser, compute_channels, fill_nan
+from glacierwatch.features import DEFAULT_CHANNELS, Normaliser, compute_channels, fill_nan
 from glacierwatch.model import UNet, predict_proba, weights_fingerprint
 from glacierwatch.model.predict import batch_bounds, bf16_supported, fold_batchnorm, prepare_for_inference
 from glacierwatch.timeseries import UNetSegmenter

@@ -18,8 +18,8 @@ import torch
 
 import glacierwatch.timeseries.run as run_module
 import glacierwatch.timeseries.stack as stack_module
-from glacierwatch.chips.features import DEFAULT_CHANNELS, Normaliser
 from glacierwatch.config import CatalogConfig, TimeseriesConfig
+from glacierwatch.features import DEFAULT_CHANNELS, Normaliser
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.io import write_raster
 from glacierwatch.landsat import QA, SCENE_BANDS, reflectance_to_dn

@@ -13,9 +13,9 @@ import pytest
 from checks import nonempty
 from PIL import Image
 
-from glacierwatch.chips.features import resize_stack
 from glacierwatch.config import CatalogConfig, TimeseriesConfig
 from glacierwatch.errors import InputError
+from glacierwatch.features import resize_stack
 from glacierwatch.synth import WorldInfo, true_mask
 from glacierwatch.timeseries import OracleSegmenter, glacier_areas
 

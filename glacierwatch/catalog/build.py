@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from glacierwatch.catalog.metadata import SIDECAR_SUFFIXES, MetadataError, deduplicate, read_records
 from glacierwatch.catalog.schema import COLUMN_NAMES, SCHEMA_VERSION, arrow_schema
-from glacierwatch.catalog.stats import Box, StatusError, scene_stats
+from glacierwatch.catalog.stats import StatusError, box_key, scene_stats
 from glacierwatch.errors import DatasetNotFoundError, InputError
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.ids import is_glims_id
@@ -55,16 +55,16 @@ class _Task:
     name: SceneName | None
     name_error: str | None
     sidecars: tuple[str, ...]
-    box: Box | None
+    box: GlacierGrid | None  #: the glacier's grid, whose bounds are the box (None: the whole file)
     file_size: int
     file_mtime_ns: int
     signature: str
 
 
-def _signature(size: int, mtime_ns: int, sidecars: Sequence[tuple[str, int, int]], box: Box | None) -> str:
+def _signature(size: int, mtime_ns: int, sidecars: Sequence[tuple[str, int, int]], box: GlacierGrid | None) -> str:
     text = "|".join([str(SCHEMA_VERSION), str(size), str(mtime_ns),
                      ";".join(f"{n}:{s}:{m}" for n, s, m in sorted(sidecars)),
-                     box.key() if box else "file"])
+                     box_key(box) if box else "file"])
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
@@ -102,7 +102,7 @@ def _discover(scenes_dir: Path) -> list[tuple[Path, os.stat_result, list[tuple[P
 
 @dataclass(frozen=True)
 class _Glacier:
-    box: Box | None
+    box: GlacierGrid | None
     hemisphere: str | None
     region: str | None
 
@@ -125,9 +125,8 @@ def _load_inventory(path: str | os.PathLike[str]) -> dict[str, _Glacier]:
             grid = GlacierGrid.from_json(grid_json) if isinstance(grid_json, str) else None
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{path}: glacier {gid}: invalid grid JSON ({exc})") from exc
-        box = Box(grid.crs, *grid.bounds) if grid is not None else None
         hemi = hemi if hemi in ("N", "S") else None
-        out[gid] = _Glacier(box, hemi, region if isinstance(region, str) else None)
+        out[gid] = _Glacier(grid, hemi, region if isinstance(region, str) else None)
     return out
 
 

@@ -2,7 +2,8 @@
 
 The box is the whole file (scene files are already clipped to the glacier grid) or, when an
 inventory is given, the window of the glacier grid's bounds (transformed into the file's CRS when
-the CRS differs; parts of the box outside the file count as fill).
+the CRS differs; parts of the box outside the file count as fill), by :func:`glacierwatch.grid.raster_window`
+as the imagery sources' reads are.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from pyproj import CRS
 from rasterio.errors import RasterioError
-from rasterio.warp import transform_bounds
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
+from glacierwatch.grid import GlacierGrid, clip_window, raster_window
 from glacierwatch.landsat import (
     FILL_DN,
     QA,
@@ -39,18 +39,11 @@ class StatusError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class Box:
-    """The glacier's box: bounds (left, bottom, right, top) in ``crs``."""
-
-    crs: str
-    left: float
-    bottom: float
-    right: float
-    top: float
-
-    def key(self) -> str:
-        return f"{self.crs}|{self.left!r}|{self.bottom!r}|{self.right!r}|{self.top!r}"
+def box_key(grid: GlacierGrid) -> str:
+    """The glacier's box as text for a catalog row's signature: CRS and bounds (left, bottom, right,
+    top, CRS units) exactly as written since catalog schema 1, so existing rows keep their signature."""
+    left, bottom, right, top = grid.bounds
+    return f"{grid.crs}|{left!r}|{bottom!r}|{right!r}|{top!r}"
 
 
 def _crs_string(crs: Any) -> str:
@@ -81,20 +74,16 @@ def _band_names(src: Any, satellite: str | None) -> list[str]:
     return names
 
 
-def _window(src: Any, box: Box) -> tuple[Window, Window]:
-    """(window of the box in file pixels, possibly partly outside the file; its part inside the file)."""
-    bounds = (box.left, box.bottom, box.right, box.top)
-    if box.crs != _crs_string(src.crs) and CRS.from_user_input(box.crs) != CRS.from_user_input(src.crs.to_wkt()):
-        bounds = transform_bounds(box.crs, src.crs, *bounds, densify_pts=21)
-    full = from_bounds(*bounds, transform=src.transform)
-    col0, row0 = int(round(full.col_off)), int(round(full.row_off))
-    width, height = max(1, int(round(full.width))), max(1, int(round(full.height)))
-    full = Window(col0, row0, width, height)
-    c0, r0 = max(col0, 0), max(row0, 0)
-    c1, r1 = min(col0 + width, src.width), min(row0 + height, src.height)
-    if c1 <= c0 or r1 <= r0:
+def _window(src: Any, box: GlacierGrid) -> tuple[Window, Window]:
+    """(window of the box in file pixels, possibly partly outside the file; its part inside the file).
+
+    The box's edges are rounded to the nearest file pixel (``snap="nearest"``): a file on the glacier's
+    lattice gives the box exactly, and a file on another lattice is counted over the box's own size."""
+    full = raster_window(box, src.transform, src.shape, crs=src.crs, snap="nearest", clip=False)
+    inner = clip_window(full, src.shape) if full is not None else None
+    if full is None or inner is None:
         raise StatusError("outside_box", "the glacier's box does not overlap the file")
-    return full, Window(c0, r0, c1 - c0, r1 - r0)
+    return full, inner
 
 
 def _pct(num: int, den: int) -> float | None:
@@ -163,7 +152,7 @@ def _row_blocks(src: Any, window: Window) -> list[Window]:
             for r in range(top, top + height, rows)]
 
 
-def scene_stats(path: str, *, satellite: str | None, box: Box | None = None) -> dict[str, Any]:
+def scene_stats(path: str, *, satellite: str | None, box: GlacierGrid | None = None) -> dict[str, Any]:
     """Raster statistics of a scene file as catalog columns (see :mod:`glacierwatch.catalog.schema`).
 
     The file (or the box's window of it) is read in row strips of at most :data:`MAX_READ_BYTES`,

@@ -7,7 +7,7 @@ channels, a glacier-level split stratified by region, stored as NPZ shards with 
     >>> images, masks, rows = ChipSet("work/chips").load("train", normalise=True)     # doctest: +SKIP
 
 The format is described in :mod:`glacierwatch.chips.store` and docs/model.md; channel computation is
-shared with the time-series stage in :mod:`glacierwatch.chips.features`.
+shared with the time-series stage in :mod:`glacierwatch.features`.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from glacierwatch.chips import features
+from glacierwatch import features
 from glacierwatch.chips.store import ChipSetInfo, assign_splits, write_chipset
 from glacierwatch.config import CatalogConfig, ChipsConfig, MaskMode, choices
 from glacierwatch.errors import ConfigError, GlacierwatchError, InputError
@@ -56,7 +56,7 @@ from glacierwatch.grid import GlacierGrid, outline_on_grid
 from glacierwatch.imagery.standard import dem_on_grid, scene_on_grid
 from glacierwatch.io import atomic_path, read_raster, read_scene
 from glacierwatch.landsat import QA_BAND
-from glacierwatch.layout import dem_path
+from glacierwatch.layout import SYNTH_TRUTH, GlacierPaths, synth_potential_path
 from glacierwatch.tasks import run_per_glacier
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,9 @@ class SyntheticTruth:
         from glacierwatch.io import read_table
 
         self.world_dir = Path(world_dir).resolve()
-        csv = self.world_dir / "truth.csv"
+        csv = self.world_dir / SYNTH_TRUTH
         if not csv.exists():
-            raise DatasetNotFoundError(f"no synthetic truth in {self.world_dir} (truth.csv missing)")
+            raise DatasetNotFoundError(f"no synthetic truth in {self.world_dir} ({SYNTH_TRUTH} missing)")
         table = read_table(csv, columns=["glims_id", "date", "mask_level"])
         self._levels = {(str(g), str(d)[:10]): float(v)
                         for g, d, v in zip(table["glims_id"], table["date"], table["mask_level"], strict=False)}
@@ -167,7 +167,7 @@ class SyntheticTruth:
 
         level = self._levels[(glims_id, str(pd.Timestamp(date).date()))]
         if glims_id not in self._potential:
-            arr, pgrid, _ = read_raster(self.world_dir / "truth" / f"{glims_id}.tif")
+            arr, pgrid, _ = read_raster(synth_potential_path(self.world_dir, glims_id))
             self._potential = {glims_id: (arr.astype(np.float32), pgrid)}  # one glacier at a time
         potential, pgrid = self._potential[glims_id]
         warped = warp_to_grid(potential, src_crs=pgrid.crs, src_transform=pgrid.transform, grid=grid,
@@ -292,7 +292,7 @@ def _build_one(plan: ChipPlan, *, inv_row: pd.Series, inv_crs: Any, dem_dir: Pat
         if "dem" in channels:
             if dem_dir is None:
                 raise InputError("channel 'dem' requested but no DEM folder given")
-            dem = dem_on_grid(dem_path(dem_dir, glims_id), grid)
+            dem = dem_on_grid(GlacierPaths(glims_id, dem_dir=Path(dem_dir)).dem, grid)
         image = chip_from_composite(comp, channels, dem, config.size)
         if float(mask.var()) <= config.min_mask_variance:
             status = "mask_variance"

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 
-from glacierwatch.chips import features
+from glacierwatch import features
 from glacierwatch.chips.build import resize_mask
 from glacierwatch.chips.store import ChipSetInfo, assign_splits, write_chipset
 from glacierwatch.config import ChipsConfig

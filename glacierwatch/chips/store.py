@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from glacierwatch.chips.features import Normaliser
 from glacierwatch.errors import DatasetNotFoundError, InputError
+from glacierwatch.features import Normaliser
 from glacierwatch.io import atomic_path, read_table, write_json, write_table
 
 FORMAT = "glacierwatch-chips/1"

@@ -11,6 +11,15 @@ the confounders that make NDSI > 0.4 imperfect, so a learned segmenter has somet
 :func:`toy_chips` makes chips in memory (physical units, any channel list);
 :func:`write_toy_world` writes standard scene GeoTIFFs (with clouds and shadows flagged in
 QA_PIXEL), DEMs, an inventory GeoDataFrame and a training selection, as the catalog would give it.
+
+Why it is not part of :mod:`glacierwatch.synth`: that world is a time series of whole scenes (terrain,
+a glacier changing at a known rate, sun geometry, sensor eras, metadata files) built to test areas
+and trends end to end (seconds for a handful of glaciers); this one draws one surface per glacier in
+milliseconds with the confounders in chosen amounts (debris, snow, lakes switched on or off), so a
+model test can train on it in a second and assert that the U-Net beats NDSI. Merging them would
+either slow every model test by the full world or add knobs to the world that only these tests use.
+It shares the world's file layout (:class:`glacierwatch.layout.GlacierPaths`) and channel code
+(:mod:`glacierwatch.features`).
 """
 
 from __future__ import annotations
@@ -26,11 +35,11 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from glacierwatch.chips.features import DEFAULT_CHANNELS, compute_channels
+from glacierwatch.features import DEFAULT_CHANNELS, compute_channels
 from glacierwatch.grid import GlacierGrid, utm_epsg
 from glacierwatch.ids import glims_id_from_lonlat
 from glacierwatch.landsat import QA, SENSORS, kelvin_to_dn, reflectance_to_dn
-from glacierwatch.layout import DEM, SCENES, dem_path, scene_path
+from glacierwatch.layout import DEM, SCENES, GlacierPaths
 
 #: Surface classes: reflectance of (coastal, blue, green, red, nir08, swir16, swir22) and lwir (K).
 SPECTRA: dict[str, tuple[tuple[float, ...], float]] = {
@@ -218,7 +227,8 @@ def write_toy_world(root: str | Path, n_glaciers: int = 6, *, shape: tuple[int, 
                            resolution=30.0, width=w, height=h)
         surf = toy_surface(rng, shape, confounders=confounders)
         truth[gid] = surf.glacier
-        write_raster(dem_path(root / DEM, gid), surf.dem, grid, band_names=["dem"])
+        files = GlacierPaths(gid, scenes_dir=root / SCENES, dem_dir=root / DEM)
+        write_raster(files.dem, surf.dem, grid, band_names=["dem"])
         clear[gid] = render(surf, np.random.default_rng(seed + 1000 + i), noise=0.0)
         date0 = dt.date(2005 + i % 10, 8, 1)
         for k in range(scenes_per_glacier):
@@ -236,7 +246,7 @@ def write_toy_world(root: str | Path, n_glaciers: int = 6, *, shape: tuple[int, 
                 bands["lwir"] = np.where(cloud, 250.0, bands["lwir"]).astype(np.float32)
                 qa = np.where(cloud, int(QA.CLOUD | QA.DILATED_CLOUD), qa)
                 qa = np.where(shadow, int(QA.CLOUD_SHADOW), qa).astype(np.uint16)
-            path = scene_path(root / SCENES, gid, date, sat)
+            path = files.scene(date, sat)
             write_scene(path, bands, qa, grid, sat)
             cc = round(100.0 * float(np.mean(qa != int(QA.CLEAR))), 2)
             props = {"SPACECRAFT_ID": SENSORS[sat].spacecraft_id, "DATE_ACQUIRED": date.isoformat(),

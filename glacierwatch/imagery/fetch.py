@@ -43,7 +43,7 @@ from glacierwatch.imagery.sources import make_source
 from glacierwatch.imagery.sources.base import ImagerySource, SourceAuthError
 from glacierwatch.imagery.standard import mosaic, write_dem, write_standard_scene
 from glacierwatch.io import append_json_line, ensure_dir, read_json_lines, write_json
-from glacierwatch.layout import FetchPaths, dem_path, scene_path
+from glacierwatch.layout import FetchPaths
 from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, append_ledger, read_ledger, run_per_glacier
 
@@ -88,7 +88,7 @@ def load_or_search_plan(source: ImagerySource, request: GlacierRequest, paths: F
                         *, refresh: bool = False, settings: Any = None) -> list[SceneRecord]:
     """The glacier's records: from its saved plan when the request is unchanged, else searched and saved."""
     key = request_key(request, source.name, settings)
-    plan_file = paths.plan(mode, request.glims_id)
+    plan_file = paths.glacier(request.glims_id).plan(mode)
     if plan_file.exists() and not refresh:
         try:
             saved = json.loads(plan_file.read_text(encoding="utf-8"))
@@ -129,11 +129,12 @@ class _Journal:
 
     def __init__(self, paths: FetchPaths, glims_id: str, source: str, mode: str) -> None:
         self.paths, self.glims_id, self.source, self.mode = paths, glims_id, source, mode
+        self.manifest = paths.glacier(glims_id).manifest
         self.lock = threading.Lock()
 
     def written(self, file: Path, group: Sequence[SceneRecord]) -> None:
         with self.lock:
-            append_json_line(self.paths.manifest(self.glims_id), {
+            append_json_line(self.manifest, {
                 "scene": file.name, "date": group[0].date.isoformat(), "satellite": group[0].satellite,
                 "source": self.source, "scene_ids": [r.scene_id for r in group], "bytes": file.stat().st_size,
                 "time": _now()})
@@ -146,13 +147,14 @@ class _Journal:
 
 def read_manifest(paths: FetchPaths, glims_id: str) -> list[dict[str, Any]]:
     """The manifest lines of a glacier (a torn last line from a killed run is skipped)."""
-    return read_json_lines(paths.manifest(glims_id))
+    return read_json_lines(paths.glacier(glims_id).manifest)
 
 
 def fetch_glacier(glims_id: str, *, request: GlacierRequest, source_factory: Callable[[], ImagerySource],
                   paths: FetchPaths, mode: str, workers: int = 4, refresh: bool = False,
                   progress: bool = False, settings: Any = None) -> GlacierFetch:
     """Fetch one glacier's scenes and DEM (the per-glacier task; see the module docstring)."""
+    files = paths.glacier(glims_id)  # every path of this glacier, its id validated once
     source = source_factory()
     result = GlacierFetch(glims_id=glims_id)
     journal = _Journal(paths, glims_id, source.name, mode)
@@ -160,7 +162,7 @@ def fetch_glacier(glims_id: str, *, request: GlacierRequest, source_factory: Cal
     groups = group_records(records)
     result.planned = len(groups)
     grid = request.grid
-    scene_dir = paths.scenes_dir / glims_id
+    scene_dir = files.scenes
     if scene_dir.is_dir():
         # temporary files of a killed run (never renamed, so never mistaken for scenes): remove them
         for stale in scene_dir.glob(".*.part"):
@@ -168,7 +170,7 @@ def fetch_glacier(glims_id: str, *, request: GlacierRequest, source_factory: Cal
     recorded = {row.get("scene") for row in read_manifest(paths, glims_id)}
     todo = []
     for (gid, date, sat), group in groups.items():
-        target = scene_path(paths.scenes_dir, gid, dt.date.fromisoformat(date), sat)
+        target = paths.glacier(gid).scene(dt.date.fromisoformat(date), sat)
         if target.exists():
             result.skipped += 1
             if target.name not in recorded:  # killed between the rename and the manifest line
@@ -203,7 +205,7 @@ def fetch_glacier(glims_id: str, *, request: GlacierRequest, source_factory: Cal
                 fut.cancel()
             raise
 
-    dem_file = dem_path(paths.dem_dir, glims_id)
+    dem_file = files.dem
     if dem_file.exists():
         result.dem = "exists"
     else:
@@ -223,14 +225,14 @@ def fetch_glacier(glims_id: str, *, request: GlacierRequest, source_factory: Cal
             result.failures.append(f"DEM: {type(exc).__name__}: {exc}")
             journal.failed(dem_file.name, ["dem"], exc)
     if result.failed == 0 and result.dem != "failed":
-        write_json(paths.done(mode, glims_id), {"request_key": request_key(request, source.name, settings),
+        write_json(files.done(mode), {"request_key": request_key(request, source.name, settings),
                                                  "scenes": result.planned, "dem": result.dem, "time": _now()})
     return result
 
 
 def _is_done(paths: FetchPaths, mode: str, keys: dict[str, str]) -> Callable[[str], bool]:
     def done(glims_id: str) -> bool:
-        marker = paths.done(mode, glims_id)
+        marker = paths.glacier(glims_id).done(mode)
         if not marker.exists():
             return False
         try:

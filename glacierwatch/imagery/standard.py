@@ -24,17 +24,15 @@ import numpy as np
 import rasterio
 import rasterio.errors
 from affine import Affine
-from pyproj import CRS as ProjCRS
 from rasterio.crs import CRS
-from rasterio.warp import Resampling, reproject, transform_bounds
-from rasterio.windows import Window, from_bounds
+from rasterio.warp import Resampling, reproject
 
 from glacierwatch.errors import InputError, SceneReadError
-from glacierwatch.grid import GlacierGrid
+from glacierwatch.grid import GlacierGrid, raster_window
 from glacierwatch.imagery.records import SceneRecord
 from glacierwatch.io import Scene, read_raster, read_scene, write_cog, write_json, write_scene_cog
 from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, qa_fill_mask
-from glacierwatch.layout import dem_path, scene_path
+from glacierwatch.layout import GlacierPaths
 
 
 #: Standard file band order per satellite: the sensor's bands (coastal first on OLI) when all are
@@ -76,28 +74,6 @@ def warp_to_grid(data: np.ndarray, *, src_crs: Any, src_transform: Affine, grid:
               src_nodata=src_nodata, dst_transform=grid.transform, dst_crs=CRS.from_user_input(grid.crs),
               dst_nodata=dst_nodata, resampling=resampling, init_dest_nodata=True)
     return out[0] if squeeze else out
-
-
-def grid_window(src: Any, grid: GlacierGrid, *, pad: int) -> Window | None:
-    """The window of an open raster covering ``grid`` (bounds transformed into the raster's CRS with
-    densified edges, plus ``pad`` pixels), clipped to the raster; None if they do not overlap.
-
-    Sources read only this window of a file or COG asset, then :func:`warp_to_grid` it (the pad keeps
-    the nearest source pixel of every grid pixel inside the window)."""
-    bounds = grid.bounds
-    src_crs = ProjCRS.from_user_input(src.crs.to_wkt())
-    if src_crs != ProjCRS.from_user_input(grid.crs):
-        bounds = transform_bounds(ProjCRS.from_user_input(grid.crs), src_crs, *bounds, densify_pts=21)
-    win = from_bounds(*bounds, transform=src.transform)
-    col0 = int(np.floor(win.col_off)) - pad
-    row0 = int(np.floor(win.row_off)) - pad
-    col1 = int(np.ceil(win.col_off + win.width)) + pad
-    row1 = int(np.ceil(win.row_off + win.height)) + pad
-    col0, row0 = max(col0, 0), max(row0, 0)
-    col1, row1 = min(col1, src.width), min(row1, src.height)
-    if col1 <= col0 or row1 <= row0:
-        return None
-    return Window(col0, row0, col1 - col0, row1 - row0)
 
 
 def normalise_fill(bands: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -160,7 +136,7 @@ def write_standard_scene(scenes_dir: str | os.PathLike[str], records: Sequence[S
         if arr.dtype != np.uint16:
             raise InputError(f"{first.scene_id}: band {name} is {arr.dtype}; standard scenes are uint16 DN")
         arrays.append(arr)
-    target = scene_path(scenes_dir, first.glims_id, first.date, first.satellite)
+    target = GlacierPaths(first.glims_id, scenes_dir=Path(scenes_dir)).scene(first.date, first.satellite)
     props = [dict(r.properties) for r in records]
     write_json(target.with_suffix(".json"), props[0] if len(props) == 1 else props)
     write_scene_cog(target, np.stack(arrays), grid, band_names=list(order),
@@ -189,7 +165,7 @@ def write_dem(dem_dir: str | os.PathLike[str], glims_id: str, elevation: np.ndar
     """Write the DEM (float32 elevation in m, NaN = no data) on the glacier grid, as a COG."""
     if elevation.shape != grid.shape:
         raise InputError(f"{glims_id}: DEM shape {elevation.shape} does not match grid {grid.shape}")
-    target = dem_path(dem_dir, glims_id)
+    target = GlacierPaths(glims_id, dem_dir=Path(dem_dir)).dem
     write_cog(target, np.asarray(elevation, dtype=np.float32), grid, band_names=["elevation"], units=["m"],
               nodata=float("nan"), tags={"glims_id": glims_id, "units": "m", "source": source})
     return target
@@ -206,7 +182,7 @@ def scene_on_grid(path: str, grid: GlacierGrid) -> tuple[Scene, bool]:
             if src.crs is None:
                 raise SceneReadError(f"{path}: no CRS")
             file_grid = GlacierGrid.from_rasterio(src.crs, src.transform, src.width, src.height)
-            window = None if file_grid == grid else grid_window(src, grid, pad=2)
+            window = None if file_grid == grid else raster_window(grid, src.transform, src.shape, crs=src.crs, pad=2)
             if file_grid != grid and window is None:
                 raise SceneReadError(f"{path}: does not overlap the glacier grid {grid}")
     except rasterio.errors.RasterioIOError as exc:

@@ -55,7 +55,7 @@ def check_channels(card: Mapping[str, Any], channels: Sequence[str]) -> None:
     raise ChannelMismatchError(
         f"the model was trained on {len(expected)} channels {expected} (in this order) but the input has "
         f"{len(got)} channels {got}: {'; '.join(parts)}. Build the input with the card's channel list "
-        "(glacierwatch.chips.features.compute_channels(bands, card['channels'], dem=...)).")
+        "(glacierwatch.features.compute_channels(bands, card['channels'], dem=...)).")
 
 
 #: What a glacierwatch U-Net is for (the card's ``intended_use``).

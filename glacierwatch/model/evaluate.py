@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from glacierwatch.chips.features import NDSI_GLACIER_THRESHOLD, Normaliser, normalized_difference, resize_stack
 from glacierwatch.chips.store import ChipSet
 from glacierwatch.config import SegmenterName, choices
 from glacierwatch.errors import InputError
+from glacierwatch.features import NDSI_GLACIER_THRESHOLD, Normaliser, normalized_difference, resize_stack
 from glacierwatch.io import write_json, write_table
 from glacierwatch.model.card import check_channels
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,8 @@ def handler(args: argparse.Namespace) -> int:
         "melt_season": args.melt_season,
         "lake_probability": args.lake_probability,
     }
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(config, key, value)
+    # SynthConfig is frozen: the command line's values make a new one
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     info = make_world_from_config(args.out, config, progress=not args.no_progress, overwrite=args.overwrite)
     print(f"synthetic world: {len(info.training_ids)} training + {len(info.timeseries_ids)} time-series "
           f"glaciers, {info.n_scenes} scenes -> {info.out_dir}")

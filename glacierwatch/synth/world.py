@@ -40,6 +40,17 @@ from glacierwatch.errors import DatasetNotFoundError, InputError
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import atomic_path, read_raster, read_table, write_json, write_raster, write_table
 from glacierwatch.landsat import SENSORS, is_slc_off
+from glacierwatch.layout import (
+    SYNTH_DEM,
+    SYNTH_OUTLINES,
+    SYNTH_SCENES,
+    SYNTH_TRUTH,
+    SYNTH_TRUTH_DIR,
+    SYNTH_TRUTH_TRENDS,
+    SYNTH_WORLD_JSON,
+    dem_file_name,
+    synth_potential_path,
+)
 from glacierwatch.synth.metadata import scene_properties
 from glacierwatch.synth.regions import slot_lonlat, timeseries_region, training_region
 from glacierwatch.synth.scenes import build_static, draw_conditions, render_scene
@@ -97,26 +108,27 @@ class WorldInfo:
         return sorted((self.scenes_dir / validate_glims_id(glims_id)).glob("*_C02_T1_L2_SR.tif"))
 
     def dem_path(self, glims_id: str) -> Path:
-        return self.dem_dir / f"{validate_glims_id(glims_id)}.tif"
+        return self.dem_dir / dem_file_name(glims_id)
 
     def potential_path(self, glims_id: str) -> Path:
-        return self.truth_dir / f"{validate_glims_id(glims_id)}.tif"
+        return synth_potential_path(self.out_dir, glims_id)
 
     @classmethod
     def for_dir(cls, out_dir: str | os.PathLike[str], *, training_ids: Sequence[str] = (),
                 timeseries_ids: Sequence[str] = (), n_scenes: int = 0, seed: int = 0) -> WorldInfo:
         out = Path(out_dir).resolve()
-        return cls(out_dir=out, outlines=out / "outlines.gpkg", scenes_dir=out / "scenes", dem_dir=out / "dem",
-                   truth_csv=out / "truth.csv", truth_dir=out / "truth", truth_trends_csv=out / "truth_trends.csv",
-                   world_json=out / "world.json", training_ids=tuple(training_ids),
+        return cls(out_dir=out, outlines=out / SYNTH_OUTLINES, scenes_dir=out / SYNTH_SCENES, dem_dir=out / SYNTH_DEM,
+                   truth_csv=out / SYNTH_TRUTH, truth_dir=out / SYNTH_TRUTH_DIR,
+                   truth_trends_csv=out / SYNTH_TRUTH_TRENDS, world_json=out / SYNTH_WORLD_JSON,
+                   training_ids=tuple(training_ids),
                    timeseries_ids=tuple(timeseries_ids), n_scenes=int(n_scenes), seed=int(seed))
 
 
 def load_world(out_dir: str | os.PathLike[str]) -> WorldInfo:
     """Open a finished world (its ``world.json`` is written last)."""
-    path = Path(out_dir) / "world.json"
+    path = Path(out_dir) / SYNTH_WORLD_JSON
     if not path.exists():
-        raise DatasetNotFoundError(f"no synthetic world in {out_dir} (world.json missing)")
+        raise DatasetNotFoundError(f"no synthetic world in {out_dir} ({SYNTH_WORLD_JSON} missing)")
     data = json.loads(path.read_text(encoding="utf-8"))
     return WorldInfo.for_dir(out_dir, training_ids=data["training_ids"], timeseries_ids=data["timeseries_ids"],
                              n_scenes=data["n_scenes"], seed=data["parameters"]["seed"])
@@ -352,14 +364,14 @@ def build_glacier(job: GlacierJob, out_dir: Path) -> _GlacierResult:
 
     # ---- static rasters
     tags = {"glims_id": glims_id, "generator": f"glacierwatch.synth {__version__}"}
-    write_raster(out_dir / "dem" / f"{glims_id}.tif", geometry.dem, grid, band_names=["elevation"],
+    write_raster(out_dir / SYNTH_DEM / dem_file_name(glims_id), geometry.dem, grid, band_names=["elevation"],
                  tags={**tags, "units": "m"})
-    write_raster(out_dir / "truth" / f"{glims_id}.tif", geometry.potential, grid, band_names=["potential"],
+    write_raster(synth_potential_path(out_dir, glims_id), geometry.potential, grid, band_names=["potential"],
                  tags={**tags, "meaning": "true glacier mask on a date = potential >= mask_level (truth.csv)"})
 
     # ---- scenes
     path, row = wrs2_path_row(lon, lat)
-    scene_dir = out_dir / "scenes" / glims_id
+    scene_dir = out_dir / SYNTH_SCENES / glims_id
     truth_rows: list[dict[str, Any]] = []
     scene_seeds = ss_scenes.spawn(len(plans))
     for plan, seed_seq in zip(plans, scene_seeds, strict=True):
@@ -614,8 +626,8 @@ def make_world(out_dir: str | os.PathLike[str], *, n_training: int = 120, n_time
         "training_ids": training_ids, "timeseries_ids": timeseries_ids,
         "neighbour_patch_ids": [r.patch_id for r in results if r.patch_id],
         "n_scenes": int(len(truth)), "pixel_area_m2": PIXEL_AREA_M2,
-        "files": {"outlines": "outlines.gpkg", "outline_layer": OUTLINE_LAYER, "scenes": "scenes",
-                  "dem": "dem", "truth": "truth.csv", "potential": "truth", "trends": "truth_trends.csv"},
+        "files": {"outlines": SYNTH_OUTLINES, "outline_layer": OUTLINE_LAYER, "scenes": SYNTH_SCENES,
+                  "dem": SYNTH_DEM, "truth": SYNTH_TRUTH, "potential": SYNTH_TRUTH_DIR, "trends": SYNTH_TRUTH_TRENDS},
         "glaciers": [r.summary for r in results],
     })
     log.info("synthetic world: %d training + %d time-series glaciers, %d scenes in %s",

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from glacierwatch.config import AnnualStatistic, choices
 from glacierwatch.errors import InputError
 
-ANNUAL_STATISTICS = ("median", "min", "q25", "mean", "least_snow")
+#: the statistics of ``TimeseriesConfig.annual_statistic``, from its Literal type (one list to keep)
+ANNUAL_STATISTICS = choices(AnnualStatistic)
 
 ANNUAL_COLUMNS = (
     "glims_id", "region", "year", "date", "area_km2", "area_km2_low", "area_km2_high", "model_error_fraction",

@@ -35,9 +35,9 @@ import rasterio
 import rasterio.errors
 from shapely.geometry.base import BaseGeometry
 
-from glacierwatch.chips.features import resize_stack
 from glacierwatch.config import TimeseriesConfig
 from glacierwatch.errors import InputError
+from glacierwatch.features import resize_stack
 from glacierwatch.grid import GlacierGrid, counting_region, outline_on_grid, territory_on_grid
 from glacierwatch.landsat import COMMON_BANDS
 from glacierwatch.model.predict import batch_bounds

@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from glacierwatch.config import CatalogConfig, Config, TimeseriesConfig
+from glacierwatch.layout import TimeseriesOutputs
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,7 +88,7 @@ def _overlay(args: argparse.Namespace) -> int:
     from glacierwatch.timeseries.overlay import overlay_figures
 
     cfg = Config.from_toml(args.config) if args.config else Config()
-    out_dir = Path(args.out) if args.out else Path(args.areas).parent / "overlays"
+    out_dir = Path(args.out) if args.out else TimeseriesOutputs.for_path(args.areas).overlays
     paths = overlay_figures(args.glims_id, args.dates, areas_path=args.areas, inventory_path=args.inventory,
                             model=args.model, dem_dir=args.dem_dir, out_dir=out_dir, config=cfg.timeseries,
                             device=args.device)

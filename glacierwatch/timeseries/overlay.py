@@ -45,7 +45,7 @@ from glacierwatch.grid import GlacierGrid, to_grid_crs
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import atomic_path, read_scene, read_table
 from glacierwatch.landsat import QA_BAND, qa_fill_mask, to_physical
-from glacierwatch.layout import TimeseriesOutputs
+from glacierwatch.layout import GlacierPaths, TimeseriesOutputs
 from glacierwatch.timeseries.areas import (
     count_region,
     dem_at_chip_size,
@@ -342,8 +342,8 @@ def overlay_figure(item: OverlayScene) -> Figure:
 
 
 def overlay_path(out_dir: str | os.PathLike[str], item: OverlayScene) -> Path:
-    """``<out_dir>/overlay_<scene file stem>.png``."""
-    return Path(out_dir) / f"overlay_{Path(item.scene).stem}.png"
+    """``<out_dir>/overlay_<scene file stem>.png`` (:meth:`GlacierPaths.overlay`)."""
+    return GlacierPaths(item.glims_id, overlays=Path(out_dir)).overlay(item.scene)
 
 
 def overlay_figures(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: str | os.PathLike[str],

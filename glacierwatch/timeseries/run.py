@@ -32,7 +32,7 @@ from glacierwatch.errors import InputError
 from glacierwatch.glacier import Glacier, read_glaciers
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import read_table, write_table
-from glacierwatch.layout import TimeseriesOutputs, dem_file_name, part_file_name
+from glacierwatch.layout import GlacierPaths, TimeseriesOutputs
 from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, run_per_glacier
 from glacierwatch.timeseries.annual import annual_areas
@@ -65,7 +65,7 @@ def find_dem(glims_id: str, dem_dir: str | os.PathLike[str] | None, segmenter: S
     there is none."""
     dem_file = None
     if dem_dir is not None:
-        candidate = Path(dem_dir) / dem_file_name(glims_id)
+        candidate = GlacierPaths(glims_id, dem_dir=Path(dem_dir)).dem_file
         dem_file = str(candidate) if candidate.exists() else None
     if segmenter.name == "unet" and dem_file is None and "dem" in getattr(segmenter, "channels", ()):
         raise InputError(f"{glims_id}: the model needs a DEM but {dem_dir}/{glims_id}.tif is missing")
@@ -75,7 +75,8 @@ def find_dem(glims_id: str, dem_dir: str | os.PathLike[str] | None, segmenter: S
 def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Glacier], dem_dir: str | None,
                   parts_dir: str, spec: SegmenterSpec | None, segmenter: Segmenter | None,
                   config: TimeseriesConfig, chip_size: int) -> int:
-    """One glacier: read its scenes, compute its areas on its inventory grid, write its part atomically.
+    """One glacier: read its scenes, compute its areas on its inventory grid, write its part atomically
+    (to the record's ``paths.part``).
 
     A stack too long for memory (``config.max_stack_mb``) goes to a temporary folder in ``parts_dir``,
     removed afterwards; one left there by a killed run of this glacier is removed first.
@@ -85,12 +86,13 @@ def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Gla
     seg = segmenter if segmenter is not None else make_segmenter(spec)
     scenes = pd.read_parquet(scenes_path, filters=[("glims_id", "==", glims_id)])
     glacier = glaciers[glims_id]
+    files = glacier.paths if glacier.paths is not None else GlacierPaths(glims_id, parts=Path(parts_dir))
     dem_path = find_dem(glims_id, dem_dir, seg)
     areas = glacier_areas(glims_id, scenes, geometry=glacier.outline, region_name=glacier.region,
                           grid=glacier.grid, dem_path=dem_path, segmenter=seg, config=config,
                           chip_size=chip_size, scratch_dir=parts_dir, territory_wkb=glacier.territory_wkb,
                           latitude=glacier.latitude)
-    write_table(areas, Path(parts_dir) / part_file_name(glims_id))
+    write_table(areas, files.part)
     return len(areas)
 
 
@@ -153,7 +155,8 @@ def _run_timeseries_locked(outputs: TimeseriesOutputs, *, catalog: str | Path, i
         chosen = select(catalog, "inference-glaciers", config=catalog_config, inventory=inventory)
         glaciers = list(dict.fromkeys(chosen["glims_id"]))
     glaciers = [validate_glims_id(g) for g in glaciers]
-    facts = read_glaciers(inventory, glaciers)  # the inventory is read once, not once per glacier
+    # the inventory is read once, not once per glacier; each record carries its files
+    facts = read_glaciers(inventory, glaciers, paths=lambda gid: outputs.glacier(gid, dem_dir=dem_dir))
     scenes = scenes[scenes["glims_id"].isin(glaciers)]
     write_table(scenes[["glims_id", "path", "date", "satellite"]].reset_index(drop=True), outputs.scenes)
 

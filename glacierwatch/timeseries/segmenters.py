@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from glacierwatch.chips.features import NDSI_GLACIER_THRESHOLD, Normaliser, compute_channels, fill_nan, ndsi_mask
 from glacierwatch.errors import InputError
+from glacierwatch.features import NDSI_GLACIER_THRESHOLD, Normaliser, compute_channels, fill_nan, ndsi_mask
 
 
 class Segmenter(Protocol):

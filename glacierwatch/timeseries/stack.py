@@ -26,9 +26,9 @@ import rasterio.errors
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from glacierwatch.chips.features import NDSI_GLACIER_THRESHOLD, ndsi_mask, physical_bands, resize_stack
 from glacierwatch.config import Smoothing, choices
 from glacierwatch.errors import GlacierwatchError, InputError
+from glacierwatch.features import NDSI_GLACIER_THRESHOLD, ndsi_mask, physical_bands, resize_stack
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.standard import scene_on_grid
 from glacierwatch.landsat import COMMON_BANDS, QA_BAND, qa_invalid_mask
@@ -141,7 +141,7 @@ def stack_bytes_per_scene(size: int, n_bands: int = len(COMMON_BANDS), *, keep_r
 
 
 #: NDSI above which an observed pixel counts as snow or ice in the per-scene snow measure (the same
-#: threshold as the NDSI glacier baseline, :data:`glacierwatch.chips.features.NDSI_GLACIER_THRESHOLD`).
+#: threshold as the NDSI glacier baseline, :data:`glacierwatch.features.NDSI_GLACIER_THRESHOLD`).
 SNOW_NDSI = NDSI_GLACIER_THRESHOLD
 
 

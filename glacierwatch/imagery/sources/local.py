@@ -65,10 +65,10 @@ from glacierwatch.catalog.metadata import (
 )
 from glacierwatch.config import LocalConfig, LocalValues, QaFormat, ReflectanceKind, choices
 from glacierwatch.errors import ConfigError, DatasetNotFoundError
-from glacierwatch.grid import GlacierGrid
+from glacierwatch.grid import GlacierGrid, raster_window
 from glacierwatch.imagery.records import GlacierRequest, SceneRecord
 from glacierwatch.imagery.sources.base import SourceError
-from glacierwatch.imagery.standard import grid_window, normalise_fill, warp_to_grid
+from glacierwatch.imagery.standard import normalise_fill, warp_to_grid
 from glacierwatch.landsat import (
     FILL_DN,
     QA,
@@ -631,7 +631,7 @@ class LocalSource:
                 found = {n: ref.find(src.descriptions, src.count, str(path)) for n, ref in band_map.items()}
                 names = [n for n, i in found.items() if i is not None]
                 indexes = [found[n] for n in names]
-                window = grid_window(src, grid, pad=_PAD_PX)
+                window = raster_window(grid, src.transform, src.shape, crs=src.crs, pad=_PAD_PX)
                 if window is None:  # the file's footprint misses the grid: nothing observed
                     empty = {n: np.zeros(grid.shape, np.uint16) for n in (*names, QA_BAND)}
                     return normalise_fill(empty)
@@ -725,7 +725,7 @@ class LocalSource:
             with rasterio.open(path) as src:
                 if src.crs is None:
                     raise SourceError(f"{path}: the DEM GeoTIFF has no CRS")
-                window = grid_window(src, grid, pad=_PAD_PX)
+                window = raster_window(grid, src.transform, src.shape, crs=src.crs, pad=_PAD_PX)
                 if window is None:
                     return np.full(grid.shape, np.nan, dtype=np.float32)
                 data = src.read(1, window=window).astype(np.float32)

@@ -39,7 +39,7 @@ import numpy as np
 
 from glacierwatch.config import SigningMode, StacConfig, choices
 from glacierwatch.errors import ConfigError
-from glacierwatch.grid import GlacierGrid
+from glacierwatch.grid import GlacierGrid, raster_window
 from glacierwatch.imagery.records import GlacierRequest, SceneRecord
 from glacierwatch.imagery.sources.base import (
     SourceAuthError,
@@ -632,7 +632,7 @@ class StacSource:
 
     def _read_band(self, href: str, grid: GlacierGrid, what: str) -> np.ndarray:
         """One band asset on ``grid``: uint16 DN, fill 0 (nearest neighbour, via warp_to_grid)."""
-        from glacierwatch.imagery.standard import grid_window, warp_to_grid
+        from glacierwatch.imagery.standard import warp_to_grid
 
         def read(ds: Any) -> np.ndarray:
             if ds.crs is None:
@@ -640,7 +640,7 @@ class StacSource:
             dtype = np.dtype(ds.dtypes[0])
             if dtype.kind != "u" or dtype.itemsize > 2:
                 raise SourceError(f"{what}: asset is {dtype}, not uint16 Collection 2 digital numbers")
-            window = grid_window(ds, grid, pad=self.margin_px)
+            window = raster_window(grid, ds.transform, ds.shape, crs=ds.crs, pad=self.margin_px)
             if window is None:  # the asset does not reach the grid: all fill
                 return np.full(grid.shape, FILL_DN, dtype=np.uint16)
             data = ds.read(1, window=window).astype(np.uint16, copy=False)

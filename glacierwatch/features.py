@@ -1,0 +1,190 @@
+"""Model input channels, shared by the chips stage (training), the model stage (evaluation) and the
+time-series stage (inference), so that all build exactly the same channels in exactly the same order.
+It lies below the stages (it imports none of them), so that no stage imports another for it.
+
+Channels are named: the six reflective bands (surface reflectance, unitless), ``lwir`` (surface
+temperature, K), ``dem`` (elevation, m), ``ndsi`` = (green - swir16) / (green + swir16) and
+``ndwi`` = (green - nir08) / (green + nir08), both from reflectance (before normalisation).
+Normalisation is a per-channel min-max with statistics fitted on the training chips and stored in
+the model card (:class:`Normaliser`), so a scene is scaled the same way whatever else is in it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from glacierwatch.io import Scene
+from glacierwatch.landsat import COMMON_BANDS, QA_BAND, qa_invalid_mask, to_physical
+
+DEFAULT_CHANNELS: tuple[str, ...] = (
+    "blue", "green", "red", "nir08", "swir16", "swir22", "lwir", "dem", "ndsi", "ndwi",
+)
+INDEX_CHANNELS = ("ndsi", "ndwi")
+KNOWN_CHANNELS: tuple[str, ...] = (*COMMON_BANDS, "coastal", "dem", *INDEX_CHANNELS)
+
+#: NDSI threshold of the classical baseline segmenter (Hall et al.; GLIMS band-ratio practice).
+NDSI_GLACIER_THRESHOLD = 0.4
+
+
+def physical_bands(scene: Scene, bands: Sequence[str] = COMMON_BANDS, *, mask_invalid: bool = False
+                   ) -> dict[str, np.ndarray]:
+    """Scaled bands of a scene (reflectance / kelvin, float32, NaN at fill).
+
+    With ``mask_invalid`` pixels flagged cloud, cloud shadow, cirrus or fill in QA_PIXEL are NaN too.
+    """
+    invalid = qa_invalid_mask(scene.bands[QA_BAND]) if mask_invalid and QA_BAND in scene.bands else None
+    out = {}
+    for name in bands:
+        values = to_physical(name, scene.bands[name])
+        if invalid is not None:
+            values[invalid] = np.nan
+        out[name] = values
+    return out
+
+
+def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a - b) / (a + b) in [-1, 1]; reflectances below 0 are clipped to 0, 0/0 gives 0."""
+    a = np.clip(a, 0.0, None)
+    b = np.clip(b, 0.0, None)
+    total = a + b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nd = np.where(total > 1e-6, (a - b) / np.where(total > 1e-6, total, 1.0), 0.0)
+    nd = np.where(np.isnan(a) | np.isnan(b), np.nan, nd)
+    return nd.astype(np.float32)
+
+
+def compute_channels(bands: Mapping[str, np.ndarray], channels: Sequence[str] = DEFAULT_CHANNELS, *,
+                     dem: np.ndarray | None = None) -> np.ndarray:
+    """Stack named channels from physical bands (arrays of equal shape, leading dims allowed).
+
+    Returns float32 of shape (C, *shape) — or (..., C, H, W) when bands carry leading dims, the channel
+    axis being placed just before the two spatial axes.
+    """
+    unknown = [c for c in channels if c not in KNOWN_CHANNELS]
+    if unknown:
+        raise ValueError(f"unknown channel(s) {unknown}; known: {KNOWN_CHANNELS}")
+    layers = []
+    for name in channels:
+        if name == "ndsi":
+            layers.append(normalized_difference(bands["green"], bands["swir16"]))
+        elif name == "ndwi":
+            layers.append(normalized_difference(bands["green"], bands["nir08"]))
+        elif name == "dem":
+            if dem is None:
+                raise ValueError("channel 'dem' requested but no DEM given")
+            ref = bands["green"]
+            layers.append(np.broadcast_to(dem.astype(np.float32), ref.shape))
+        else:
+            layers.append(np.asarray(bands[name], dtype=np.float32))
+    return np.stack(layers, axis=-3).astype(np.float32)
+
+
+def fill_nan(x: np.ndarray) -> np.ndarray:
+    """Replace NaN by the mean of the same channel of the same image (0 if all NaN); x: (..., C, H, W)."""
+    x = np.array(x, dtype=np.float32, copy=True)
+    nan = np.isnan(x)
+    if nan.any():
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels: handled below
+            means = np.nanmean(x, axis=(-2, -1), keepdims=True)
+        means = np.nan_to_num(means, nan=0.0)
+        x = np.where(nan, np.broadcast_to(means, x.shape), x)
+    return x
+
+
+def resize_stack(x: np.ndarray | torch.Tensor, size: int | tuple[int, int], *, antialias: bool = True
+                 ) -> torch.Tensor:
+    """Bilinear resize (with antialiasing when shrinking) of (N, C, H, W) or (C, H, W) to ``size``."""
+    t = torch.as_tensor(x, dtype=torch.float32)
+    squeeze = t.ndim == 3
+    if squeeze:
+        t = t.unsqueeze(0)
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(t.shape[-2:]) != hw:
+        t = F.interpolate(t, size=hw, mode="bilinear", align_corners=False, antialias=antialias)
+    return t.squeeze(0) if squeeze else t
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Per-channel min-max scaling to about [0, 1]: ``(x - low) / (high - low)``.
+
+    ``low`` and ``high`` are robust extremes (the 0.5th and 99.5th percentiles by default) of each
+    channel over the training chips; values outside are not clipped.
+    """
+
+    channels: tuple[str, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, images: np.ndarray, channels: Sequence[str], *, percentiles: tuple[float, float] = (0.5, 99.5),
+            max_samples: int = 2_000_000, seed: int = 0) -> Normaliser:
+        """Fit on (N, C, H, W) physical-unit images (NaN ignored)."""
+        if images.shape[1] != len(channels):
+            raise ValueError(f"{images.shape[1]} channels in images, {len(channels)} names")
+        rng = np.random.default_rng(seed)
+        low, high = [], []
+        for c in range(images.shape[1]):
+            values = images[:, c].ravel()
+            values = values[np.isfinite(values)]
+            if values.size > max_samples:
+                values = rng.choice(values, max_samples, replace=False)
+            if values.size == 0:
+                lo, hi = 0.0, 1.0
+            else:
+                lo, hi = (float(v) for v in np.percentile(values, percentiles))
+            if hi - lo < 1e-6:
+                hi = lo + 1.0
+            low.append(lo)
+            high.append(hi)
+        return cls(tuple(channels), tuple(low), tuple(high))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Scale (..., C, H, W) physical-unit channels (same names and order as ``channels``)."""
+        if x.shape[-3] != len(self.channels):
+            raise ValueError(f"expected {len(self.channels)} channels {self.channels}, got {x.shape[-3]}")
+        low = np.asarray(self.low, dtype=np.float32)[:, None, None]
+        high = np.asarray(self.high, dtype=np.float32)[:, None, None]
+        return ((x - low) / (high - low)).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "minmax", "channels": list(self.channels), "low": list(self.low), "high": list(self.high)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Normaliser:
+        return cls(tuple(data["channels"]), tuple(float(v) for v in data["low"]),
+                   tuple(float(v) for v in data["high"]))
+
+
+#: Open water (lakes, which also have NDSI > 0.4): NDWI = (green - nir08)/(green + nir08) above this
+#: and NIR reflectance below :data:`WATER_MAX_NIR` (water is dark in the near infrared; snow and ice
+#: are bright, NDWI ~0.1-0.2). McFeeters' NDWI; thresholds as used for glacial lakes.
+WATER_MIN_NDWI = 0.5
+WATER_MAX_NIR = 0.05
+
+
+def water_mask(bands: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Open water: NDWI > :data:`WATER_MIN_NDWI` and nir08 < :data:`WATER_MAX_NIR` (reflectance)."""
+    ndwi = np.nan_to_num(normalized_difference(bands["green"], bands["nir08"]), nan=-1.0)
+    return (ndwi > WATER_MIN_NDWI) & (np.nan_to_num(np.asarray(bands["nir08"], dtype=np.float32), nan=1.0)
+                                      < WATER_MAX_NIR)
+
+
+def ndsi_mask(bands: Mapping[str, np.ndarray], *, threshold: float = NDSI_GLACIER_THRESHOLD,
+              exclude_water: bool = True) -> np.ndarray:
+    """The classical baseline: glacier where NDSI = (green - swir16)/(green + swir16) > ``threshold``,
+    and never open water (:func:`water_mask`, when ``nir08`` is given; ``exclude_water=False``: the
+    seed's plain NDSI, which counts lakes)."""
+    ndsi = normalized_difference(bands["green"], bands["swir16"])
+    glacier = np.nan_to_num(ndsi, nan=-1.0) > threshold
+    if exclude_water and "nir08" in bands:
+        glacier &= ~water_mask(bands)
+    return glacier
