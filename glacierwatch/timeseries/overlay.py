@@ -245,7 +245,7 @@ def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: s
     geometry = glacier.outline
 
     scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, glacier.grid)
-    dem_path = find_dem(glims_id, dem_dir, segmenter)
+    dem_path = find_dem(GlacierPaths(glims_id, dem_dir=Path(dem_dir) if dem_dir is not None else None), segmenter)
     dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
     position = {Path(str(p)).name: i for i, p in enumerate(scenes["path"])}
     dates_all = list(pd.to_datetime(scenes["date"]).dt.date)

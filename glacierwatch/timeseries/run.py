@@ -19,7 +19,6 @@ Outputs (``OUT`` = e.g. ``areas.parquet``):
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,19 +59,20 @@ def _part_done(part: Path, key: str) -> bool:
     return keys == [key]
 
 
-def find_dem(glims_id: str, dem_dir: str | os.PathLike[str] | None, segmenter: Segmenter) -> str | None:
-    """``<dem_dir>/<GLIMS_ID>.tif`` if it exists (else None); InputError if the model needs a DEM and
-    there is none."""
+def find_dem(files: GlacierPaths, segmenter: Segmenter) -> str | None:
+    """The glacier's DEM (``files.dem_file``: ``<dem_dir>/<GLIMS_ID>.tif``) if it exists, else None
+    (also when ``files`` has no DEM folder); InputError if the model needs a DEM and there is none."""
     dem_file = None
-    if dem_dir is not None:
-        candidate = GlacierPaths(glims_id, dem_dir=Path(dem_dir)).dem_file
+    if files.dem_dir is not None:
+        candidate = files.dem_file
         dem_file = str(candidate) if candidate.exists() else None
     if segmenter.name == "unet" and dem_file is None and "dem" in getattr(segmenter, "channels", ()):
-        raise InputError(f"{glims_id}: the model needs a DEM but {dem_dir}/{glims_id}.tif is missing")
+        raise InputError(f"{files.glims_id}: the model needs a DEM but "
+                         f"{files.dem_dir}/{files.glims_id}.tif is missing")
     return dem_file
 
 
-def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Glacier], dem_dir: str | None,
+def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Glacier],
                   parts_dir: str, spec: SegmenterSpec | None, segmenter: Segmenter | None,
                   config: TimeseriesConfig, chip_size: int) -> int:
     """One glacier: read its scenes, compute its areas on its inventory grid, write its part atomically
@@ -86,8 +86,10 @@ def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Gla
     seg = segmenter if segmenter is not None else make_segmenter(spec)
     scenes = pd.read_parquet(scenes_path, filters=[("glims_id", "==", glims_id)])
     glacier = glaciers[glims_id]
-    files = glacier.paths if glacier.paths is not None else GlacierPaths(glims_id, parts=Path(parts_dir))
-    dem_path = find_dem(glims_id, dem_dir, seg)
+    files = glacier.paths
+    if files is None:  # _run_timeseries_locked reads every record with its paths
+        raise ValueError(f"{glims_id}: the glacier record carries no paths")
+    dem_path = find_dem(files, seg)
     areas = glacier_areas(glims_id, scenes, geometry=glacier.outline, region_name=glacier.region,
                           grid=glacier.grid, dem_path=dem_path, segmenter=seg, config=config,
                           chip_size=chip_size, scratch_dir=parts_dir, territory_wkb=glacier.territory_wkb,
@@ -179,7 +181,7 @@ def _run_timeseries_locked(outputs: TimeseriesOutputs, *, catalog: str | Path, i
         is_done=lambda gid: _part_done(outputs.part(gid), key),
         ledger=outputs.ledger, scheduler=config.scheduler, workers=config.workers, progress=progress,
         scenes_path=str(outputs.scenes), glaciers=facts,
-        dem_dir=str(dem_dir) if dem_dir is not None else None, parts_dir=str(outputs.parts),
+        parts_dir=str(outputs.parts),
         spec=spec, segmenter=segmenter, config=config, chip_size=chip_size,
     )
     areas = collect_parts(outputs, glaciers)
