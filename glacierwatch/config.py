@@ -286,6 +286,10 @@ class TimeseriesConfig:
     max_stack_mb: float = _opt(1024.0, "largest per-glacier scene stack (at chip size, ~0.5 MB a scene) held in "
                                        "memory, MB; a longer one goes to a temporary file beside the output. Scenes "
                                        "are smoothed, segmented and counted in blocks of max_stack_mb / 8 (same areas)")
+    read_threads: int = _opt(2, "scene files of one glacier read at the same time (threads); more on a machine "
+                                "with many cores feeding a GPU")
+    read_ahead: bool = _opt(True, "scheduler local: read the next glacier's scenes while the current one is in the "
+                                  "model (up to two glaciers' stacks in memory)")
     scheduler: str = _opt("local", "local, processes or tcp://HOST:PORT (Dask)")
     workers: int = _opt(2, "Dask worker processes for scheduler = processes")
 
@@ -499,6 +503,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "timeseries.batch_size": (1, INF, "[)"),
     "timeseries.max_stack_mb": (0, INF, "()"),
     "timeseries.workers": (1, INF, "[)"),
+    "timeseries.read_threads": (1, 256, "[]"),
     "trends.min_obs": (0, INF, "[)"),
     "trends.max_glacier_figures": (0, INF, "[)"),
     "trends.min_span_years": (0, INF, "[)"),

@@ -11,7 +11,6 @@ the model card (:class:`Normaliser`), so a scene is scaled the same way whatever
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,10 +90,12 @@ def fill_nan(x: np.ndarray) -> np.ndarray:
     x = np.array(x, dtype=np.float32, copy=True)
     nan = np.isnan(x)
     if nan.any():
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels: handled below
-            means = np.nanmean(x, axis=(-2, -1), keepdims=True)
-        means = np.nan_to_num(means, nan=0.0)
+        # np.nanmean's own arithmetic (zeros at NaN, sum, divide by the count), without its warning for
+        # an all-NaN channel: silencing it with warnings.catch_warnings would change the process-wide
+        # warning filters while other threads (reading, rasterising) run
+        total = np.where(nan, np.float32(0.0), x).sum(axis=(-2, -1), keepdims=True)
+        count = (~nan).sum(axis=(-2, -1), keepdims=True)
+        means = np.where(count > 0, total / np.maximum(count, 1), np.float32(0.0)).astype(np.float32)
         x = np.where(nan, np.broadcast_to(means, x.shape), x)
     return x
 

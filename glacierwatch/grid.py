@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +24,7 @@ import numpy as np
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
@@ -214,6 +217,25 @@ def to_grid_crs(geometry: Any, grid: GlacierGrid, *, src_crs: Any = "EPSG:4326")
     return geometry
 
 
+#: rasterio's rasterize keeps a NotGeoreferencedWarning of its own in-memory dataset quiet through the
+#: process-wide warning filters, which other threads changing them at once (any ``warnings.catch_warnings``,
+#: in pandas or numpy too) can leave without that filter: the time-series stage burns one glacier's zones
+#: while another thread works on the previous glacier, and the tests then saw "NotGeoreferencedWarning:
+#: Dataset has no geotransform ..." from rasterio.features, with the very masks of a run without threads.
+#: So rasterising is one thread at a time, and that one spurious warning is filtered for the process, at
+#: import (before any thread starts, so every filter list a thread saves and restores holds it).
+warnings.filterwarnings("ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning,
+                        module=r"rasterio\.features")
+_RASTERIZE_LOCK = threading.Lock()
+
+
+def _burn(geometry: Any, grid: GlacierGrid) -> np.ndarray:
+    """``geometry`` (in the grid's CRS) burnt on ``grid``: pixel centres inside are True."""
+    with _RASTERIZE_LOCK:
+        return rasterize([(geometry, 1)], out_shape=grid.shape, transform=grid.transform, fill=0,
+                         all_touched=False, dtype="uint8").astype(bool)
+
+
 def outline_on_grid(geometry: Any, grid: GlacierGrid, *, src_crs: Any = "EPSG:4326",
                     buffer_m: float | None = None) -> np.ndarray:
     """An outline (optionally buffered by ``buffer_m`` m) burnt on ``grid``: bool (rows, cols).
@@ -226,8 +248,7 @@ def outline_on_grid(geometry: Any, grid: GlacierGrid, *, src_crs: Any = "EPSG:43
         geometry = geometry.buffer(buffer_m)
     if geometry is None or geometry.is_empty:
         return np.zeros(grid.shape, dtype=bool)
-    return rasterize([(geometry, 1)], out_shape=grid.shape, transform=grid.transform, fill=0,
-                     all_touched=False, dtype="uint8").astype(bool)
+    return _burn(geometry, grid)
 
 
 def inventory_grid(outline_wgs84: Any, *, margin: float, margin_m: float, resolution: float = 30.0,
@@ -252,8 +273,7 @@ def territory_on_grid(territory_wkb: bytes | None, grid: GlacierGrid) -> np.ndar
     geometry = shapely.from_wkb(territory_wkb)
     if geometry is None or geometry.is_empty:
         return np.zeros(grid.shape, dtype=bool)
-    return rasterize([(geometry, 1)], out_shape=grid.shape, transform=grid.transform, fill=0,
-                     all_touched=False, dtype="uint8").astype(bool)
+    return _burn(geometry, grid)
 
 
 def counting_region(outline_wgs84: Any, territory_wkb: bytes | None, grid: GlacierGrid,

@@ -259,20 +259,28 @@ def read_scene(path: str | os.PathLike[str], *, bands: Sequence[str] = SCENE_BAN
         with rasterio.open(path) as src:
             if src.crs is None:
                 raise SceneReadError(f"{path}: no CRS")
-            names = band_names(src.descriptions)
-            index = {name: i + 1 for i, name in enumerate(names) if name}
-            missing = [b for b in bands if b not in index]
-            if missing:
-                raise SceneReadError(f"{path}: missing band(s) {missing}; has {names}")
-            data = src.read([index[b] for b in bands], window=window)
-            transform = src.window_transform(window) if window is not None else src.transform
-            grid = GlacierGrid.from_rasterio(src.crs, transform, data.shape[2], data.shape[1])
-            tags = dict(src.tags())
+            return read_open_scene(src, path, bands=bands, window=window)
     except SceneReadError:
         raise
     except (RasterioIOError, ValueError, OSError) as exc:
         raise SceneReadError(f"{path}: unreadable GeoTIFF ({exc})") from exc
-    return Scene(path=path, grid=grid, bands={b: data[i] for i, b in enumerate(bands)}, tags=tags)
+
+
+def read_open_scene(src: Any, path: str | os.PathLike[str], *, bands: Sequence[str] = SCENE_BANDS,
+                    window: Any = None, grid: GlacierGrid | None = None) -> Scene:
+    """:func:`read_scene` from a scene file already open (``src``, a rasterio dataset with a CRS), so
+    that a caller who opened it to look at its grid does not open it twice. ``grid``: the grid of what
+    is read, when the caller knows it (saves building it again); rasterio's errors pass through."""
+    names = band_names(src.descriptions)
+    index = {name: i + 1 for i, name in enumerate(names) if name}
+    missing = [b for b in bands if b not in index]
+    if missing:
+        raise SceneReadError(f"{path}: missing band(s) {missing}; has {names}")
+    data = src.read([index[b] for b in bands], window=window)
+    if grid is None:
+        transform = src.window_transform(window) if window is not None else src.transform
+        grid = GlacierGrid.from_rasterio(src.crs, transform, data.shape[2], data.shape[1])
+    return Scene(path=Path(path), grid=grid, bands={b: data[i] for i, b in enumerate(bands)}, tags=dict(src.tags()))
 
 
 def read_raster(path: str | os.PathLike[str], band: int = 1) -> tuple[np.ndarray, GlacierGrid, Any]:

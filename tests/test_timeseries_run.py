@@ -141,3 +141,88 @@ def test_single_pass_and_disk_stacks_through_the_stage(prepared, tmp_path: Path)
     assert _run(prepared, out, unsmoothed=False).report.done == []
     # with the unsmoothed areas asked for again, every glacier is recomputed
     assert len(_run(prepared, out, unsmoothed=True).report.done) == n
+
+
+def test_read_ahead_opens_the_next_glacier_early_and_changes_no_number(prepared, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``read_ahead`` every glacier after the first is opened on the read-ahead thread (while the
+    one before it is still in its task), and the table equals the one without it."""
+    import threading
+
+    import glacierwatch.timeseries.run as run_module
+
+    opened: list[tuple[str, str]] = []
+    real_open = run_module._open_glacier
+
+    def spy(glims_id: str, **kwargs):
+        opened.append((glims_id, threading.current_thread().name))
+        return real_open(glims_id, **kwargs)
+
+    monkeypatch.setattr(run_module, "_open_glacier", spy)
+    ahead = _run(prepared, tmp_path / "ahead" / "areas.parquet", read_ahead=True)
+    order = list(ahead.report.done)
+    assert len(order) >= 2 and [g for g, _ in opened] == order
+    assert not opened[0][1].startswith("read-ahead")
+    assert all(name.startswith("read-ahead") for _, name in opened[1:])
+    opened.clear()
+    plain = _run(prepared, tmp_path / "plain" / "areas.parquet", read_ahead=False)
+    assert all(not name.startswith("read-ahead") for _, name in opened)
+    pd.testing.assert_frame_equal(ahead.areas, plain.areas)
+
+
+def test_a_glacier_that_fails_to_open_ahead_is_its_own_ledger_line(prepared, tiny_world: WorldInfo,
+                                                                    tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error opening a glacier ahead is raised in that glacier's task: the ledger names it, and the
+    glaciers before and after it are done."""
+    import glacierwatch.timeseries.run as run_module
+    from glacierwatch.errors import InputError
+    from glacierwatch.tasks import read_ledger
+
+    reference = _run(prepared, tmp_path / "ref" / "areas.parquet")
+    order = list(reference.report.done)
+    victim = order[1]
+    real_open = run_module._open_glacier
+
+    def failing(glims_id: str, **kwargs):
+        if glims_id == victim:
+            raise InputError(f"{glims_id}: cannot be opened (test)")
+        return real_open(glims_id, **kwargs)
+
+    monkeypatch.setattr(run_module, "_open_glacier", failing)
+    result = _run(prepared, tmp_path / "out" / "areas.parquet")
+    assert list(result.report.failed) == [victim]
+    assert [r["glims_id"] for r in read_ledger(result.outputs.ledger)] == [victim]
+    assert result.report.done == [g for g in order if g != victim]
+    kept = reference.areas[reference.areas["glims_id"] != victim].reset_index(drop=True)
+    pd.testing.assert_frame_equal(result.areas, kept)
+
+
+class _FakeReading:
+    def __init__(self, glims_id: str, then) -> None:
+        self.glims_id, self.then, self.closed = glims_id, then, False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_read_ahead_skips_done_glaciers_and_closes_what_it_opened_for_nothing() -> None:
+    from glacierwatch.timeseries.run import ReadAhead
+
+    made: list[_FakeReading] = []
+
+    def open_reading(glims_id: str, then):
+        made.append(_FakeReading(glims_id, then))
+        return made[-1]
+
+    ahead = ReadAhead(["A", "B", "C", "D"], lambda gid: gid == "B", open_reading)
+    first = ahead.open("A")
+    assert [r.glims_id for r in made] == ["A"]
+    first.then()  # A's scenes are all read: C is opened ahead (B is done)
+    third = ahead.open("C")
+    assert [r.glims_id for r in made] == ["A", "C"] and third is made[1]
+    third.then()  # D opened ahead, then the run stops before D's task
+    ahead.close()
+    assert [r.glims_id for r in made] == ["A", "C", "D"] and made[2].closed and not made[1].closed
+    made[0].then()  # a late callback after close opens nothing
+    assert len(made) == 3

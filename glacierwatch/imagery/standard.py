@@ -30,7 +30,7 @@ from rasterio.warp import Resampling, reproject
 from glacierwatch.errors import InputError, SceneReadError
 from glacierwatch.grid import GlacierGrid, raster_window
 from glacierwatch.imagery.records import SceneRecord
-from glacierwatch.io import Scene, read_raster, read_scene, write_cog, write_json, write_scene_cog
+from glacierwatch.io import Scene, read_open_scene, read_raster, write_cog, write_json, write_scene_cog
 from glacierwatch.landsat import FILL_DN, QA, QA_BAND, SCENE_BANDS, SENSORS, qa_fill_mask
 from glacierwatch.layout import GlacierPaths
 
@@ -177,17 +177,20 @@ def scene_on_grid(path: str, grid: GlacierGrid) -> tuple[Scene, bool]:
     scenes, :func:`glacierwatch.imagery.standard.warp_to_grid`); grid pixels the file does not cover are
     fill. Memory is bounded by the grid whatever the file's size. SceneReadError when the file cannot
     be read or does not overlap the grid. Returns (scene, whether it was warped)."""
-    try:
+    try:  # opened once: its grid decides the window, then the bands are read from the same handle
         with rasterio.open(path) as src:
             if src.crs is None:
                 raise SceneReadError(f"{path}: no CRS")
             file_grid = GlacierGrid.from_rasterio(src.crs, src.transform, src.width, src.height)
-            window = None if file_grid == grid else raster_window(grid, src.transform, src.shape, crs=src.crs, pad=2)
-            if file_grid != grid and window is None:
+            on_grid = file_grid == grid
+            window = None if on_grid else raster_window(grid, src.transform, src.shape, crs=src.crs, pad=2)
+            if not on_grid and window is None:
                 raise SceneReadError(f"{path}: does not overlap the glacier grid {grid}")
-    except rasterio.errors.RasterioIOError as exc:
+            scene = read_open_scene(src, path, bands=SCENE_BANDS, window=window, grid=file_grid if on_grid else None)
+    except SceneReadError:
+        raise
+    except (rasterio.errors.RasterioIOError, ValueError, OSError) as exc:
         raise SceneReadError(f"{path}: unreadable GeoTIFF ({exc})") from exc
-    scene = read_scene(path, bands=SCENE_BANDS, window=window)
     if scene.grid == grid:
         return scene, False
     bands: dict[str, np.ndarray] = {}

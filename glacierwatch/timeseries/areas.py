@@ -242,7 +242,7 @@ def block_length(n_scenes: int, bytes_per_scene: int, config: TimeseriesConfig) 
 def glacier_stack(scenes: pd.DataFrame, grid: GlacierGrid, outline: np.ndarray, *, config: TimeseriesConfig,
                   chip_size: int = 128, threads: int = 2, scratch_dir: str | Path | None = None,
                   glims_id: str = "glacier", snow_zone: np.ndarray | Callable[[], np.ndarray] | None = None,
-                  background: bool = False) -> Iterator[SceneStack]:
+                  background: bool = False, on_complete: Callable[[], None] | None = None) -> Iterator[SceneStack]:
     """Read a glacier's scenes (in :func:`prepare_glacier` order) into a chip-size :class:`SceneStack`.
 
     The stack is in memory when it takes at most ``config.max_stack_mb`` MB (2^20 bytes), else in
@@ -251,6 +251,7 @@ def glacier_stack(scenes: pd.DataFrame, grid: GlacierGrid, outline: np.ndarray, 
     read only for ``smoothing = seed``, the only mode using them. ``background``: the context starts
     at once and the scenes are read while it runs (:meth:`SceneStack.wait_read`); the reading is
     stopped and its thread joined when the context ends, before the folder is removed.
+    ``on_complete``: see :func:`~glacierwatch.timeseries.stack.read_stack`.
     """
     keep_raw = config.smoothing == "seed"
     per_scene = stack_bytes_per_scene(chip_size, len(COMMON_BANDS), keep_raw=keep_raw)
@@ -263,7 +264,8 @@ def glacier_stack(scenes: pd.DataFrame, grid: GlacierGrid, outline: np.ndarray, 
     stack = None
     try:
         stack = read_stack(paths, grid, outline, size=chip_size, threads=threads, keep_raw=keep_raw,
-                           scratch_dir=folder, snow_zone=snow_zone, background=background)
+                           scratch_dir=folder, snow_zone=snow_zone, background=background,
+                           on_complete=on_complete)
         yield stack
     finally:
         if stack is not None:
@@ -370,11 +372,62 @@ class _CountedBlock:
     filled_fraction: np.ndarray | None
 
 
+class GlacierReading:
+    """One glacier's inputs, opened and being read: the scenes in processing order, the grid, the outline
+    on it, the chip-size :class:`SceneStack` (read in the background when ``background``), and, on a
+    one-thread executor (``counter``, which :func:`glacier_areas` then uses for counting), the snow zone
+    (which the readers wait for), the counting region and the DEM at chip size, prepared while the first
+    scenes are read.
+
+    Opening one is cheap and returns at once; :func:`glacier_areas` takes it (``reading=``) and closes
+    it. The time-series stage opens the next glacier's reading when the current glacier's scenes are all
+    read (``on_complete``), so that its scenes are read while the current glacier is in the model.
+    :meth:`close` stops the reading, joins its threads and removes a memory-mapped stack's folder;
+    a reading is a context manager that closes on exit.
+    """
+
+    def __init__(self, glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry, grid: GlacierGrid | None,
+                 dem_path: str | None, config: TimeseriesConfig, chip_size: int = 128, threads: int = 2,
+                 scratch_dir: str | Path | None = None, territory_wkb: bytes | None = None,
+                 background: bool = True, on_complete: Callable[[], None] | None = None) -> None:
+        self.glims_id = glims_id
+        self.geometry = geometry
+        self.chip_size = chip_size
+        self.scenes, self.grid, self.outline = prepare_glacier(glims_id, scenes, geometry, grid)
+        self._scope = contextlib.ExitStack()
+        try:
+            # the rasterising runs on the counting thread one job after the other (rasterio warns when
+            # two threads rasterize at once); the snow zone first, since the readers wait for it
+            self.counter = self._scope.enter_context(
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-areas"))
+            zone_ready = self.counter.submit(snow_zone, geometry, self.grid, territory_wkb)
+            self.region_ready = self.counter.submit(count_region, geometry, self.grid, config.buffer_m, territory_wkb)
+            self.dem_ready: Future[np.ndarray | None] = self.counter.submit(
+                lambda: dem_at_chip_size(dem_path, self.grid, chip_size) if dem_path is not None else None)
+            self.stack = self._scope.enter_context(glacier_stack(
+                self.scenes, self.grid, self.outline, config=config, chip_size=chip_size, threads=threads,
+                scratch_dir=scratch_dir, glims_id=glims_id, snow_zone=zone_ready.result, background=background,
+                on_complete=on_complete))
+        except BaseException:
+            self._scope.close()
+            raise
+
+    def close(self) -> None:
+        self._scope.close()
+
+    def __enter__(self) -> GlacierReading:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry, region_name: str,
                   grid: GlacierGrid | None, dem_path: str | None, segmenter: Segmenter,
                   config: TimeseriesConfig, chip_size: int = 128, threads: int = 2,
                   scratch_dir: str | Path | None = None, territory_wkb: bytes | None = None,
-                  latitude: float | None = None, overlap: bool = True) -> pd.DataFrame:
+                  latitude: float | None = None, overlap: bool = True,
+                  reading: GlacierReading | None = None) -> pd.DataFrame:
     """Area of one glacier on every scene in ``scenes`` (columns path, date, satellite).
 
     ``grid``: the glacier grid (the inventory's); a scene on another grid is put onto it, a scene
@@ -387,29 +440,30 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry
     read, batch by batch, and count each batch's areas on the grid (one thread) while the next batch
     is in the model; the counting region and DEM are prepared while the first scenes are read. The
     areas are the same as with ``overlap=False`` (everything in turn), which only the tests use.
+    ``reading``: the glacier's :class:`GlacierReading`, already opened (by the stage, while the previous
+    glacier was in the model) with these scenes, grid, DEM and settings; it is closed here. None: opened
+    here from the arguments (in the background when ``overlap``).
     Returns one row per scene with the columns of :data:`AREA_COLUMNS`; ``area_km2_unsmoothed`` is
     NaN when ``config.unsmoothed`` is False (and smoothing is not ``none``).
     """
-    scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, grid)
-    dates = list(pd.to_datetime(scenes["date"]).dt.date)
-    if latitude is None:
-        latitude = float(geometry.centroid.y)
-
-    n = len(scenes)
-    areas, low, high = (np.full(n, np.nan, dtype=np.float64) for _ in range(3))
-    areas_raw = np.full(n, np.nan, dtype=np.float64)
-    filled_fraction = np.zeros(n, dtype=np.float64)
-    with contextlib.ExitStack() as scope:
-        # independent of the scenes, so prepared while the first ones are read: the snow zone (which
-        # the readers wait for) and the counting region, outline buffers burnt on the grid, on the
-        # counting thread one after the other (rasterio warns when two threads rasterize at once)
-        counter = scope.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-areas"))
-        zone_ready = counter.submit(snow_zone, geometry, grid, territory_wkb)
-        region_ready = counter.submit(count_region, geometry, grid, config.buffer_m, territory_wkb)
-        stack = scope.enter_context(glacier_stack(scenes, grid, outline, config=config, chip_size=chip_size,
-                                                  threads=threads, scratch_dir=scratch_dir, glims_id=glims_id,
-                                                  snow_zone=zone_ready.result, background=overlap))
-        dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
+    if reading is None:
+        reading = GlacierReading(glims_id, scenes, geometry=geometry, grid=grid, dem_path=dem_path, config=config,
+                                 chip_size=chip_size, threads=threads, scratch_dir=scratch_dir,
+                                 territory_wkb=territory_wkb, background=overlap)
+    elif reading.glims_id != glims_id:
+        reading.close()
+        raise ValueError(f"{glims_id}: given the reading of {reading.glims_id}")
+    with reading:
+        scenes, grid, outline, stack = reading.scenes, reading.grid, reading.outline, reading.stack
+        counter, region_ready, chip_size = reading.counter, reading.region_ready, reading.chip_size
+        dates = list(pd.to_datetime(scenes["date"]).dt.date)
+        if latitude is None:
+            latitude = float(geometry.centroid.y)
+        n = len(scenes)
+        areas, low, high = (np.full(n, np.nan, dtype=np.float64) for _ in range(3))
+        areas_raw = np.full(n, np.nan, dtype=np.float64)
+        filled_fraction = np.zeros(n, dtype=np.float64)
+        dem_small = reading.dem_ready.result()
         # share of the outline (at chip size) that was not observed but got a value from its neighbours
         outline_small = resize_stack(outline.astype(np.float32)[None], chip_size).numpy()[0] >= 0.5
         n_out = max(int(outline_small.sum()), 1)

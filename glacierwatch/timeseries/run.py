@@ -18,10 +18,14 @@ Outputs (``OUT`` = e.g. ``areas.parquet``):
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -35,7 +39,7 @@ from glacierwatch.layout import GlacierPaths, TimeseriesOutputs
 from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, run_per_glacier
 from glacierwatch.timeseries.annual import annual_areas
-from glacierwatch.timeseries.areas import AREA_COLUMNS, glacier_areas, remove_stale_stacks, run_key
+from glacierwatch.timeseries.areas import AREA_COLUMNS, GlacierReading, glacier_areas, remove_stale_stacks, run_key
 from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
 
 log = logging.getLogger(__name__)
@@ -72,29 +76,117 @@ def find_dem(files: GlacierPaths, segmenter: Segmenter) -> str | None:
     return dem_file
 
 
-def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Glacier],
-                  parts_dir: str, spec: SegmenterSpec | None, segmenter: Segmenter | None,
-                  config: TimeseriesConfig, chip_size: int) -> int:
-    """One glacier: read its scenes, compute its areas on its inventory grid, write its part atomically
-    (to the record's ``paths.part``).
-
-    A stack too long for memory (``config.max_stack_mb``) goes to a temporary folder in ``parts_dir``,
-    removed afterwards; one left there by a killed run of this glacier is removed first.
-    """
+def _open_glacier(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Glacier], parts_dir: str,
+                  segmenter: Segmenter, config: TimeseriesConfig, chip_size: int,
+                  on_complete: Callable[[], None] | None = None, background: bool = True) -> GlacierReading:
+    """Start reading one glacier's scenes (in the background; ``background=False``: read them now) onto its inventory grid, with its DEM,
+    counting region and snow zone; a stack folder left in ``parts_dir`` by a killed run of this glacier
+    is removed first. A stack too long for memory (``config.max_stack_mb``) goes to a temporary folder
+    in ``parts_dir``, removed when the reading is closed."""
     validate_glims_id(glims_id)
     remove_stale_stacks(parts_dir, glims_id)
-    seg = segmenter if segmenter is not None else make_segmenter(spec)
     scenes = pd.read_parquet(scenes_path, filters=[("glims_id", "==", glims_id)])
     glacier = glaciers[glims_id]
     files = glacier.paths
     if files is None:  # _run_timeseries_locked reads every record with its paths
         raise ValueError(f"{glims_id}: the glacier record carries no paths")
-    dem_path = find_dem(files, seg)
-    areas = glacier_areas(glims_id, scenes, geometry=glacier.outline, region_name=glacier.region,
-                          grid=glacier.grid, dem_path=dem_path, segmenter=seg, config=config,
-                          chip_size=chip_size, scratch_dir=parts_dir, territory_wkb=glacier.territory_wkb,
-                          latitude=glacier.latitude)
-    write_table(areas, files.part)
+    return GlacierReading(glims_id, scenes, geometry=glacier.outline, grid=glacier.grid,
+                          dem_path=find_dem(files, segmenter), config=config, chip_size=chip_size,
+                          threads=config.read_threads, scratch_dir=parts_dir, territory_wkb=glacier.territory_wkb,
+                          background=background, on_complete=on_complete)
+
+
+class ReadAhead:
+    """Reads the next glacier's scenes while the current glacier is in the model (in-process runs).
+
+    When a glacier's scenes are all read (its reading's ``on_complete``), the reading of the next
+    glacier of ``order`` that ``is_done`` does not skip is opened on a helper thread; the task of
+    that glacier then takes it (:meth:`take`) instead of opening its own, so the readers do not wait
+    for the model, nor the model for a glacier's first scenes (except the first glacier's). At most
+    two glaciers' stacks exist at a time (each within ``max_stack_mb``). An error opening the next
+    glacier is raised by its :meth:`take`, inside that glacier's task (its ledger line). :meth:`close`
+    closes a reading opened but not taken (a stopped run).
+    """
+
+    def __init__(self, order: Sequence[str], is_done: Callable[[str], bool],
+                 open_reading: Callable[[str, Callable[[], None]], GlacierReading]) -> None:
+        self._order = list(order)
+        self._is_done = is_done
+        self._open = open_reading
+        self._lock = threading.Lock()
+        self._pending: tuple[str, Future[GlacierReading]] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+        self._closed = False
+
+    def open(self, glims_id: str) -> GlacierReading:
+        """The reading of ``glims_id``: the one opened ahead, or opened now; either way, the next
+        glacier's reading is opened when this one's scenes are all read."""
+        taken = None
+        with self._lock:
+            if self._pending is not None:
+                pending_id, future = self._pending
+                self._pending = None
+                if pending_id == glims_id:
+                    taken = future
+                else:  # not the glacier asked for (the order changed): dropped
+                    future.add_done_callback(_close_reading)
+        if taken is not None:
+            return taken.result()
+        return self._open(glims_id, functools.partial(self._ahead, glims_id))
+
+    def _ahead(self, glims_id: str) -> None:
+        """Open the reading of the glacier after ``glims_id`` (the reading thread of ``glims_id`` calls this)."""
+        following = self._next_after(glims_id)
+        if following is None:
+            return
+        with self._lock:
+            if self._closed or self._pending is not None:
+                return
+            self._pending = (following, self._pool.submit(
+                self._open, following, functools.partial(self._ahead, following)))
+
+    def _next_after(self, glims_id: str) -> str | None:
+        try:
+            at = self._order.index(glims_id)
+        except ValueError:
+            return None
+        for gid in self._order[at + 1:]:
+            if not self._is_done(gid):
+                return gid
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            pending[1].add_done_callback(_close_reading)
+        self._pool.shutdown(wait=True)
+
+
+def _close_reading(future: Future[GlacierReading]) -> None:
+    if future.exception() is None:
+        future.result().close()
+
+
+def _glacier_task(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Glacier],
+                  parts_dir: str, spec: SegmenterSpec | None, segmenter: Segmenter | None,
+                  config: TimeseriesConfig, chip_size: int, read_ahead: ReadAhead | None = None) -> int:
+    """One glacier: read its scenes (:func:`_open_glacier`, or the reading ``read_ahead`` opened while the
+    previous glacier was in the model), compute its areas on its inventory grid, write its part
+    atomically (to the record's ``paths.part``)."""
+    seg = segmenter if segmenter is not None else make_segmenter(spec)
+    if read_ahead is not None:
+        reading = read_ahead.open(glims_id)
+    else:
+        reading = _open_glacier(glims_id, scenes_path=scenes_path, glaciers=glaciers, parts_dir=parts_dir,
+                                segmenter=seg, config=config, chip_size=chip_size)
+    glacier = glaciers[glims_id]
+    areas = glacier_areas(glims_id, reading.scenes, geometry=glacier.outline, region_name=glacier.region,
+                          grid=reading.grid, dem_path=None, segmenter=seg, config=config,
+                          chip_size=chip_size, latitude=glacier.latitude, reading=reading)
+    assert glacier.paths is not None  # _open_glacier checked it
+    write_table(areas, glacier.paths.part)
     return len(areas)
 
 
@@ -176,14 +268,24 @@ def _run_timeseries_locked(outputs: TimeseriesOutputs, *, catalog: str | Path, i
     key = run_key(seg_here, config)
     outputs.parts.mkdir(parents=True, exist_ok=True)
 
-    report = run_per_glacier(
-        _glacier_task, glaciers, stage="timeseries",
-        is_done=lambda gid: _part_done(outputs.part(gid), key),
-        ledger=outputs.ledger, scheduler=config.scheduler, workers=config.workers, progress=progress,
-        scenes_path=str(outputs.scenes), glaciers=facts,
-        parts_dir=str(outputs.parts),
-        spec=spec, segmenter=segmenter, config=config, chip_size=chip_size,
-    )
+    def is_done(gid: str) -> bool:
+        return _part_done(outputs.part(gid), key)
+
+    inputs: dict[str, Any] = dict(scenes_path=str(outputs.scenes), glaciers=facts, parts_dir=str(outputs.parts),
+                                  config=config, chip_size=chip_size)
+    read_ahead = None
+    if config.scheduler == "local" and config.read_ahead:  # Dask workers each read their own glaciers
+        read_ahead = ReadAhead(glaciers, is_done, lambda gid, then: _open_glacier(
+            gid, segmenter=seg_here, on_complete=then, **inputs))
+    try:
+        report = run_per_glacier(
+            _glacier_task, glaciers, stage="timeseries", is_done=is_done,
+            ledger=outputs.ledger, scheduler=config.scheduler, workers=config.workers, progress=progress,
+            spec=spec, segmenter=segmenter, read_ahead=read_ahead, **inputs,
+        )
+    finally:
+        if read_ahead is not None:
+            read_ahead.close()
     areas = collect_parts(outputs, glaciers)
     write_table(areas, outputs.areas)
     annual = annual_areas(areas, statistic=config.annual_statistic,

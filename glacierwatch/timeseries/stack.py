@@ -13,6 +13,7 @@ and its values equal those of the whole-stack smoothing. A stack can also be rea
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,8 @@ from glacierwatch.features import NDSI_GLACIER_THRESHOLD, ndsi_mask, physical_ba
 from glacierwatch.grid import GlacierGrid
 from glacierwatch.imagery.standard import scene_on_grid
 from glacierwatch.landsat import COMMON_BANDS, QA_BAND, qa_invalid_mask
+
+log = logging.getLogger(__name__)
 
 #: ``time``: Gaussian over dates (sigma in days), renormalised over the observed pixels of the scenes
 #: within 4 sigma: no reflection at the series ends. ``masked``/``seed``: Gaussian over image positions
@@ -193,7 +196,7 @@ def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, 
                band_names: Sequence[str] = COMMON_BANDS, threads: int = 2, keep_raw: bool = True,
                scratch_dir: str | Path | None = None,
                snow_zone: np.ndarray | Callable[[], np.ndarray] | None = None,
-               background: bool = False) -> SceneStack:
+               background: bool = False, on_complete: Callable[[], None] | None = None) -> SceneStack:
     """Read scenes (already in date order) into a :class:`SceneStack` at ``size`` x ``size``.
 
     Each scene is placed on ``grid`` on its own (:func:`scene_on_grid`); one that cannot be read or
@@ -208,7 +211,10 @@ def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, 
     values), so that the model can work on the first scenes while the next are read; use
     :meth:`SceneStack.wait_read` before touching scenes and :meth:`SceneStack.close` when done.
     Memory is the same either way: the readers write into the stack, at most ``2 x threads``
-    scenes ahead of the one being placed.
+    scenes ahead of the one being placed. ``on_complete``: called once when every scene is in place
+    (by the reading thread when ``background``; not after an error or :meth:`SceneStack.close`), e.g.
+    to start reading the next glacier while this one is still in the model; its errors are logged,
+    never the stack's.
     """
     n = len(paths)
     shape = (n, len(band_names), size, size)
@@ -264,6 +270,11 @@ def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, 
                 place(i, pending.popleft().result())
                 if progress is not None:
                     progress.advance(i + 1)
+        if on_complete is not None:
+            try:
+                on_complete()
+            except Exception:  # the stack is complete and good whatever the callback does
+                log.exception("the callback after reading %d scenes failed", n)
 
     if progress is None:
         read_all()
