@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoder", default="seed", help="seed or light (docs/model.md)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32; 256 on a GPU)")
+    parser.add_argument("--read-threads", type=int, default=2,
+                        help="scene files of a glacier read at once ([timeseries] read_threads; more on a GPU machine)")
     parser.add_argument("--two-pass", action="store_true", help="also time the stage with the unsmoothed second pass")
     parser.add_argument("--skip-naive", action="store_true", help="do not time the naive seed loop")
     parser.add_argument("--sequential", action="store_true",
@@ -239,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
           f"encoder {args.encoder}, decoder {args.decoder}; torch threads {torch.get_num_threads()}")
 
     # one model pass per scene (unsmoothed = false): the default case
-    config = TimeseriesConfig(segmenter="unet", batch_size=args.batch_size, unsmoothed=False)
+    config = TimeseriesConfig(segmenter="unet", batch_size=args.batch_size, unsmoothed=False,
+                              read_threads=args.read_threads)
 
     def stage(out: str, model_path: Path = ckpt, **overrides) -> float:
         from dataclasses import replace

@@ -52,7 +52,7 @@ timeout 150 "$PY" benchmarks/bench_model.py --device cuda --encoders resnet18,re
 
 log "bench_timeseries (GPU): resnet18 light, one pass per scene, scaling 50/200/800"
 GPU_IMG_S=$("$PY" -c "import json; print(json.load(open('$RESULTS/bench_model.json')).get('resnet18_light_infer_img_s', 2000))" 2>/dev/null || echo 2000)
-timeout 150 "$PY" benchmarks/bench_timeseries.py --device cuda --encoder resnet18 --decoder light --batch-size 256 \
+timeout 150 "$PY" benchmarks/bench_timeseries.py --device cuda --encoder resnet18 --decoder light --batch-size 256 --read-threads 8 \
     --glaciers 2 --repeat 2 --skip-dask --scaling 50,200,800 --gpu-img-s "$GPU_IMG_S" --cores "$(nproc)" \
     --json "$RESULTS/bench_timeseries.json" 2>&1 | tee -a "$RESULTS/gpu_check.log"
 log "done: $(ls "$RESULTS" | tr '\n' ' ')"
