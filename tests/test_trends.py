@@ -308,6 +308,20 @@ def test_single_glacier_region_gets_mean_without_se(caplog) -> None:
     assert "| Andes | -0.00400 |  |  |" in result.table2_markdown()
 
 
+def test_several_single_glacier_regions_make_one_warning(caplog) -> None:
+    areas, _ = make_areas(2, regions={"Asia": -0.002}, per_region=4, obs=(20, 30))
+    dates = [dt.date(1990 + i, 1, 20) for i in range(12)]
+    lone = [pd.DataFrame(exact_glacier(gid, region, -0.004, dates))
+            for gid, region in (("G009000E30000N", "Andes"), ("G010000E31000N", "Alps"))]
+    with caplog.at_level(logging.WARNING):
+        result = compute_trends(pd.concat([areas, *lone]), min_obs=10)
+    lines = [r.getMessage() for r in caplog.records if "single glacier" in r.getMessage()]
+    assert len(lines) == 1
+    assert "region 'Alps' has a single glacier (G010000E31000N)" in lines[0]
+    assert "region 'Andes' has a single glacier (G009000E30000N)" in lines[0]
+    assert sum("single glacier" in w for w in result.warnings) == 1
+
+
 def test_region_with_every_glacier_flagged(caplog) -> None:
     areas, _ = make_areas(4, regions={"Europe": -0.002, "Caucasus": -0.001}, per_region=2, obs=(20, 25))
     areas = areas[~((areas["region"] == "Caucasus") & (areas.groupby("glims_id").cumcount() >= 5))]

@@ -538,7 +538,7 @@ def panel_rate(observations: pd.DataFrame) -> tuple[float, float]:
 
 
 def _region_row(name: str, gl_all: pd.DataFrame, obs: pd.DataFrame, by: str,
-                notes: list[str]) -> tuple[dict[str, Any], pd.DataFrame]:
+                notes: list[str], singles: list[str]) -> tuple[dict[str, Any], pd.DataFrame]:
     gl = _included(gl_all)
     k = len(gl)
     label = f"{TOTAL} (all {by}s)" if name == TOTAL else f"{by} {name!r}"
@@ -554,9 +554,8 @@ def _region_row(name: str, gl_all: pd.DataFrame, obs: pd.DataFrame, by: str,
         row["sign_disagrees"] = False
         return row, annual
     mean, se = weighted_mean_rate(gl["rel_change_per_year"].to_numpy(), gl["n_obs"].to_numpy())
-    if k == 1:
-        notes.append(f"{label} has a single glacier ({gl['glims_id'].iloc[0]}): its mean is that glacier's "
-                     "rate and it has no standard error")
+    if k == 1:  # one note for all such regions (a demo or a small study has several)
+        singles.append(f"{label} has a single glacier ({gl['glims_id'].iloc[0]})")
     g_slope, g_se, _ = geomean_rate(annual)
     if k > 1 and len(annual) < 3:
         notes.append(f"{label}: only {len(annual)} calendar year(s); the geometric-mean fit has no standard error")
@@ -588,14 +587,18 @@ def _region_tables(clean: pd.DataFrame, glaciers: pd.DataFrame, by: str
     if by not in glaciers.columns:
         raise InputError(f"glacier trends table has no column {by!r}")
     notes: list[str] = []
+    singles: list[str] = []
     rows, annuals = [], []
     names = sorted(set(clean[by]) | set(glaciers[by].astype(str)))
     for name in [*names, TOTAL]:
         gl = glaciers if name == TOTAL else glaciers.loc[glaciers[by].astype(str) == name]
         obs = clean if name == TOTAL else clean.loc[clean[by] == name]
-        row, annual = _region_row(name, gl, obs, by, notes)
+        row, annual = _region_row(name, gl, obs, by, notes, singles)
         rows.append(row)
         annuals.append(annual.assign(**{by: name}))
+    if singles:
+        what = "its mean is that glacier's rate" if len(singles) == 1 else "each one's mean is its glacier's rate"
+        notes.insert(0, "; ".join(singles) + f": {what} and it has no standard error between glaciers")
     regions = pd.DataFrame(rows, columns=[by, *REGION_STAT_COLUMNS])
     for column in ("n_glaciers", "n_obs", "n_glaciers_flagged", "n_years"):
         regions[column] = regions[column].astype("int64")
