@@ -230,6 +230,9 @@ class TrainConfig:
     crop_px: int = _opt(0, "train on a random crop_px x crop_px window of each chip (0 = the whole chip, the "
                            "seed's); validation and inference see whole chips")
     weight_decay: float = _opt(1e-5, "Adam weight decay")
+    confounder_weight: float = _opt(1.0, "loss weight of the pixels where the NDSI > 0.4 rule and the mask disagree "
+                                         "(debris-covered ice, seasonal snow, lakes): the confounders the model is "
+                                         "there to resolve; 1 = plain cross-entropy (the seed's); needs the ndsi channel")
     batch_size: int = _opt(32, "chips per batch")
     epochs: int = _opt(100, "maximum epochs: training stops after this many, or earlier by patience")
     patience: int = _opt(10, "early stopping: epochs without a better validation loss")
@@ -491,6 +494,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "train.blur_sigma": (0, INF, "()"),
     "train.seed": (0, 2**32 - 1, "[]"),
     "train.loader_workers": (0, 64, "[]"),
+    "train.confounder_weight": (1, 100, "[]"),
     "timeseries.sigma": (0, INF, "[)"),
     "timeseries.sigma_days": (0, INF, "[)"),
     "timeseries.season_months_north": (1, 12, "[]"),

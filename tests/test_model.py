@@ -586,3 +586,37 @@ def test_norway_chips_cross_validation(tmp_path: Path) -> None:
     res = cross_validate(tmp_path / "chips", tmp_path / "cv", folds=3, config=cfg, progress=False)
     assert len(res["per_fold"]) == 3
     assert 0 < res["pooled"]["unet"]["dice"] <= 1 and 0 < res["pooled"]["ndsi"]["dice"] <= 1
+
+
+def test_confounder_weight_weighs_the_pixels_the_ndsi_rule_gets_wrong() -> None:
+    """``[train] confounder_weight``: the loss is the cross-entropy with weight w on the pixels where
+    NDSI > 0.4 and the mask disagree (debris on ice, snow off it), 1 elsewhere; 1 is the plain loss."""
+    import torch.nn.functional as F
+
+    from glacierwatch.features import Normaliser
+    from glacierwatch.model.train import ConfounderWeight
+
+    channels = ("green", "ndsi")
+    norm = Normaliser(channels, (0.0, -1.0), (1.0, 1.0))  # ndsi: (x + 1) / 2, so 0.4 -> 0.7
+    assert ConfounderWeight.for_training(TrainConfig(), channels, norm) is None
+    cw = ConfounderWeight.for_training(TrainConfig(confounder_weight=4.0), channels, norm)
+    assert cw is not None and cw.channel == 1 and cw.threshold == pytest.approx(0.7)
+    x = torch.zeros(1, 2, 2, 2)
+    x[0, 1] = torch.tensor([[0.9, 0.9], [0.1, 0.1]])  # NDSI 0.8 (rule: glacier) on top, -0.8 below
+    y = torch.tensor([[[1, 0], [1, 0]]])  # glacier on the left: (0,1) snow off it, (1,0) debris on it
+    logits = torch.randn(1, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    per_pixel = F.cross_entropy(logits, y, reduction="none")[0]
+    weights = torch.tensor([[1.0, 4.0], [4.0, 1.0]])
+    expected = (per_pixel * weights).sum() / weights.sum()
+    assert float(cw.loss(logits, x, y)) == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(InputError, match="needs the ndsi channel"):
+        ConfounderWeight.for_training(TrainConfig(confounder_weight=4.0), ("green", "red"), norm)
+
+
+def test_confounder_weight_below_one_is_refused_on_load(tmp_path: Path) -> None:
+    from glacierwatch.config import Config
+
+    bad = tmp_path / "c.toml"
+    bad.write_text("[train]\nconfounder_weight = 0.5\n")
+    with pytest.raises(ConfigError, match="confounder_weight"):
+        Config.from_toml(bad)

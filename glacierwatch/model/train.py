@@ -53,6 +53,7 @@ from glacierwatch import __version__
 from glacierwatch.chips.store import ChipSet, assign_folds
 from glacierwatch.config import LrSchedule, TrainConfig, choices
 from glacierwatch.errors import ConfigError, InputError
+from glacierwatch.features import NDSI_GLACIER_THRESHOLD, Normaliser
 from glacierwatch.io import atomic_path, write_json, write_table
 from glacierwatch.layout import MODEL_CARD_FILE, MODEL_FILE, MODEL_METRICS_FILE, MODEL_STATE_FILE
 from glacierwatch.model.card import CARD_FORMAT, usage_fields, weights_fingerprint
@@ -65,11 +66,11 @@ log = logging.getLogger(__name__)
 STATE_FORMAT = "glacierwatch-train-state/1"
 #: Settings that must be equal to resume a run (others, e.g. epochs or device, may change).
 RESUME_KEYS = ("encoder", "decoder", "encoder_weights", "learning_rate", "weight_decay", "batch_size", "p_flip", "p_blur",
-               "blur_sigma", "seed", "lr_schedule", "crop_px")
+               "blur_sigma", "seed", "lr_schedule", "crop_px", "confounder_weight")
 #: Learning-rate schedules (:func:`learning_rate_at`).
 LR_SCHEDULES = choices(LrSchedule)
 #: Values of keys added after the first state format that give the runs written before them.
-_OLD_RUN_DEFAULTS = {"decoder": "seed", "lr_schedule": "constant", "crop_px": 0}
+_OLD_RUN_DEFAULTS = {"decoder": "seed", "lr_schedule": "constant", "crop_px": 0, "confounder_weight": 1.0}
 #: The rows of the seed's Table I (learning rate, batch size); (1e-5, 8) appears twice there.
 TABLE_I = ((1e-3, 16), (1e-4, 16), (1e-5, 16), (1e-5, 8), (1e-5, 32))
 
@@ -279,17 +280,53 @@ class _Run:
     t_start: float
     deadline: float | None
     last_checkpoint: float
+    confounders: ConfounderWeight | None = None
+
+
+@dataclass(frozen=True)
+class ConfounderWeight:
+    """``[train] confounder_weight``: pixels where the NDSI rule (NDSI > 0.4 is glacier) and the mask
+    disagree weigh ``weight`` in the loss, the others 1. ``channel``: the index of ``ndsi`` in the
+    model's inputs; ``threshold``: 0.4 in that channel's normalised units."""
+
+    channel: int
+    threshold: float
+    weight: float
+
+    @classmethod
+    def for_training(cls, config: TrainConfig, channels: Sequence[str], normaliser: Normaliser
+                     ) -> ConfounderWeight | None:
+        if config.confounder_weight == 1.0:
+            return None
+        if "ndsi" not in channels:
+            raise InputError(f"train.confounder_weight = {config.confounder_weight:g} needs the ndsi channel; "
+                             f"the chips have {list(channels)}")
+        i = list(channels).index("ndsi")
+        low, high = normaliser.low[i], normaliser.high[i]
+        return cls(i, (NDSI_GLACIER_THRESHOLD - low) / max(high - low, 1e-12), float(config.confounder_weight))
+
+    def loss(self, logits: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """The weighted mean cross-entropy of a batch (fp32)."""
+        per_pixel = F.cross_entropy(logits, yb, reduction="none")
+        rule = xb[:, self.channel].float() > self.threshold
+        weights = torch.where(rule != (yb == 1), self.weight, 1.0).to(per_pixel.dtype)
+        return (per_pixel * weights).sum() / weights.sum()
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
                xb: torch.Tensor, yb: torch.Tensor, *, device: torch.device, dtype: torch.dtype | None,
-               lr: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               lr: float | None = None, confounders: ConfounderWeight | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch (images ``xb``, class masks ``yb`` on ``device``): forward under
-    autocast to ``dtype`` (None: fp32), cross-entropy in fp32, backward (scaled when ``scaler``), Adam
-    with learning rate ``lr`` (None: the optimizer's as it is). Returns (loss, logits)."""
+    autocast to ``dtype`` (None: fp32), cross-entropy in fp32 (weighted by ``confounders`` when given),
+    backward (scaled when ``scaler``), Adam with learning rate ``lr`` (None: the optimizer's as it is).
+    Returns (loss, logits)."""
     with autocast(device, dtype):
         logits = model(xb)
-    loss = F.cross_entropy(logits.float(), yb)
+    if confounders is None:
+        loss = F.cross_entropy(logits.float(), yb)
+    else:
+        loss = confounders.loss(logits.float(), xb, yb)
     opt.zero_grad(set_to_none=True)
     if lr is not None:
         for group in opt.param_groups:
@@ -380,7 +417,8 @@ def _train_epoch(run: _Run, st: TrainState) -> None:
             if run.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             loss, logits = train_step(run.model, run.opt, run.scaler, xb, yb, device=run.device, dtype=run.dtype,
-                                      lr=learning_rate_at(config, st.epoch, step, run.steps_per_epoch))
+                                      lr=learning_rate_at(config, st.epoch, step, run.steps_per_epoch),
+                                      confounders=run.confounders)
             with torch.no_grad():
                 tp, fp, fn = _counts(logits, yb)
                 acc["tp"] += tp
@@ -617,7 +655,8 @@ def _open_run(chips_dir: str | Path, out_dir: str | Path, *, config: TrainConfig
                scaler=scaler, x_tr=x_tr, y_tr=y_tr, x_va=x_va, y_va=y_va, rows_tr=rows_tr, rows_va=rows_va,
                rows_all=rows_all, loader_workers=loader_workers, steps_per_epoch=steps_per_epoch,
                max_minutes=max_minutes, progress=progress, checkpoint_every_s=checkpoint_every_s, t_start=t_start,
-               deadline=deadline, last_checkpoint=t_start)
+               deadline=deadline, last_checkpoint=t_start,
+               confounders=ConfounderWeight.for_training(config, channels, norm))
     return run, st
 
 
