@@ -226,3 +226,27 @@ def test_read_ahead_skips_done_glaciers_and_closes_what_it_opened_for_nothing() 
     assert [r.glims_id for r in made] == ["A", "C", "D"] and made[2].closed and not made[1].closed
     made[0].then()  # a late callback after close opens nothing
     assert len(made) == 3
+
+
+def test_read_ahead_waits_for_a_glacier_read_before_its_task_to_be_taken() -> None:
+    """A glacier read ahead whose scenes are all read while the one before it is still in the model:
+    the next is opened when its task takes it, never three at once."""
+    from glacierwatch.timeseries.run import ReadAhead
+
+    made: list[_FakeReading] = []
+
+    def open_reading(glims_id: str, then):
+        made.append(_FakeReading(glims_id, then))
+        return made[-1]
+
+    ahead = ReadAhead(["A", "B", "C"], lambda gid: False, open_reading)
+    ahead.open("A").then()  # A read: B opened ahead
+    ahead._pool.submit(lambda: None).result()  # the helper thread has opened B
+    made[1].then()  # B read while A is still in the model: C waits
+    assert [r.glims_id for r in made] == ["A", "B"]
+    assert ahead.open("B") is made[1]
+    ahead._pool.submit(lambda: None).result()
+    assert [r.glims_id for r in made] == ["A", "B", "C"]
+    assert ahead.open("C") is made[2]
+    ahead.close()
+    assert not any(r.closed for r in made)

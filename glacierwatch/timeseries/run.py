@@ -115,6 +115,9 @@ class ReadAhead:
         self._open = open_reading
         self._lock = threading.Lock()
         self._pending: tuple[str, Future[GlacierReading]] | None = None
+        # a glacier opened ahead whose scenes were all read before its task took it: the one after it
+        # is opened when it is taken (not at once: that would hold three stacks)
+        self._deferred: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
         self._closed = False
 
@@ -131,7 +134,14 @@ class ReadAhead:
                 else:  # not the glacier asked for (the order changed): dropped
                     future.add_done_callback(_close_reading)
         if taken is not None:
-            return taken.result()
+            reading = taken.result()
+            with self._lock:
+                read_already = self._deferred == glims_id
+                if read_already:
+                    self._deferred = None
+            if read_already:
+                self._ahead(glims_id)
+            return reading
         return self._open(glims_id, functools.partial(self._ahead, glims_id))
 
     def _ahead(self, glims_id: str) -> None:
@@ -140,7 +150,10 @@ class ReadAhead:
         if following is None:
             return
         with self._lock:
-            if self._closed or self._pending is not None:
+            if self._closed:
+                return
+            if self._pending is not None:  # glims_id itself, read before its task took it
+                self._deferred = glims_id
                 return
             self._pending = (following, self._pool.submit(
                 self._open, following, functools.partial(self._ahead, following)))
