@@ -101,16 +101,17 @@ class ReadAhead:
 
     When a glacier's scenes are all read (its reading's ``on_complete``), the reading of the next
     glacier of ``order`` that ``is_done`` does not skip is opened on a helper thread; the task of
-    that glacier then takes it (:meth:`take`) instead of opening its own, so the readers do not wait
+    that glacier then takes it (:meth:`open`) instead of opening its own, so the readers do not wait
     for the model, nor the model for a glacier's first scenes (except the first glacier's). At most
     two glaciers' stacks exist at a time (each within ``max_stack_mb``). An error opening the next
-    glacier is raised by its :meth:`take`, inside that glacier's task (its ledger line). :meth:`close`
+    glacier is raised by its :meth:`open`, inside that glacier's task (its ledger line). :meth:`close`
     closes a reading opened but not taken (a stopped run).
     """
 
     def __init__(self, order: Sequence[str], is_done: Callable[[str], bool],
                  open_reading: Callable[[str, Callable[[], None]], GlacierReading]) -> None:
         self._order = list(order)
+        self._position = {gid: i for i, gid in enumerate(self._order)}  # not list.index per glacier
         self._is_done = is_done
         self._open = open_reading
         self._lock = threading.Lock()
@@ -159,9 +160,8 @@ class ReadAhead:
                 self._open, following, functools.partial(self._ahead, following)))
 
     def _next_after(self, glims_id: str) -> str | None:
-        try:
-            at = self._order.index(glims_id)
-        except ValueError:
+        at = self._position.get(glims_id)
+        if at is None:
             return None
         for gid in self._order[at + 1:]:
             if not self._is_done(gid):
