@@ -50,6 +50,8 @@ VARIANTS: dict[str, tuple] = {
                                     annual_statistic="median"), "annual"),
     "annual least_snow": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.9,
                                annual_statistic="least_snow"), "annual"),
+    "defaults, threshold 0.4": (dict(threshold=0.4), "annual"),
+    "defaults, threshold 0.3": (dict(threshold=0.3), "annual"),
     "time sigma 30 d + annual median": (dict(smoothing="time", sigma_days=30.0, season="end_of_ablation",
                                              min_valid_fraction=0.9, annual_statistic="median"), "annual"),
 }

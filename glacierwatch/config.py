@@ -28,6 +28,7 @@ from glacierwatch.errors import ConfigError
 Smoothing = Literal["time", "masked", "seed", "none"]
 SegmenterName = Literal["unet", "ndsi"]
 Season = Literal["end_of_ablation", "seed", "all"]
+CpuInstructions = Literal["native", "avx2"]
 AnnualStatistic = Literal["median", "min", "q25", "mean", "least_snow"]
 EncoderName = Literal["resnet18", "resnet34", "resnet50"]
 DecoderName = Literal["seed", "light"]
@@ -333,6 +334,10 @@ class Config:
     workdir: str = _opt("work", "work folder holding every stage's outputs")
     lock_wait_s: float = _opt(0.0, "a stage whose work folder or output another process is using waits this many "
                                    "seconds for it (0 = stop at once, naming the other process)")
+    cpu_instructions: CpuInstructions = _opt("native", "x86 CPUs: native (the fastest kernels the CPU has) or avx2 "
+                                                        "(oneDNN, MKL and PyTorch capped at AVX2: the same fp32 "
+                                                        "arithmetic, so the same model and areas, on every x86-64 "
+                                                        "CPU with AVX2 or AVX-512; slower on AVX-512 CPUs)")
     synth: SynthConfig = field(default_factory=SynthConfig)
     inventory: InventoryConfig = field(default_factory=InventoryConfig)
     imagery: ImageryConfig = field(default_factory=ImageryConfig)

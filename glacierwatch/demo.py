@@ -57,6 +57,8 @@ def demo_config(workdir: str | Path, *, synth: SynthConfig | None = None) -> Con
     workdir = Path(workdir).resolve()
     return Config(
         workdir=str(workdir),
+        # the same fp32 arithmetic, so the same model and table, on every x86-64 CPU (glacierwatch.cpu)
+        cpu_instructions="avx2",
         synth=synth or SynthConfig(n_training_glaciers=120, n_timeseries_glaciers=6, scenes_per_year=10,
                                    training_extra_scenes=3),
         inventory=InventoryConfig(outlines=[str(workdir / DEMO_WORLD / SYNTH_OUTLINES)]),

@@ -77,6 +77,12 @@ def is_up_to_date(paths: WorkLayout, config: Config, stage: Stage) -> bool:
         return False
 
 
+def _cpu_setting(config: Config) -> dict[str, str]:
+    """The CPU cap where it is not the default, for the stamps of the stages that run the network (a work
+    folder made before the option existed stays up to date)."""
+    return {} if config.cpu_instructions == "native" else {"cpu_instructions": config.cpu_instructions}
+
+
 # ------------------------------------------------------------------ stage bodies
 
 def _run_inventory(paths: WorkLayout, config: Config, progress: bool) -> None:
@@ -185,9 +191,10 @@ def build_stages() -> list[Stage]:
         Stage("chips", _chips_inputs, lambda p: [p.chips],
               lambda c: {"chips": asdict(c.chips), "catalog": asdict(c.catalog)}, _run_chips),
         Stage("train", lambda p, c: [p.chips], lambda p: [p.model],
-              lambda c: asdict(c.train), _run_train),
+              lambda c: asdict(c.train) | _cpu_setting(c), _run_train),
         Stage("timeseries", lambda p, c: [p.catalog, p.inventory, p.model, p.dem], lambda p: [p.areas],
-              lambda c: {"timeseries": asdict(c.timeseries), "catalog": asdict(c.catalog)}, _run_timeseries),
+              lambda c: {"timeseries": asdict(c.timeseries), "catalog": asdict(c.catalog)} | _cpu_setting(c),
+              _run_timeseries),
         Stage("trends", lambda p, c: [p.areas, p.annual, p.inventory], lambda p: [p.glacier_trends_csv],
               lambda c: asdict(c.trends), _run_trends),
         Stage("report", lambda p, c: [p.areas, p.trends], lambda p: [p.report], lambda c: {}, _run_report),
@@ -201,9 +208,11 @@ def run_pipeline(config: Config, *, stages: Sequence[str] | None = None, force: 
     ``force`` reruns the stages even when up to date. The work folder is locked for the run: a second
     ``glacierwatch run`` on it stops at once naming the holder, or waits ``config.lock_wait_s`` seconds.
     """
+    from glacierwatch.cpu import cap_cpu_instructions
     from glacierwatch.io import ensure_dir
     from glacierwatch.lock import stage_lock
 
+    cap_cpu_instructions(config.cpu_instructions)  # before any stage loads PyTorch
     paths = WorkLayout.from_config(config)
     ensure_dir(paths.root)
     wanted = list(STAGES) if stages is None else list(stages)

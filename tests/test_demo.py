@@ -18,6 +18,7 @@ def test_demo_configuration_is_machine_independent(tmp_path: Path) -> None:
     config = demo_config(tmp_path)
     assert config.train.max_minutes == 0 and not config.train.bf16 and not config.timeseries.bf16
     assert config.train.deterministic
+    assert config.cpu_instructions == "avx2"  # the same fp32 kernels on every x86-64 CPU
 
 
 def test_demo_rerun_gives_the_same_table(tmp_path: Path) -> None:

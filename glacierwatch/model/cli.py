@@ -63,7 +63,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    cfg = Config.from_toml(args.config).train if args.config else TrainConfig()
+    if args.config:
+        from glacierwatch.cpu import cap_cpu_instructions
+
+        whole = Config.from_toml(args.config)
+        cap_cpu_instructions(whole.cpu_instructions)  # before the training loads PyTorch
+        cfg = whole.train
+    else:
+        cfg = TrainConfig()
     over = {k: v for k, v in {
         "encoder": args.encoder, "decoder": args.decoder, "encoder_weights": args.encoder_weights, "learning_rate": args.lr,
         "weight_decay": args.weight_decay, "batch_size": args.batch_size, "epochs": args.epochs,

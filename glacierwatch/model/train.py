@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from glacierwatch import __version__
 from glacierwatch.chips.store import ChipSet, assign_folds
 from glacierwatch.config import LrSchedule, TrainConfig, choices
+from glacierwatch.cpu import cpu_capability
 from glacierwatch.errors import ConfigError, InputError
 from glacierwatch.features import NDSI_GLACIER_THRESHOLD, Normaliser
 from glacierwatch.io import atomic_path, write_json, write_table
@@ -735,7 +736,8 @@ def _make_card(*, cs: ChipSet, config: TrainConfig, channels: Sequence[str], wei
                      "best_val_dice": best["val_dice"] if best else None, "epochs_run": len(history),
                      "stopped": reason, "seconds": float(sum(h.get("seconds", 0.0) for h in history))},
         "metrics": metrics or {},
-        "software": {"glacierwatch": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
+        "software": {"glacierwatch": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
+                     "cpu_capability": cpu_capability(), "machine": platform.machine()},
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     card.update(usage_fields(card))  # intended use and limitations, with the sensors and regions seen
