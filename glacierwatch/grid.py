@@ -223,9 +223,11 @@ def to_grid_crs(geometry: Any, grid: GlacierGrid, *, src_crs: Any = "EPSG:4326")
 #: while another thread works on the previous glacier, and the tests then saw "NotGeoreferencedWarning:
 #: Dataset has no geotransform ..." from rasterio.features, with the very masks of a run without threads.
 #: So rasterising is one thread at a time, and that one spurious warning is filtered for the process, at
-#: import (before any thread starts, so every filter list a thread saves and restores holds it).
+#: import (before any thread starts, so every filter list a thread saves and restores holds it). rasterio's
+#: reproject (scenes read onto the grid by the reader threads) quiets the same warning the same way and
+#: showed it too, in the time-series ablation's runs (every array it warps comes with its transform).
 warnings.filterwarnings("ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning,
-                        module=r"rasterio\.features")
+                        module=r"rasterio\.(features|warp)")
 _RASTERIZE_LOCK = threading.Lock()
 
 
