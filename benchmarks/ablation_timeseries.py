@@ -52,6 +52,9 @@ VARIANTS: dict[str, tuple] = {
                                annual_statistic="least_snow"), "annual"),
     "defaults, threshold 0.4": (dict(threshold=0.4), "annual"),
     "defaults, threshold 0.3": (dict(threshold=0.3), "annual"),
+    "defaults, min patch 0.02 km²": (dict(min_patch_km2=0.02), "annual"),
+    "defaults, min patch 0.05 km²": (dict(min_patch_km2=0.05), "annual"),
+    "defaults, min patch 0.1 km²": (dict(min_patch_km2=0.1), "annual"),
     "time sigma 30 d + annual median": (dict(smoothing="time", sigma_days=30.0, season="end_of_ablation",
                                              min_valid_fraction=0.9, annual_statistic="median"), "annual"),
 }

@@ -267,6 +267,8 @@ class TimeseriesConfig:
     buffer_m: float | None = _opt(500.0, "count glacier pixels within this distance of the outline, m, and only "
                                          "in the glacier's own territory (no neighbour's ice; 0 = the outline "
                                          "itself; none = the whole box, the seed's)")
+    min_patch_km2: float = _opt(0.0, "glacier patches (8-connected, within the counting region) smaller than "
+                                     "this many km² are not counted (snow patches, noise); 0 = every pixel counts")
     season: Season = _opt("end_of_ablation", "scenes counted in the annual areas: end_of_ablation (northern "
                                           "months season_months_north, southern season_months_south, all "
                                           "months within tropics_lat of the equator), seed (May-Oct / "
@@ -509,6 +511,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "timeseries.interval_spread": (0, 0.5, "[)"),
     "timeseries.threshold": (0, 1, "()"),
     "timeseries.buffer_m": (0, INF, "[)"),
+    "timeseries.min_patch_km2": (0, INF, "[)"),
     "timeseries.batch_size": (1, INF, "[)"),
     "timeseries.max_stack_mb": (0, INF, "()"),
     "timeseries.workers": (1, INF, "[)"),

@@ -4,7 +4,9 @@ It lies below the stages (it imports none of them), so that no stage imports ano
 
 Channels are named: the six reflective bands (surface reflectance, unitless), ``lwir`` (surface
 temperature, K), ``dem`` (elevation, m), ``ndsi`` = (green - swir16) / (green + swir16) and
-``ndwi`` = (green - nir08) / (green + nir08), both from reflectance (before normalisation).
+``ndwi`` = (green - nir08) / (green + nir08), both from reflectance (before normalisation), and
+``lwir_anomaly`` (K): the surface temperature minus that of the snow- and ice-free ground at the same
+elevation in the same image (:func:`lwir_anomaly`; not a default channel).
 Normalisation is a per-channel min-max with statistics fitted on the training chips and stored in
 the model card (:class:`Normaliser`), so a scene is scaled the same way whatever else is in it.
 """
@@ -26,10 +28,34 @@ DEFAULT_CHANNELS: tuple[str, ...] = (
     "blue", "green", "red", "nir08", "swir16", "swir22", "lwir", "dem", "ndsi", "ndwi",
 )
 INDEX_CHANNELS = ("ndsi", "ndwi")
-KNOWN_CHANNELS: tuple[str, ...] = (*COMMON_BANDS, "coastal", "dem", *INDEX_CHANNELS)
+#: Channels computed from others: the bands (and ``dem``) each one needs.
+DERIVED_CHANNEL_INPUTS: dict[str, tuple[str, ...]] = {
+    "ndsi": ("green", "swir16"),
+    "ndwi": ("green", "nir08"),
+    "lwir_anomaly": ("lwir", "green", "swir16", "dem"),
+}
+KNOWN_CHANNELS: tuple[str, ...] = (*COMMON_BANDS, "coastal", "dem", *DERIVED_CHANNEL_INPUTS)
 
 #: NDSI threshold of the classical baseline segmenter (Hall et al.; GLIMS band-ratio practice).
 NDSI_GLACIER_THRESHOLD = 0.4
+
+
+def bands_needed(channels: Sequence[str]) -> list[str]:
+    """The scene bands that ``channels`` are computed from, in a stable order (no ``dem``).
+
+    Raises ValueError for an unknown channel."""
+    unknown = [c for c in channels if c not in KNOWN_CHANNELS]
+    if unknown:
+        raise ValueError(f"unknown channel(s) {unknown}; known: {list(KNOWN_CHANNELS)}")
+    need: list[str] = []
+    for c in channels:
+        need += DERIVED_CHANNEL_INPUTS.get(c, (c,))
+    return [b for b in dict.fromkeys(need) if b != "dem"]
+
+
+def needs_dem(channels: Sequence[str]) -> bool:
+    """Whether any of ``channels`` is, or is computed from, the DEM."""
+    return any(c == "dem" or "dem" in DERIVED_CHANNEL_INPUTS.get(c, ()) for c in channels)
 
 
 def physical_bands(scene: Scene, bands: Sequence[str] = COMMON_BANDS, *, mask_invalid: bool = False
@@ -75,14 +101,69 @@ def compute_channels(bands: Mapping[str, np.ndarray], channels: Sequence[str] = 
             layers.append(normalized_difference(bands["green"], bands["swir16"]))
         elif name == "ndwi":
             layers.append(normalized_difference(bands["green"], bands["nir08"]))
-        elif name == "dem":
+        elif name in ("dem", "lwir_anomaly"):
             if dem is None:
-                raise ValueError("channel 'dem' requested but no DEM given")
-            ref = bands["green"]
-            layers.append(np.broadcast_to(dem.astype(np.float32), ref.shape))
+                raise ValueError(f"channel {name!r} requested but no DEM given")
+            if name == "dem":
+                layers.append(np.broadcast_to(dem.astype(np.float32), bands["green"].shape))
+            else:
+                layers.append(lwir_anomaly(bands["lwir"], dem,
+                                           normalized_difference(bands["green"], bands["swir16"])))
         else:
             layers.append(np.asarray(bands[name], dtype=np.float32))
     return np.stack(layers, axis=-3).astype(np.float32)
+
+
+#: Elevation bins (m) of :func:`lwir_anomaly`'s temperature-elevation line, and the fewest ground
+#: pixels a bin needs to count.
+ANOMALY_BIN_M = 100.0
+ANOMALY_MIN_BIN_PIXELS = 20
+
+
+def lwir_anomaly(lwir: np.ndarray, dem: np.ndarray, ndsi: np.ndarray) -> np.ndarray:
+    """Surface temperature (K) minus the temperature of snow- and ice-free ground at the same
+    elevation in the same image: a per-image line of temperature against elevation, fitted by
+    weighted least squares to the median temperature of each :data:`ANOMALY_BIN_M` elevation bin of the
+    ground pixels (NDSI <= :data:`NDSI_GLACIER_THRESHOLD`; medians, so that the minority of the bin
+    that is debris-covered ice does not pull the line down).
+
+    Why: debris over ice is colder than rock at its elevation (the ice under it holds the surface
+    near 273 K), while its reflectance is the rock's. The absolute temperature mixes that signal with
+    the lapse rate and the season; the anomaly is near 0 on ground at any elevation or date.
+
+    ``lwir`` and ``ndsi``: (..., H, W); ``dem``: (H, W) in m. Returns float32 (..., H, W), NaN where
+    ``lwir`` or ``dem`` is NaN, all NaN for an image with too few ground pixels for one bin.
+    """
+    lwir = np.asarray(lwir, dtype=np.float64)
+    dem = np.asarray(dem, dtype=np.float64)
+    ndsi = np.broadcast_to(np.asarray(ndsi), lwir.shape)
+    out = np.full(lwir.shape, np.nan, dtype=np.float32)
+    for lead in np.ndindex(lwir.shape[:-2]):
+        t, nd = lwir[lead], ndsi[lead]
+        ground = np.isfinite(t) & np.isfinite(dem) & (np.nan_to_num(nd, nan=1.0) <= NDSI_GLACIER_THRESHOLD)
+        if ground.sum() < ANOMALY_MIN_BIN_PIXELS:
+            continue
+        z, tz = dem[ground], t[ground]
+        bins = np.floor(z / ANOMALY_BIN_M).astype(np.int64)
+        order = np.argsort(bins, kind="stable")
+        bins, z, tz = bins[order], z[order], tz[order]
+        starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+        stops = np.r_[starts[1:], bins.size]
+        centres, medians, weights = [], [], []
+        for a, b in zip(starts, stops, strict=True):
+            if b - a >= ANOMALY_MIN_BIN_PIXELS:
+                centres.append(float(np.median(z[a:b])))
+                medians.append(float(np.median(tz[a:b])))
+                weights.append(float(b - a))
+        if not centres:
+            continue
+        if len(centres) == 1:
+            expected = np.full(dem.shape, medians[0])
+        else:
+            slope, intercept = np.polyfit(centres, medians, 1, w=np.sqrt(weights))
+            expected = intercept + slope * dem
+        out[lead] = (t - expected).astype(np.float32)
+    return out
 
 
 def fill_nan(x: np.ndarray) -> np.ndarray:

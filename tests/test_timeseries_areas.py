@@ -18,6 +18,7 @@ from glacierwatch.grid import GlacierGrid
 from glacierwatch.io import write_raster
 from glacierwatch.landsat import QA, SCENE_BANDS, kelvin_to_dn, reflectance_to_dn
 from glacierwatch.timeseries import NDSISegmenter, OracleSegmenter, glacier_areas, outline_on_grid
+from glacierwatch.timeseries.areas import drop_small_patches, patch_pixels
 
 GRID = GlacierGrid("EPSG:32632", 350000.0, 5100000.0, 30.0, 150, 120)
 ICE = {"blue": 0.8, "green": 0.75, "red": 0.7, "nir08": 0.55, "swir16": 0.05, "swir22": 0.04}
@@ -159,3 +160,33 @@ def test_outline_outside_grid_is_an_error(series) -> None:
     with pytest.raises(InputError, match="covers no pixel"):
         glacier_areas("G007000E46000N", scenes, geometry=far, region_name="Europe", grid=GRID,
                       dem_path=None, segmenter=NDSISegmenter(), config=TimeseriesConfig())
+
+
+def test_drop_small_patches_keeps_8_connected_patches_of_the_size() -> None:
+    masks = np.zeros((2, 10, 10), dtype=bool)
+    masks[0, 1, 1] = masks[0, 2, 2] = masks[0, 3, 3] = True   # a 3-pixel diagonal: one patch
+    masks[0, 7:9, 7:9] = True                                  # 4 pixels
+    masks[1, 5, 5] = True
+    kept = drop_small_patches(masks, 4)
+    assert kept[0, 7:9, 7:9].all() and kept[0].sum() == 4 and not kept[1].any()
+    assert drop_small_patches(masks, 3)[0].sum() == 7
+    assert drop_small_patches(masks, 1) is masks
+    assert patch_pixels(0.1, GRID) == 112 and patch_pixels(0.0, GRID) == 0 and patch_pixels(0.0009, GRID) == 1
+
+
+def test_min_patch_leaves_out_a_separate_patch_but_not_the_glacier(series) -> None:
+    """The whole-box count (the seed's) takes in the 0.28 km² patch in the box corner; with
+    min_patch_km2 = 0.5 it is left out at the area and at both interval bounds, and the glacier
+    (2.5-4.5 km²) is counted whole."""
+    scenes, truth = series
+    clear = np.arange(len(truth)) != 5
+    kwargs = dict(geometry=_outline(1000.0), region_name="Europe", grid=GRID, dem_path=None,
+                  segmenter=NDSISegmenter())
+    whole = glacier_areas("G007000E46000N", scenes, config=TimeseriesConfig(buffer_m=None), **kwargs)
+    patched = glacier_areas("G007000E46000N", scenes, config=TimeseriesConfig(buffer_m=None, min_patch_km2=0.5),
+                            **kwargs)
+    assert np.all(whole["area_km2"].to_numpy()[clear] - np.array(truth)[clear] > 0.2)
+    assert np.allclose(patched["area_km2"].to_numpy()[clear], np.array(truth)[clear], rtol=0.02)
+    assert np.all(patched["area_km2_high"].to_numpy() < whole["area_km2_high"].to_numpy())
+    assert np.all(patched["area_km2_low"].to_numpy()[clear] < whole["area_km2_low"].to_numpy()[clear])
+    assert patched["run_key"].iloc[0] != whole["run_key"].iloc[0]

@@ -68,18 +68,10 @@ MASK_KINDS = ("outline", "validation_outline", "truth")
 
 
 def _bands_needed(channels: Sequence[str]) -> list[str]:
-    unknown = [c for c in channels if c not in features.KNOWN_CHANNELS]
-    if unknown:
-        raise InputError(f"unknown channel(s) {unknown}; known: {list(features.KNOWN_CHANNELS)}")
-    need: list[str] = []
-    for c in channels:
-        if c == "ndsi":
-            need += ["green", "swir16"]
-        elif c == "ndwi":
-            need += ["green", "nir08"]
-        elif c != "dem":
-            need.append(c)
-    return list(dict.fromkeys(need))
+    try:
+        return features.bands_needed(channels)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def composite_scenes(paths: Sequence[str | Path], satellites: Sequence[str], bands: Sequence[str],
@@ -289,9 +281,9 @@ def _build_one(plan: ChipPlan, *, inv_row: pd.Series, inv_crs: Any, dem_dir: Pat
     mask = resize_mask(mask_full, config.size)
     if status == "ok":
         dem = None
-        if "dem" in channels:
+        if features.needs_dem(channels):
             if dem_dir is None:
-                raise InputError("channel 'dem' requested but no DEM folder given")
+                raise InputError(f"channels {list(channels)} need a DEM but no DEM folder is given")
             dem = dem_on_grid(GlacierPaths(glims_id, dem_dir=Path(dem_dir)).dem, grid)
         image = chip_from_composite(comp, channels, dem, config.size)
         if float(mask.var()) <= config.min_mask_variance:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 import rasterio.errors
+from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
 from glacierwatch.config import TimeseriesConfig
@@ -108,7 +109,10 @@ def run_key(segmenter: Segmenter, config: TimeseriesConfig) -> str:
                                             config.tropics_lat],
                           "min_valid_fraction": config.min_valid_fraction,
                           "interval_spread": config.interval_spread,
-                          "interval_model_error": config.interval_model_error, "areas_version": 4}, sort_keys=True)
+                          "interval_model_error": config.interval_model_error, "areas_version": 4,
+                          # only when set, so that the areas of work folders from before the option stay current
+                          **({"min_patch_km2": config.min_patch_km2} if config.min_patch_km2 > 0 else {})},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -147,10 +151,40 @@ class BlockAreas:
     high: np.ndarray
 
 
+#: 8-connectivity: pixels touching at a corner belong to the same patch (a glacier tongue one pixel
+#: wide on a diagonal stays one patch).
+_PATCH_STRUCTURE = np.ones((3, 3), dtype=bool)
+
+
+def drop_small_patches(masks: np.ndarray, min_pixels: int) -> np.ndarray:
+    """``masks`` (N, rows, cols) bool without the 8-connected patches of fewer than ``min_pixels``
+    pixels (each image on its own); ``min_pixels <= 1`` returns ``masks`` unchanged."""
+    if min_pixels <= 1:
+        return masks
+    out = np.zeros_like(masks)
+    for k, mask in enumerate(masks):
+        labels, n = ndimage.label(mask, structure=_PATCH_STRUCTURE)
+        if n == 0:
+            continue
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        keep = sizes >= min_pixels
+        keep[0] = False
+        out[k] = keep[labels]
+    return out
+
+
+def patch_pixels(min_patch_km2: float, grid: GlacierGrid) -> int:
+    """The fewest pixels of ``grid`` a counted patch has: ``min_patch_km2`` (km²) rounded up to pixels."""
+    return int(np.ceil(min_patch_km2 * 1e6 / grid.pixel_area_m2 - 1e-9)) if min_patch_km2 > 0 else 0
+
+
 def _areas_on_grid(probs: np.ndarray, grid: GlacierGrid, region: np.ndarray, threshold: float,
                    batch: int = 64, *, weight: np.ndarray | None = None, outline: np.ndarray | None = None,
-                   spread: float = 0.0) -> BlockAreas:
+                   spread: float = 0.0, min_patch_km2: float = 0.0) -> BlockAreas:
     """Resize chip-size probabilities back to the grid, threshold, count pixels in ``region`` -> km².
+
+    ``min_patch_km2``: glacier patches (8-connected, within ``region``) smaller than this are not
+    counted, at the threshold and at both bounds.
 
     The interval: ``low`` counts the pixels above ``threshold + spread`` that were observed (none of
     the unobserved part glacier); ``high`` counts those above ``threshold - spread`` plus every
@@ -161,18 +195,20 @@ def _areas_on_grid(probs: np.ndarray, grid: GlacierGrid, region: np.ndarray, thr
     n = len(probs)
     areas, low, high = (np.empty(n, dtype=np.float64) for _ in range(3))
     lo_t, hi_t = min(threshold + spread, 0.999), max(threshold - spread, 0.001)
+    min_pixels = patch_pixels(min_patch_km2, grid)
     for start in range(0, n, batch):
         stop = min(n, start + batch)
         on_grid = probabilities_on_grid(probs[start:stop], grid)
         inside = region[None]
-        areas[start:stop] = ((on_grid > threshold) & inside).sum(axis=(1, 2)) * km2_per_pixel
+        areas[start:stop] = drop_small_patches((on_grid > threshold) & inside, min_pixels).sum(axis=(1, 2)) * km2_per_pixel
         if weight is None:
             observed = np.ones_like(on_grid, dtype=bool)
         else:
             observed = probabilities_on_grid(np.asarray(weight[start:stop], dtype=np.float32), grid) >= 0.5
-        low[start:stop] = ((on_grid > lo_t) & observed & inside).sum(axis=(1, 2)) * km2_per_pixel
+        low[start:stop] = drop_small_patches((on_grid > lo_t) & observed & inside, min_pixels).sum(axis=(1, 2)) * km2_per_pixel
         unseen_ice = ~observed & inside & (outline[None] if outline is not None else True)
-        high[start:stop] = (((on_grid > hi_t) | unseen_ice) & inside).sum(axis=(1, 2)) * km2_per_pixel
+        high[start:stop] = drop_small_patches(((on_grid > hi_t) | unseen_ice) & inside,
+                                              min_pixels).sum(axis=(1, 2)) * km2_per_pixel
     return BlockAreas(areas, np.minimum(low, areas), np.maximum(high, areas))
 
 
@@ -475,10 +511,11 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry
             seen = blk.support if config.smoothing in ("masked", "time") else blk.weight
             region = region_ready.result()
             got = _areas_on_grid(blk.probs, grid, region, config.threshold, weight=seen, outline=outline,
-                                 spread=config.interval_spread)
+                                 spread=config.interval_spread, min_patch_km2=config.min_patch_km2)
             raw = None
             if blk.probs_raw is not None and blk.probs_raw is not blk.probs:
-                raw = _areas_on_grid(blk.probs_raw, grid, region, config.threshold).area
+                raw = _areas_on_grid(blk.probs_raw, grid, region, config.threshold,
+                                     min_patch_km2=config.min_patch_km2).area
             filled = None
             if config.smoothing != "none":
                 unobserved = blk.weight < 0.5

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from glacierwatch.config import CatalogConfig, TimeseriesConfig
 from glacierwatch.errors import InputError
+from glacierwatch.features import needs_dem
 from glacierwatch.glacier import Glacier, read_glaciers
 from glacierwatch.ids import validate_glims_id
 from glacierwatch.io import read_table, write_table
@@ -70,7 +71,7 @@ def find_dem(files: GlacierPaths, segmenter: Segmenter) -> str | None:
     if files.dem_dir is not None:
         candidate = files.dem_file
         dem_file = str(candidate) if candidate.exists() else None
-    if segmenter.name == "unet" and dem_file is None and "dem" in getattr(segmenter, "channels", ()):
+    if segmenter.name == "unet" and dem_file is None and needs_dem(getattr(segmenter, "channels", ())):
         raise InputError(f"{files.glims_id}: the model needs a DEM but "
                          f"{files.dem_dir}/{files.glims_id}.tif is missing")
     return dem_file
