@@ -198,8 +198,11 @@ class ChipsConfig:
     """Training chips: composites, masks, channels, split."""
 
     size: int = _opt(128, "chip size, pixels (square)")
-    channels: list[str] = _opt(["blue", "green", "red", "nir08", "swir16", "swir22", "lwir", "dem", "ndsi", "ndwi"],
-                               "channel names and order fed to the model")
+    channels: list[str] = _opt(["blue", "green", "red", "nir08", "swir16", "swir22", "lwir", "dem", "ndsi", "ndwi",
+                                "lwir_anomaly"],
+                               "channel names and order fed to the model (lwir_anomaly: surface temperature minus "
+                               "that of snow-free ground at the same elevation, K; it finds debris-covered ice: "
+                               "docs/model.md)")
     min_mask_variance: float = _opt(0.001, "drop chips whose mask variance is at or below this (empty masks)")
     val_fraction: float = _opt(0.1, "fraction of glaciers in the validation split (stratified by region)")
     test_fraction: float = _opt(0.1, "fraction of glaciers in the test split (stratified by region)")

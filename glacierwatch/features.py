@@ -6,7 +6,7 @@ Channels are named: the six reflective bands (surface reflectance, unitless), ``
 temperature, K), ``dem`` (elevation, m), ``ndsi`` = (green - swir16) / (green + swir16) and
 ``ndwi`` = (green - nir08) / (green + nir08), both from reflectance (before normalisation), and
 ``lwir_anomaly`` (K): the surface temperature minus that of the snow- and ice-free ground at the same
-elevation in the same image (:func:`lwir_anomaly`; not a default channel).
+elevation in the same image (:func:`lwir_anomaly`).
 Normalisation is a per-channel min-max with statistics fitted on the training chips and stored in
 the model card (:class:`Normaliser`), so a scene is scaled the same way whatever else is in it.
 """
@@ -25,7 +25,7 @@ from glacierwatch.io import Scene
 from glacierwatch.landsat import COMMON_BANDS, QA_BAND, qa_invalid_mask, to_physical
 
 DEFAULT_CHANNELS: tuple[str, ...] = (
-    "blue", "green", "red", "nir08", "swir16", "swir22", "lwir", "dem", "ndsi", "ndwi",
+    "blue", "green", "red", "nir08", "swir16", "swir22", "lwir", "dem", "ndsi", "ndwi", "lwir_anomaly",
 )
 INDEX_CHANNELS = ("ndsi", "ndwi")
 #: Channels computed from others: the bands (and ``dem``) each one needs.

@@ -33,7 +33,7 @@ from glacierwatch.landsat import QA, dn_to_reflectance, reflectance_to_dn
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NORWAY = SHARED / "glacierview_training_chips_norway"
-CH = ["blue", "green", "red", "nir08", "swir16", "swir22", "lwir", "dem", "ndsi", "ndwi"]
+CH = ["blue", "green", "red", "nir08", "swir16", "swir22", "lwir", "dem", "ndsi", "ndwi", "lwir_anomaly"]
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +112,14 @@ def test_build_writes_a_documented_chip_set(built, world) -> None:
     for row in nonempty(idx).itertuples():
         assert row.true_area_km2 == pytest.approx(world.truth[row.glims_id].sum() * 900 / 1e6, rel=0.01)
     x, m, rows = cs.load()
-    assert x.shape == (10, 10, 32, 32) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert x.shape == (10, len(CH), 32, 32) and x.dtype == np.float32 and np.isfinite(x).all()
     assert m.dtype == np.uint8 and set(np.unique(m)) <= {0, 1}
     # physical units are stored: reflectance ~0-1, K, m; indices from composite reflectance
     assert 0 < x[:, CH.index("green")].mean() < 1 and 250 < x[:, CH.index("lwir")].mean() < 300
     assert x[:, CH.index("dem")].mean() > 1000
+    anomaly = x[:, CH.index("lwir_anomaly")]
+    assert cs.header["units"]["lwir_anomaly"].endswith(", K")
+    assert abs(np.median(anomaly[m == 0])) < 3 and np.median(anomaly[m == 1]) < np.median(anomaly[m == 0]) - 3
     nd = normalized_difference(x[:, 1], x[:, 4])
     assert np.corrcoef(nd.ravel(), x[:, CH.index("ndsi")].ravel())[0, 1] > 0.95
     # normalisation: fitted on the train split only, applied at load time
@@ -233,7 +236,7 @@ def test_import_seed_chips(tmp_path: Path) -> None:
     assert x[:, 4][glacier].mean() == pytest.approx(0.05, abs=0.02)  # swir16 reflectance over ice
     assert x[:, 6][glacier].mean() > 0.6  # NDSI of ice
     assert (rows["region"] == "Norway").all() and rows["pixel_area_m2"].isna().all()
-    assert cs.header["provenance"]["channels_left_out"] == ["lwir", "dem"]
+    assert cs.header["provenance"]["channels_left_out"] == ["lwir", "dem", "lwir_anomaly"]
 
 
 def test_band_map_parsing() -> None:

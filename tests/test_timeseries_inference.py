@@ -100,7 +100,7 @@ def test_batches_are_near_equal_and_do_not_change_the_result() -> None:
 def test_unet_segmenter_runs_the_prepared_model(tmp_path: Path) -> None:
     model = _unet("resnet18", seed=8)
     state = model.state_dict()
-    lows, highs = [0.0] * 6 + [250.0, 0.0, -1.0, -1.0], [1.0] * 6 + [300.0, 5000.0, 1.0, 1.0]
+    lows, highs = [0.0] * 6 + [250.0, 0.0, -1.0, -1.0, -10.0], [1.0] * 6 + [300.0, 5000.0, 1.0, 1.0, 10.0]
     card = {
         "format": "glacierwatch-model-card/1", "channels": list(DEFAULT_CHANNELS),
         "normalisation": Normaliser(DEFAULT_CHANNELS, tuple(lows), tuple(highs)).to_dict(),
@@ -142,7 +142,7 @@ def test_light_decoder_folds_every_batchnorm() -> None:
 def test_segmenter_prefetching_inputs_gives_the_same_probabilities(tmp_path: Path) -> None:
     model = _unet("resnet18", seed=10)
     state = model.state_dict()
-    lows, highs = [0.0] * 6 + [250.0, 0.0, -1.0, -1.0], [1.0] * 6 + [300.0, 5000.0, 1.0, 1.0]
+    lows, highs = [0.0] * 6 + [250.0, 0.0, -1.0, -1.0, -10.0], [1.0] * 6 + [300.0, 5000.0, 1.0, 1.0, 10.0]
     card = {
         "format": "glacierwatch-model-card/1", "channels": list(DEFAULT_CHANNELS),
         "normalisation": Normaliser(DEFAULT_CHANNELS, tuple(lows), tuple(highs)).to_dict(),

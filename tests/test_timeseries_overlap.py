@@ -164,7 +164,7 @@ def _unet_segmenter(folder: Path) -> Any:
     torch.manual_seed(5)
     model = UNet(encoder="resnet18", in_channels=len(DEFAULT_CHANNELS), num_classes=2, decoder="light")
     state = model.state_dict()
-    lows, highs = [0.0] * 6 + [250.0, 0.0, -1.0, -1.0], [1.0] * 6 + [300.0, 5000.0, 1.0, 1.0]
+    lows, highs = [0.0] * 6 + [250.0, 0.0, -1.0, -1.0, -10.0], [1.0] * 6 + [300.0, 5000.0, 1.0, 1.0, 10.0]
     card = {
         "format": "glacierwatch-model-card/1", "channels": list(DEFAULT_CHANNELS),
         "normalisation": Normaliser(DEFAULT_CHANNELS, tuple(lows), tuple(highs)).to_dict(),

@@ -69,17 +69,10 @@ def parse_band_map(text: str | Mapping[str, int]) -> dict[str, int]:
 
 
 def available_channels(channels: Sequence[str], band_map: Mapping[str, int]) -> list[str]:
-    """The channels (in order) that the mapped bands can supply."""
+    """The channels (in order) that the mapped bands can supply (a computed channel: all its inputs,
+    :data:`features.DERIVED_CHANNEL_INPUTS`)."""
     have = set(band_map)
-    out = []
-    for c in channels:
-        if c == "ndsi" and {"green", "swir16"} <= have:
-            out.append(c)
-        elif c == "ndwi" and {"green", "nir08"} <= have:
-            out.append(c)
-        elif c in have:
-            out.append(c)
-    return out
+    return [c for c in channels if set(features.DERIVED_CHANNEL_INPUTS.get(c, (c,))) <= have]
 
 
 def _read(path: Path) -> np.ndarray:

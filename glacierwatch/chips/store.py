@@ -68,6 +68,7 @@ UNITS = {
     "nir08": "surface reflectance", "swir16": "surface reflectance", "swir22": "surface reflectance",
     "coastal": "surface reflectance", "lwir": "surface temperature, K", "dem": "elevation, m",
     "ndsi": "(green - swir16) / (green + swir16)", "ndwi": "(green - nir08) / (green + nir08)",
+    "lwir_anomaly": "surface temperature minus that of snow-free ground at the same elevation in the image, K",
 }
 
 
