@@ -199,7 +199,12 @@ def test_config_defaults_are_the_seed_values() -> None:
     assert cfg.timeseries.sigma == 20 and cfg.timeseries.threshold == 0.5
     assert cfg.catalog.max_cloud_cover == 10 and cfg.catalog.image_quality == 9
     assert cfg.inventory.min_area_km2 == 1 and cfg.inventory.max_area_km2 == 50
-    assert cfg.chips.size == 128 and len(cfg.chips.channels) == 10
+    # the seed's ten channels, then the thermal anomaly (beyond the seed: docs/model.md); the config's
+    # default is the features module's list
+    from glacierwatch.features import DEFAULT_CHANNELS
+
+    assert cfg.chips.size == 128 and cfg.chips.channels[:10] == list(DEFAULT_CHANNELS[:10])
+    assert cfg.chips.channels == [*DEFAULT_CHANNELS] and DEFAULT_CHANNELS[10:] == ("lwir_anomaly",)
 
 
 def test_example_toml_roundtrips(tmp_path: Path) -> None:

@@ -300,7 +300,7 @@ def test_checkpoint_and_card(trained: Path, chips32: Path) -> None:
     cs = ChipSet(chips32)
     assert card["channels"] == cs.channels == list(card["normalisation"]["channels"])
     assert card["normalisation"] == cs.header["normalisation"]
-    assert card["chip_size"] == 32 and card["encoder"] == "resnet18" and card["in_channels"] == 10
+    assert card["chip_size"] == 32 and card["encoder"] == "resnet18" and card["in_channels"] == len(card["channels"]) == 11
     assert card["sensors"] == ["L5", "L8"]
     assert card["settings"]["learning_rate"] == 1e-3 and card["settings"]["p_blur"] == 0.5
     assert card["metrics"]["split"] == "test" and card["metrics"]["n_chips"] == cs.header["counts"]["test"]
