@@ -13,6 +13,7 @@ the model card (:class:`Normaliser`), so a scene is scaled the same way whatever
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,13 +41,18 @@ KNOWN_CHANNELS: tuple[str, ...] = (*COMMON_BANDS, "coastal", "dem", *DERIVED_CHA
 NDSI_GLACIER_THRESHOLD = 0.4
 
 
+def check_known(channels: Sequence[str]) -> None:
+    """ValueError naming the channels that are not in :data:`KNOWN_CHANNELS`."""
+    unknown = [c for c in channels if c not in KNOWN_CHANNELS]
+    if unknown:
+        raise ValueError(f"unknown channel(s) {unknown}; known: {list(KNOWN_CHANNELS)}")
+
+
 def bands_needed(channels: Sequence[str]) -> list[str]:
     """The scene bands that ``channels`` are computed from, in a stable order (no ``dem``).
 
     Raises ValueError for an unknown channel."""
-    unknown = [c for c in channels if c not in KNOWN_CHANNELS]
-    if unknown:
-        raise ValueError(f"unknown channel(s) {unknown}; known: {list(KNOWN_CHANNELS)}")
+    check_known(channels)
     need: list[str] = []
     for c in channels:
         need += DERIVED_CHANNEL_INPUTS.get(c, (c,))
@@ -92,23 +98,26 @@ def compute_channels(bands: Mapping[str, np.ndarray], channels: Sequence[str] = 
     Returns float32 of shape (C, *shape) — or (..., C, H, W) when bands carry leading dims, the channel
     axis being placed just before the two spatial axes.
     """
-    unknown = [c for c in channels if c not in KNOWN_CHANNELS]
-    if unknown:
-        raise ValueError(f"unknown channel(s) {unknown}; known: {KNOWN_CHANNELS}")
+    check_known(channels)
+    if dem is None and needs_dem(channels):
+        raise ValueError(f"channel(s) {[c for c in channels if needs_dem([c])]} requested but no DEM given")
+
+    @functools.cache
+    def ndsi() -> np.ndarray:  # once, for its own channel and for the anomaly's ground pixels
+        return normalized_difference(bands["green"], bands["swir16"])
+
     layers = []
     for name in channels:
         if name == "ndsi":
-            layers.append(normalized_difference(bands["green"], bands["swir16"]))
+            layers.append(ndsi())
         elif name == "ndwi":
             layers.append(normalized_difference(bands["green"], bands["nir08"]))
-        elif name in ("dem", "lwir_anomaly"):
-            if dem is None:
-                raise ValueError(f"channel {name!r} requested but no DEM given")
-            if name == "dem":
-                layers.append(np.broadcast_to(dem.astype(np.float32), bands["green"].shape))
-            else:
-                layers.append(lwir_anomaly(bands["lwir"], dem,
-                                           normalized_difference(bands["green"], bands["swir16"])))
+        elif name == "dem":
+            assert dem is not None  # checked above
+            layers.append(np.broadcast_to(dem.astype(np.float32), bands["green"].shape))
+        elif name == "lwir_anomaly":
+            assert dem is not None
+            layers.append(lwir_anomaly(bands["lwir"], dem, ndsi()))
         else:
             layers.append(np.asarray(bands[name], dtype=np.float32))
     return np.stack(layers, axis=-3).astype(np.float32)
