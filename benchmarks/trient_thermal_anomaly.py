@@ -24,10 +24,11 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import rasterio
-from rasterio.features import rasterize
-from rasterio.warp import Resampling, reproject
+from shapely.geometry.base import BaseGeometry
 
 from glacierwatch.features import NDSI_GLACIER_THRESHOLD, lwir_anomaly, normalized_difference
+from glacierwatch.grid import GlacierGrid, outline_on_grid
+from glacierwatch.imagery.standard import dem_on_grid
 
 SERIES = "glacierview_trient_l5_toa_timeseries"
 OUTLINE = "sgi2010_trient_region/trient_SGI2010_B90-02_epsg4326.geojson"
@@ -35,16 +36,14 @@ OUTLINE = "sgi2010_trient_region/trient_SGI2010_B90-02_epsg4326.geojson"
 GREEN, SWIR16, THERMAL = 1, 4, 5
 
 
-def scene_figures(path: Path, dem_path: Path, outline: gpd.GeoDataFrame) -> dict[str, float]:
+def scene_figures(path: Path, dem_path: Path, outline: BaseGeometry) -> dict[str, float]:
+    """``outline``: Trient's SGI 2010 outline in EPSG:4326."""
     with rasterio.open(path) as src:
         bands = src.read().astype(np.float64)
-        dem = np.full(bands.shape[1:], np.nan)
-        with rasterio.open(dem_path) as d:
-            reproject(d.read(1).astype(np.float64), dem, src_transform=d.transform, src_crs=d.crs,
-                      src_nodata=d.nodata, dst_nodata=np.nan, dst_transform=src.transform, dst_crs=src.crs,
-                      resampling=Resampling.bilinear)
-        glacier = rasterize(outline.to_crs(src.crs).geometry, out_shape=bands.shape[1:],
-                            transform=src.transform).astype(bool)
+        grid = GlacierGrid.from_rasterio(src.crs, src.transform, src.width, src.height)
+    # the pipeline's own DEM resampling (bilinear, NaN = no data) and outline burning
+    dem = dem_on_grid(dem_path, grid).astype(np.float64)
+    glacier = outline_on_grid(outline, grid)
     bands[~np.isfinite(bands)] = np.nan  # Earth Engine's masked pixels are -inf
     ndsi = normalized_difference(bands[GREEN], bands[SWIR16])
     temp = bands[THERMAL]
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if not series.is_dir():
         print(f"no {series}: this check needs the real Trient series", file=sys.stderr)
         return 2
-    outline = gpd.read_file(args.data / OUTLINE)
+    outline = gpd.read_file(args.data / OUTLINE).to_crs("EPSG:4326").geometry.union_all()
     dem_path = series / "nasadem" / "G000000000000N_DEM.tif"
     results = {}
     for path in sorted((series / "landsat5_c01_toa").glob("*.tif")):
