@@ -28,36 +28,47 @@ from glacierwatch.trends.core import decimal_year
 
 #: name -> (timeseries settings, fit on: "annual" or "scenes"[, inventory: "seed" (10 % box, no
 #: territories), "box" (1.5 km box, no territories); default the work folder's inventory])
+#: The seed's choices of the steps before a step is added: no sun limit, NDSI on the chip-size stack,
+#: every pixel counted.
+_BEFORE = dict(min_sun_elevation=0.0, ndsi_resolution="chip", min_patch_km2=0.0)
 VARIANTS: dict[str, tuple] = {
     "seed (sigma 20 images, May-Oct, 10 % box, whole box, scenes)": (
-        dict(smoothing="seed", sigma=20.0, season="seed", buffer_m=None, min_valid_fraction=0.0), "scenes", "seed"),
+        dict(smoothing="seed", sigma=20.0, season="seed", buffer_m=None, min_valid_fraction=0.0, **_BEFORE),
+        "scenes", "seed"),
     "masked sigma 4 images, outline + 500 m (old demo)": (
-        dict(smoothing="masked", sigma=4.0, season="seed", min_valid_fraction=0.0), "scenes", "seed"),
-    "+ 1.5 km box": (dict(smoothing="masked", sigma=4.0, season="seed", min_valid_fraction=0.0), "scenes", "box"),
-    "+ own territory": (dict(smoothing="masked", sigma=4.0, season="seed", min_valid_fraction=0.0), "scenes"),
-    "+ no smoothing": (dict(smoothing="none", season="seed", min_valid_fraction=0.0), "scenes"),
-    "+ end-of-season window": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.0), "scenes"),
-    "+ observed >= 0.9": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.9), "scenes"),
+        dict(smoothing="masked", sigma=4.0, season="seed", min_valid_fraction=0.0, **_BEFORE), "scenes", "seed"),
+    "+ 1.5 km box": (dict(smoothing="masked", sigma=4.0, season="seed", min_valid_fraction=0.0, **_BEFORE),
+                     "scenes", "box"),
+    "+ own territory": (dict(smoothing="masked", sigma=4.0, season="seed", min_valid_fraction=0.0, **_BEFORE),
+                        "scenes"),
+    "+ no smoothing": (dict(smoothing="none", season="seed", min_valid_fraction=0.0, **_BEFORE), "scenes"),
+    "+ end-of-season window": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.0, **_BEFORE),
+                               "scenes"),
+    "+ observed >= 0.9": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.9, **_BEFORE),
+                          "scenes"),
     "+ annual median": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.9,
-                             annual_statistic="median"), "annual"),
-    "annual min": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.9,
-                        annual_statistic="min"), "annual"),
-    "annual q25": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.9,
-                        annual_statistic="q25"), "annual"),
-    "annual median, observed >= 0.8": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.8,
-                                            annual_statistic="median"), "annual"),
-    "annual median, May-Oct": (dict(smoothing="none", season="seed", min_valid_fraction=0.9,
-                                    annual_statistic="median"), "annual"),
-    "annual least_snow": (dict(smoothing="none", season="end_of_ablation", min_valid_fraction=0.9,
-                               annual_statistic="least_snow"), "annual"),
+                             annual_statistic="median", **_BEFORE), "annual"),
+    "+ sun >= 20 degrees": (dict(ndsi_resolution="chip", min_patch_km2=0.0), "annual"),
+    # the U-Net's input is the chip-size stack whatever this says: the step is run for NDSI only
+    "+ NDSI on the grid's pixels": (dict(min_patch_km2=0.0), "annual"),
+    "+ min patch 0.1 km² (= defaults)": (dict(), "annual"),
+    "defaults, sun >= 15": (dict(min_sun_elevation=15.0), "annual"),
+    "defaults, sun >= 25": (dict(min_sun_elevation=25.0), "annual"),
+    "defaults, sun >= 30": (dict(min_sun_elevation=30.0), "annual"),
+    "annual min": (dict(annual_statistic="min"), "annual"),
+    "annual q25": (dict(annual_statistic="q25"), "annual"),
+    "annual least_snow": (dict(annual_statistic="least_snow"), "annual"),
+    "defaults, observed >= 0.8": (dict(min_valid_fraction=0.8), "annual"),
+    "defaults, May-Oct": (dict(season="seed"), "annual"),
     "defaults, threshold 0.4": (dict(threshold=0.4), "annual"),
     "defaults, threshold 0.3": (dict(threshold=0.3), "annual"),
     "defaults, min patch 0.02 km²": (dict(min_patch_km2=0.02), "annual"),
     "defaults, min patch 0.05 km²": (dict(min_patch_km2=0.05), "annual"),
-    "defaults, min patch 0.1 km²": (dict(min_patch_km2=0.1), "annual"),
-    "time sigma 30 d + annual median": (dict(smoothing="time", sigma_days=30.0, season="end_of_ablation",
-                                             min_valid_fraction=0.9, annual_statistic="median"), "annual"),
+    "defaults, min patch 0.2 km²": (dict(min_patch_km2=0.2), "annual"),
+    "time sigma 30 d": (dict(smoothing="time", sigma_days=30.0), "annual"),
 }
+#: variants that only the NDSI baseline runs (the U-Net's would repeat the row before)
+NDSI_ONLY = ("+ NDSI on the grid's pixels",)
 
 
 def _slope(dates: pd.Series, area: pd.Series) -> float:
@@ -131,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, (name, (settings, fit_on, *which)) in enumerate(VARIANTS.items()):
         if args.variants and not any(v in name for v in args.variants):
             continue
+        if name in NDSI_ONLY and args.segmenter != "ndsi":
+            continue
         kind = which[0] if which else ""
         if kind not in inventories:
             inventories[kind] = _inventory_variant(cfg, kind, args.out)
@@ -139,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.segmenter == "ndsi" and args.ndsi_counts_water:
             from glacierwatch.timeseries import NDSISegmenter
 
-            segmenter = NDSISegmenter(exclude_water=False)
+            segmenter = NDSISegmenter(exclude_water=False, resolution=ts.ndsi_resolution)
         out = args.out / f"{args.segmenter}-{k}" / "areas.parquet"
         dem_dir = work / cfg.imagery.dem_dir
         res = run_timeseries(catalog=work / "catalog.parquet", inventory=inventories[kind], out=out,

@@ -27,6 +27,7 @@ from glacierwatch.errors import ConfigError
 #: The values of each enumerated option, in the order the documentation and error messages give them.
 Smoothing = Literal["time", "masked", "seed", "none"]
 SegmenterName = Literal["unet", "ndsi"]
+NdsiResolution = Literal["grid", "chip"]
 Season = Literal["end_of_ablation", "seed", "all"]
 CpuInstructions = Literal["native", "avx2"]
 AnnualStatistic = Literal["median", "min", "q25", "mean", "least_snow"]
@@ -267,11 +268,15 @@ class TimeseriesConfig:
     sigma: float = _opt(20.0, "smoothing masked/seed: Gaussian sigma in images (the paper's 20)")
     sigma_days: float = _opt(30.0, "smoothing time: Gaussian sigma in days (scenes within 4 sigma contribute)")
     threshold: float = _opt(0.5, "glacier probability threshold")
+    ndsi_resolution: NdsiResolution = _opt("grid", "segmenter ndsi: at the glacier grid's own resolution (grid, "
+                                                   "default) or on the chip-size stack the U-Net sees (chip, 128 x "
+                                                   "128 for any box; the resizing blurs the outline and snow patches)")
     buffer_m: float | None = _opt(500.0, "count glacier pixels within this distance of the outline, m, and only "
                                          "in the glacier's own territory (no neighbour's ice; 0 = the outline "
                                          "itself; none = the whole box, the seed's)")
-    min_patch_km2: float = _opt(0.0, "glacier patches (8-connected, within the counting region) smaller than "
-                                     "this many km² are not counted (snow patches, noise); 0 = every pixel counts")
+    min_patch_km2: float = _opt(0.1, "glacier patches (8-connected, within the counting region) smaller than "
+                                     "this many km² are not counted (snow patches beside the glacier, noise), at "
+                                     "most a tenth of the outline's area; 0 = every pixel counts (the seed's)")
     season: Season = _opt("end_of_ablation", "scenes counted in the annual areas: end_of_ablation (northern "
                                           "months season_months_north, southern season_months_south, all "
                                           "months within tropics_lat of the equator), seed (May-Oct / "
@@ -281,6 +286,10 @@ class TimeseriesConfig:
     tropics_lat: float = _opt(23.5, "within this latitude (degrees) there is no single ablation season: all months")
     min_valid_fraction: float = _opt(0.9, "a scene counts in the annual areas only if at least this share of "
                                           "the outline was observed (no cloud, shadow, fill, SLC-off gap)")
+    min_sun_elevation: float = _opt(20.0, "a scene counts in the annual areas only if the sun stood at least this "
+                                          "many degrees above the horizon (the scene's SUN_ELEVATION; a scene "
+                                          "without one counts): low sun casts long shadows and lights the glacier "
+                                          "badly; 0 = no limit (the seed's)")
     annual_statistic: AnnualStatistic = _opt("median", "annual area from a year's counted scenes: median, min, q25 "
                                            "(25th percentile), mean or least_snow (the scene with the least "
                                            "snow off the glacier)")
@@ -511,6 +520,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "timeseries.season_months_south": (1, 12, "[]"),
     "timeseries.tropics_lat": (0, 90, "[]"),
     "timeseries.min_valid_fraction": (0, 1, "[]"),
+    "timeseries.min_sun_elevation": (0, 90, "[]"),
     "timeseries.interval_spread": (0, 0.5, "[)"),
     "timeseries.threshold": (0, 1, "()"),
     "timeseries.buffer_m": (0, INF, "[)"),

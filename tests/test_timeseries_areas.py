@@ -18,7 +18,7 @@ from glacierwatch.grid import GlacierGrid
 from glacierwatch.io import write_raster
 from glacierwatch.landsat import QA, SCENE_BANDS, kelvin_to_dn, reflectance_to_dn
 from glacierwatch.timeseries import NDSISegmenter, OracleSegmenter, glacier_areas, outline_on_grid
-from glacierwatch.timeseries.areas import drop_small_patches, patch_pixels
+from glacierwatch.timeseries.areas import drop_small_patches, glacier_min_patch_km2, patch_pixels
 
 GRID = GlacierGrid("EPSG:32632", 350000.0, 5100000.0, 30.0, 150, 120)
 ICE = {"blue": 0.8, "green": 0.75, "red": 0.7, "nir08": 0.55, "swir16": 0.05, "swir22": 0.04}
@@ -190,3 +190,91 @@ def test_min_patch_leaves_out_a_separate_patch_but_not_the_glacier(series) -> No
     assert np.all(patched["area_km2_high"].to_numpy() < whole["area_km2_high"].to_numpy())
     assert np.all(patched["area_km2_low"].to_numpy()[clear] < whole["area_km2_low"].to_numpy()[clear])
     assert patched["run_key"].iloc[0] != whole["run_key"].iloc[0]
+
+
+def test_small_glacier_keeps_its_area_under_the_patch_limit(tmp_path: Path) -> None:
+    """The patch limit is at most a tenth of the glacier's outline: a 0.07 km² glacier is counted whole
+    under min_patch_km2 = 0.1 (its limit is 0.007 km²), a separate 0.005 km² speck beside it is not."""
+    assert glacier_min_patch_km2(0.1, 3.0) == pytest.approx(0.1)
+    assert glacier_min_patch_km2(0.1, 0.05) == pytest.approx(0.005)
+    assert glacier_min_patch_km2(0.0, 0.05) == 0.0
+    glacier = _disc(150.0)
+    rows, cols = np.mgrid[0:GRID.height, 0:GRID.width]
+    speck = (rows >= 62) & (rows < 64) & (cols >= 70) & (cols < 73)  # 6 pixels, 0.0054 km², 200 m off
+    path = tmp_path / "G007000E46000N_2001-08-01_L8_C02_T1_L2_SR.tif"
+    _write_scene(path, glacier, extra_ice=speck)
+    scenes = pd.DataFrame([{"path": str(path), "date": dt.date(2001, 8, 1), "satellite": "L8"}])
+    areas = glacier_areas("G007000E46000N", scenes, geometry=_outline(150.0), region_name="Europe", grid=GRID,
+                          dem_path=None, segmenter=NDSISegmenter(),
+                          config=TimeseriesConfig(buffer_m=500.0, min_patch_km2=0.1))
+    assert areas["area_km2"].iloc[0] == pytest.approx(glacier.sum() * 900 / 1e6)
+    assert areas["min_patch_km2"].iloc[0] == pytest.approx(0.1 * outline_on_grid(_outline(150.0), GRID).sum()
+                                                           * 900 / 1e6)
+    plain = glacier_areas("G007000E46000N", scenes, geometry=_outline(150.0), region_name="Europe", grid=GRID,
+                          dem_path=None, segmenter=NDSISegmenter(),
+                          config=TimeseriesConfig(buffer_m=500.0, min_patch_km2=0.0))
+    assert plain["area_km2"].iloc[0] == pytest.approx((glacier | speck).sum() * 900 / 1e6)
+    assert TimeseriesConfig().min_patch_km2 == 0.1  # the default limit, as measured in docs/timeseries.md
+
+
+def test_ndsi_on_the_grid_counts_each_pixel_and_its_interval_spans_ndsi_0_3_to_0_5(tmp_path: Path) -> None:
+    """On a box twice the chip size, NDSI on the grid's own pixels counts a tongue one pixel wide; the
+    seed's NDSI on the chip-size stack loses most of it. The interval bounds count NDSI > 0.5 (low)
+    and NDSI > 0.3 (high): a band of NDSI 0.45 is in the area and the high bound, one of 0.35 only
+    in the high bound."""
+    grid = GlacierGrid("EPSG:32632", 350000.0, 5100000.0, 30.0, 300, 300)
+    rows, cols = np.mgrid[0:grid.height, 0:grid.width]
+    disc = (rows - 150) ** 2 + (cols - 150) ** 2 <= 40**2
+    tongue = (cols == 150) & (rows > 150) & (rows < 230)
+    ice = disc | tongue
+    mid = (rows >= 60) & (rows < 64) & (cols >= 140) & (cols < 160)   # NDSI 0.45: 80 pixels
+    weak = (rows >= 50) & (rows < 54) & (cols >= 140) & (cols < 160)  # NDSI 0.35: 80 pixels
+    layers = []
+    for band in SCENE_BANDS[:6]:
+        refl = np.where(ice, ICE[band], ROCK[band])
+        if band == "green":
+            refl = np.where(mid, 0.29, np.where(weak, 0.27, refl))
+        elif band == "swir16":
+            refl = np.where(mid, 0.11, np.where(weak, 0.13, refl))
+        layers.append(reflectance_to_dn(refl))
+    layers += [kelvin_to_dn(np.where(ice, 270.0, 285.0)), np.full(grid.shape, int(QA.CLEAR), np.uint16)]
+    path = tmp_path / "G007000E46000N_2001-08-01_L8_C02_T1_L2_SR.tif"
+    write_raster(path, np.stack(layers).astype(np.uint16), grid, band_names=list(SCENE_BANDS), nodata=0)
+    scenes = pd.DataFrame([{"path": str(path), "date": dt.date(2001, 8, 1), "satellite": "L8"}])
+    center = (grid.x0 + 150.5 * 30.0, grid.y0 - 150.5 * 30.0)
+    to_wgs = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform
+    outline = shapely.transform(Point(*center).buffer(3500.0, 64), lambda x, y: to_wgs(x, y), interleaved=False)
+    kwargs = dict(geometry=outline, region_name="Europe", grid=grid, dem_path=None,
+                  config=TimeseriesConfig(buffer_m=0.0, interval_model_error=False, min_patch_km2=0.0))
+    on_grid = glacier_areas("G007000E46000N", scenes, segmenter=NDSISegmenter(), **kwargs).iloc[0]
+    on_chip = glacier_areas("G007000E46000N", scenes, segmenter=NDSISegmenter(resolution="chip"), **kwargs).iloc[0]
+    km2 = 900 / 1e6
+    assert on_grid["area_km2"] == pytest.approx((ice | mid).sum() * km2)
+    assert on_grid["area_km2_low"] == pytest.approx(ice.sum() * km2)
+    assert on_grid["area_km2_high"] == pytest.approx((ice | mid | weak).sum() * km2)
+    assert on_chip["area_km2"] < on_grid["area_km2"] - 0.5 * tongue.sum() * km2
+    assert on_grid["model_fingerprint"] == "ndsi>0.4-water@grid"
+    assert on_chip["model_fingerprint"] == "ndsi>0.4-water"
+    with pytest.raises(InputError, match="resolution"):
+        NDSISegmenter(resolution="native")
+
+
+def test_scenes_with_a_low_sun_do_not_count(series) -> None:
+    """A scene whose sun stood lower than min_sun_elevation (20 degrees by default) keeps its area but
+    does not count; one without a sun elevation counts; min_sun_elevation = 0 counts them all."""
+    scenes, _ = series
+    sun = np.full(len(scenes), 45.0)
+    sun[2], sun[3], sun[4] = 12.0, np.nan, 20.0
+    with_sun = scenes.assign(sun_elevation=sun)
+    kwargs = dict(geometry=_outline(1000.0), region_name="Europe", grid=GRID, dem_path=None, segmenter=NDSISegmenter())
+    areas = glacier_areas("G007000E46000N", with_sun, config=TimeseriesConfig(buffer_m=500.0), **kwargs)
+    clear = areas.index != 5  # the clouded scene is left out by min_valid_fraction
+    assert list(areas.loc[clear, "use"]) == [k != 2 for k in range(len(areas)) if k != 5]
+    assert np.isfinite(areas.loc[2, "area_km2"]) and areas.loc[2, "sun_elevation"] == 12.0
+    assert np.isnan(areas.loc[3, "sun_elevation"])
+    every = glacier_areas("G007000E46000N", with_sun, config=TimeseriesConfig(buffer_m=500.0, min_sun_elevation=0.0),
+                          **kwargs)
+    assert every.loc[clear, "use"].all()
+    assert every["run_key"].iloc[0] != areas["run_key"].iloc[0]
+    unknown = glacier_areas("G007000E46000N", scenes, config=TimeseriesConfig(buffer_m=500.0), **kwargs)
+    assert unknown.loc[clear, "use"].all() and unknown["sun_elevation"].isna().all()

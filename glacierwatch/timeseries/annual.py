@@ -3,7 +3,7 @@
 Glaciologists map outlines at the end of the ablation season, when seasonal snow is at its minimum.
 Each scene of ``areas.parquet`` says whether it counts (``use``: in the season window of
 :func:`glacierwatch.timeseries.areas.season_months`, at least ``min_valid_fraction`` of the outline
-observed, read and placed on the grid); the annual area of a glacier and year is a robust statistic
+observed, the sun at least ``min_sun_elevation`` degrees high, read and placed on the grid); the annual area of a glacier and year is a robust statistic
 of its counted scenes (``TimeseriesConfig.annual_statistic``), and its interval the same statistic
 of the scenes' interval bounds. The trends are fitted on this table by default.
 """

@@ -42,7 +42,7 @@ from glacierwatch.features import resize_stack
 from glacierwatch.grid import GlacierGrid, counting_region, outline_on_grid, territory_on_grid
 from glacierwatch.landsat import COMMON_BANDS
 from glacierwatch.model.predict import batch_bounds
-from glacierwatch.timeseries.segmenters import Segmenter, segmenter_precision
+from glacierwatch.timeseries.segmenters import Segmenter, segmenter_precision, works_on_grid
 from glacierwatch.timeseries.stack import (
     SceneStack,
     read_stack,
@@ -55,9 +55,13 @@ from glacierwatch.timeseries.stack import (
 AREA_COLUMNS = (
     "glims_id", "region", "date", "satellite", "scene", "area_km2", "area_km2_low", "area_km2_high",
     "model_error_fraction", "area_km2_unsmoothed", "valid_fraction", "filled_fraction", "snow_fraction",
-    "season_ok", "use", "skip_reason", "pixel_area_m2", "segmenter", "model_fingerprint", "precision", "smoothing", "sigma",
-    "buffer_m", "run_key",
+    "sun_elevation", "season_ok", "use", "skip_reason", "pixel_area_m2", "segmenter", "model_fingerprint", "precision", "smoothing", "sigma",
+    "buffer_m", "min_patch_km2", "run_key",
 )
+
+#: The run's scenes table (``<OUT stem>.scenes.parquet``): the scene file, its date and satellite, and
+#: the sun's elevation at the scene centre (degrees; NaN where the catalog has none).
+SCENE_COLUMNS = ("glims_id", "path", "date", "satellite", "sun_elevation")
 
 
 def raster_grid(path: str) -> GlacierGrid:
@@ -108,8 +112,9 @@ def run_key(segmenter: Segmenter, config: TimeseriesConfig) -> str:
                           "season_months": [config.season_months_north, config.season_months_south,
                                             config.tropics_lat],
                           "min_valid_fraction": config.min_valid_fraction,
+                          "min_sun_elevation": config.min_sun_elevation,
                           "interval_spread": config.interval_spread,
-                          "interval_model_error": config.interval_model_error, "areas_version": 4,
+                          "interval_model_error": config.interval_model_error, "areas_version": 5,
                           # only when set, so that the areas of work folders from before the option stay current
                           **({"min_patch_km2": config.min_patch_km2} if config.min_patch_km2 > 0 else {})},
                          sort_keys=True)
@@ -171,6 +176,18 @@ def drop_small_patches(masks: np.ndarray, min_pixels: int) -> np.ndarray:
         keep[0] = False
         out[k] = keep[labels]
     return out
+
+
+#: A glacier's patch size limit is at most this share of its outline's area, so that the limit meant
+#: for snow patches beside a glacier of a few km² never removes a small glacier or its main parts.
+MIN_PATCH_OUTLINE_SHARE = 0.1
+
+
+def glacier_min_patch_km2(min_patch_km2: float, outline_km2: float) -> float:
+    """The patch size limit (km²) of a glacier whose outline covers ``outline_km2``: ``min_patch_km2``,
+    at most :data:`MIN_PATCH_OUTLINE_SHARE` of the outline (0.1 km² for a glacier of 1 km² or more,
+    0.005 km² for one of 0.05 km²)."""
+    return min(float(min_patch_km2), MIN_PATCH_OUTLINE_SHARE * max(float(outline_km2), 0.0))
 
 
 def patch_pixels(min_patch_km2: float, grid: GlacierGrid) -> int:
@@ -248,8 +265,9 @@ def snow_zone(geometry: BaseGeometry, grid: GlacierGrid, territory_wkb: bytes | 
     return ~outline_on_grid(geometry, grid, buffer_m=SNOW_ZONE_DISTANCE_M) & territory_on_grid(territory_wkb, grid)
 
 
-def dem_at_chip_size(dem_path: str, grid: GlacierGrid, chip_size: int) -> np.ndarray:
-    """The DEM (m) on ``grid`` reduced to ``chip_size``; nodata is filled with the mean elevation.
+def dem_at_chip_size(dem_path: str, grid: GlacierGrid, chip_size: int | tuple[int, int]) -> np.ndarray:
+    """The DEM (m) on ``grid`` reduced to ``chip_size`` (or a (rows, cols) stack size); nodata is filled
+    with the mean elevation.
     A DEM on another grid (a larger box, another CRS) is put onto the glacier grid bilinearly."""
     from glacierwatch.imagery.standard import dem_on_grid
 
@@ -276,10 +294,11 @@ def block_length(n_scenes: int, bytes_per_scene: int, config: TimeseriesConfig) 
 
 @contextlib.contextmanager
 def glacier_stack(scenes: pd.DataFrame, grid: GlacierGrid, outline: np.ndarray, *, config: TimeseriesConfig,
-                  chip_size: int = 128, threads: int = 2, scratch_dir: str | Path | None = None,
+                  chip_size: int | tuple[int, int] = 128, threads: int = 2, scratch_dir: str | Path | None = None,
                   glims_id: str = "glacier", snow_zone: np.ndarray | Callable[[], np.ndarray] | None = None,
                   background: bool = False, on_complete: Callable[[], None] | None = None) -> Iterator[SceneStack]:
-    """Read a glacier's scenes (in :func:`prepare_glacier` order) into a chip-size :class:`SceneStack`.
+    """Read a glacier's scenes (in :func:`prepare_glacier` order) into a chip-size :class:`SceneStack`
+    (``chip_size`` x ``chip_size``, or a (rows, cols) size: :func:`stack_size`).
 
     The stack is in memory when it takes at most ``config.max_stack_mb`` MB (2^20 bytes), else in
     memory-mapped files in a temporary folder ``.<glims_id>.stack-*`` inside ``scratch_dir`` (None:
@@ -357,8 +376,9 @@ def segment_blocks(glims_id: str, stack: SceneStack, *, dates: Sequence[Any], de
     n = len(stack)
     if block is None:
         keep_raw = stack.raw is not None
-        block = block_length(n, stack_bytes_per_scene(stack.bands.shape[-1], len(stack.band_names),
-                                                      keep_raw=keep_raw), config)
+        per_scene = stack_bytes_per_scene((stack.bands.shape[-2], stack.bands.shape[-1]), len(stack.band_names),
+                                          keep_raw=keep_raw)
+        block = block_length(n, per_scene, config)
     sigma = smoothing_sigma(config)
     same = smoothing_is_identity(config.smoothing, n, sigma)
     two_pass = unsmoothed and not same
@@ -408,9 +428,17 @@ class _CountedBlock:
     filled_fraction: np.ndarray | None
 
 
+def stack_size(grid: GlacierGrid, chip_size: int, *, on_grid: bool) -> tuple[int, int]:
+    """(rows, cols) of a glacier's stack: the grid's own shape ``on_grid`` (for a segmenter that
+    :func:`~glacierwatch.timeseries.segmenters.works_on_grid`: the NDSI baseline by default), else
+    ``chip_size`` x ``chip_size`` (the U-Net's input)."""
+    return grid.shape if on_grid else (chip_size, chip_size)
+
+
 class GlacierReading:
     """One glacier's inputs, opened and being read: the scenes in processing order, the grid, the outline
-    on it, the chip-size :class:`SceneStack` (read in the background when ``background``), and, on a
+    on it, the chip-size :class:`SceneStack` (read in the background when ``background``; at the grid's
+    own size with ``on_grid``, for a segmenter that :func:`works_on_grid`), and, on a
     one-thread executor (``counter``, which :func:`glacier_areas` then uses for counting), the snow zone
     (which the readers wait for), the counting region and the DEM at chip size, prepared while the first
     scenes are read.
@@ -425,11 +453,15 @@ class GlacierReading:
     def __init__(self, glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry, grid: GlacierGrid | None,
                  dem_path: str | None, config: TimeseriesConfig, chip_size: int = 128, threads: int = 2,
                  scratch_dir: str | Path | None = None, territory_wkb: bytes | None = None,
-                 background: bool = True, on_complete: Callable[[], None] | None = None) -> None:
+                 background: bool = True, on_complete: Callable[[], None] | None = None,
+                 on_grid: bool = False) -> None:
         self.glims_id = glims_id
         self.geometry = geometry
-        self.chip_size = chip_size
         self.scenes, self.grid, self.outline = prepare_glacier(glims_id, scenes, geometry, grid)
+        self.on_grid = on_grid
+        #: (rows, cols) of the stack's images (:func:`stack_size`)
+        self.size = stack_size(self.grid, chip_size, on_grid=on_grid)
+        size = self.size
         self._scope = contextlib.ExitStack()
         try:
             # the rasterising runs on the counting thread one job after the other (rasterio warns when
@@ -439,9 +471,9 @@ class GlacierReading:
             zone_ready = self.counter.submit(snow_zone, geometry, self.grid, territory_wkb)
             self.region_ready = self.counter.submit(count_region, geometry, self.grid, config.buffer_m, territory_wkb)
             self.dem_ready: Future[np.ndarray | None] = self.counter.submit(
-                lambda: dem_at_chip_size(dem_path, self.grid, chip_size) if dem_path is not None else None)
+                lambda: dem_at_chip_size(dem_path, self.grid, size) if dem_path is not None else None)
             self.stack = self._scope.enter_context(glacier_stack(
-                self.scenes, self.grid, self.outline, config=config, chip_size=chip_size, threads=threads,
+                self.scenes, self.grid, self.outline, config=config, chip_size=size, threads=threads,
                 scratch_dir=scratch_dir, glims_id=glims_id, snow_zone=zone_ready.result, background=background,
                 on_complete=on_complete))
         except BaseException:
@@ -464,7 +496,9 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry
                   scratch_dir: str | Path | None = None, territory_wkb: bytes | None = None,
                   latitude: float | None = None, overlap: bool = True,
                   reading: GlacierReading | None = None) -> pd.DataFrame:
-    """Area of one glacier on every scene in ``scenes`` (columns path, date, satellite).
+    """Area of one glacier on every scene in ``scenes`` (columns path, date, satellite and, when known,
+    sun_elevation in degrees: a scene whose sun stood lower than ``config.min_sun_elevation`` does not
+    count).
 
     ``grid``: the glacier grid (the inventory's); a scene on another grid is put onto it, a scene
     that cannot be read or placed is kept with its ``skip_reason`` and no area. None takes the grid
@@ -485,13 +519,14 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry
     if reading is None:
         reading = GlacierReading(glims_id, scenes, geometry=geometry, grid=grid, dem_path=dem_path, config=config,
                                  chip_size=chip_size, threads=threads, scratch_dir=scratch_dir,
-                                 territory_wkb=territory_wkb, background=overlap)
-    elif reading.glims_id != glims_id:
+                                 territory_wkb=territory_wkb, background=overlap, on_grid=works_on_grid(segmenter))
+    elif reading.glims_id != glims_id or reading.on_grid != works_on_grid(segmenter):
         reading.close()
-        raise ValueError(f"{glims_id}: given the reading of {reading.glims_id}")
+        raise ValueError(f"{glims_id}: given the reading of {reading.glims_id} at {reading.size}, which "
+                         f"{segmenter.name} does not take")
     with reading:
         scenes, grid, outline, stack = reading.scenes, reading.grid, reading.outline, reading.stack
-        counter, region_ready, chip_size = reading.counter, reading.region_ready, reading.chip_size
+        counter, region_ready, size = reading.counter, reading.region_ready, reading.size
         dates = list(pd.to_datetime(scenes["date"]).dt.date)
         if latitude is None:
             latitude = float(geometry.centroid.y)
@@ -501,9 +536,10 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry
         filled_fraction = np.zeros(n, dtype=np.float64)
         dem_small = reading.dem_ready.result()
         # share of the outline (at chip size) that was not observed but got a value from its neighbours
-        outline_small = resize_stack(outline.astype(np.float32)[None], chip_size).numpy()[0] >= 0.5
+        outline_small = resize_stack(outline.astype(np.float32)[None], size).numpy()[0] >= 0.5
         n_out = max(int(outline_small.sum()), 1)
         error = float(getattr(segmenter, "relative_area_error", 0.0)) if config.interval_model_error else 0.0
+        min_patch_km2 = glacier_min_patch_km2(config.min_patch_km2, float(outline.sum()) * grid.pixel_area_m2 / 1e6)
 
         def count(blk: GlacierBlock) -> _CountedBlock:
             # the interval's "unobserved" is what the segmented stack lacked: after smoothing, the
@@ -511,11 +547,11 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry
             seen = blk.support if config.smoothing in ("masked", "time") else blk.weight
             region = region_ready.result()
             got = _areas_on_grid(blk.probs, grid, region, config.threshold, weight=seen, outline=outline,
-                                 spread=config.interval_spread, min_patch_km2=config.min_patch_km2)
+                                 spread=config.interval_spread, min_patch_km2=min_patch_km2)
             raw = None
             if blk.probs_raw is not None and blk.probs_raw is not blk.probs:
                 raw = _areas_on_grid(blk.probs_raw, grid, region, config.threshold,
-                                     min_patch_km2=config.min_patch_km2).area
+                                     min_patch_km2=min_patch_km2).area
             filled = None
             if config.smoothing != "none":
                 unobserved = blk.weight < 0.5
@@ -566,7 +602,10 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry
         arr[bad] = np.nan
     months = season_months(config, latitude)
     season_ok = np.array([d.month in months for d in dates], dtype=bool)
-    use = season_ok & ~bad & (valid_fraction >= config.min_valid_fraction) & np.isfinite(areas)
+    sun = (pd.to_numeric(scenes["sun_elevation"], errors="coerce").to_numpy(dtype=np.float64)
+           if "sun_elevation" in scenes else np.full(n, np.nan))
+    sun_ok = ~(sun < config.min_sun_elevation)  # a scene without a sun elevation is not judged by it
+    use = season_ok & sun_ok & ~bad & (valid_fraction >= config.min_valid_fraction) & np.isfinite(areas)
     sigma = smoothing_sigma(config)
     return pd.DataFrame({
         "glims_id": glims_id,
@@ -582,6 +621,7 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry
         "valid_fraction": valid_fraction,
         "filled_fraction": filled_fraction,
         "snow_fraction": snow,
+        "sun_elevation": sun,
         "season_ok": season_ok,
         "use": use,
         "skip_reason": reasons,
@@ -592,5 +632,6 @@ def glacier_areas(glims_id: str, scenes: pd.DataFrame, *, geometry: BaseGeometry
         "smoothing": config.smoothing,
         "sigma": sigma,
         "buffer_m": float(config.buffer_m) if config.buffer_m is not None else np.nan,
+        "min_patch_km2": min_patch_km2,
         "run_key": run_key(segmenter, config),
     }, columns=list(AREA_COLUMNS))

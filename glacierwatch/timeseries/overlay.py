@@ -49,13 +49,22 @@ from glacierwatch.layout import GlacierPaths, TimeseriesOutputs
 from glacierwatch.timeseries.areas import (
     count_region,
     dem_at_chip_size,
+    drop_small_patches,
     glacier_stack,
+    patch_pixels,
     prepare_glacier,
     probabilities_on_grid,
     smoothed_probabilities,
+    stack_size,
 )
 from glacierwatch.timeseries.run import find_dem
-from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter, segmenter_precision
+from glacierwatch.timeseries.segmenters import (
+    Segmenter,
+    SegmenterSpec,
+    make_segmenter,
+    segmenter_precision,
+    works_on_grid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +171,12 @@ def _run_settings(rows: pd.DataFrame, glims_id: str) -> dict[str, Any]:
         raise InputError(f"{glims_id}: the areas rows mix several values of 'precision' ({list(precisions)}); "
                          "rerun the stage")
     settings["precision"] = str(precisions.iloc[0]) if len(precisions) else None
+    # the glacier's patch size limit (areas_version 5 on; before it, no limit was applied by default)
+    patch = rows["min_patch_km2"].drop_duplicates() if "min_patch_km2" in rows.columns else pd.Series([0.0])
+    if len(patch) > 1:
+        raise InputError(f"{glims_id}: the areas rows mix several values of 'min_patch_km2' ({list(patch)}); "
+                         "rerun the stage")
+    settings["min_patch_km2"] = float(patch.iloc[0]) if np.isfinite(patch.iloc[0]) else 0.0
     return settings
 
 
@@ -182,8 +197,10 @@ def _segmenter_for(settings: dict[str, Any], *, model: str | os.PathLike[str] | 
                    device: str, glims_id: str) -> Segmenter:
     precision = settings.get("precision")
     bf16 = config.bf16 if precision is None else precision != "fp32"
+    # an NDSI run on the grid's own pixels says so in its fingerprint (NDSISegmenter)
+    resolution = "grid" if str(settings["model_fingerprint"]).endswith("@grid") else "chip"
     spec = SegmenterSpec(str(settings["segmenter"]), str(model) if model is not None else None,
-                         config.batch_size, device, bf16=bf16)
+                         config.batch_size, device, bf16=bf16, ndsi_resolution=resolution)
     segmenter = make_segmenter(spec)
     if precision is not None and segmenter_precision(segmenter) != precision:
         log.warning("%s: the areas were computed in %s, which %s cannot run; the redrawn areas may differ "
@@ -246,10 +263,11 @@ def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: s
 
     scenes, grid, outline = prepare_glacier(glims_id, scenes, geometry, glacier.grid)
     dem_path = find_dem(GlacierPaths(glims_id, dem_dir=Path(dem_dir) if dem_dir is not None else None), segmenter)
-    dem_small = dem_at_chip_size(dem_path, grid, chip_size) if dem_path is not None else None
+    size = stack_size(grid, chip_size, on_grid=works_on_grid(segmenter))
+    dem_small = dem_at_chip_size(dem_path, grid, size) if dem_path is not None else None
     position = {Path(str(p)).name: i for i, p in enumerate(scenes["path"])}
     dates_all = list(pd.to_datetime(scenes["date"]).dt.date)
-    with glacier_stack(scenes, grid, outline, config=run_config, chip_size=chip_size, threads=threads,
+    with glacier_stack(scenes, grid, outline, config=run_config, chip_size=size, threads=threads,
                        glims_id=glims_id) as stack:
         wanted = [position[name] for name in chosen["scene"]]
         probs = smoothed_probabilities(glims_id, stack, wanted, dates=dates_all, dem_small=dem_small,
@@ -266,7 +284,9 @@ def overlay_data(glims_id: str, dates: Sequence[str | dt.date], *, areas_path: s
     for row in chosen.itertuples(index=False):
         i = position[row.scene]
         probability = probabilities_on_grid(probs[i][None], grid)[0]
-        redrawn = float(((probability > run_config.threshold) & region).sum() * grid.pixel_area_m2 / 1e6)
+        counted = drop_small_patches(((probability > run_config.threshold) & region)[None],
+                                     patch_pixels(settings["min_patch_km2"], grid))[0]
+        redrawn = float(counted.sum() * grid.pixel_area_m2 / 1e6)
         rgb, fill = _true_colour(scenes["path"].iloc[i])
         item = OverlayScene(glims_id=glims_id, date=row.date, satellite=str(row.satellite), scene=str(row.scene),
                             grid=grid, rgb=rgb, fill=fill, probability=probability, outline=outline_xy,

@@ -9,7 +9,8 @@ Outputs (``OUT`` = e.g. ``areas.parquet``):
   (``run_key``) and finishes with every glacier exactly once;
 * ``<OUT stem>.annual.parquet`` — one row per glacier and year: the annual area from the year's
   counted end-of-season scenes (:mod:`glacierwatch.timeseries.annual`), what the trends are fitted on;
-* ``<OUT stem>.scenes.parquet`` — the scenes selected for the run (the catalog's inference filter);
+* ``<OUT stem>.scenes.parquet`` — the scenes selected for the run (the catalog's inference filter;
+  columns :data:`~glacierwatch.timeseries.areas.SCENE_COLUMNS`);
 * ``<OUT stem>.failures.jsonl`` — the ledger: one line per failed glacier (error class, message);
 * ``<OUT stem>.parts/.<GLIMS_ID>.stack-*/`` — while a glacier whose stack exceeds
   ``TimeseriesConfig.max_stack_mb`` is processed: its chip-size stack as memory-mapped files (removed
@@ -40,8 +41,15 @@ from glacierwatch.layout import GlacierPaths, TimeseriesOutputs
 from glacierwatch.lock import stage_lock
 from glacierwatch.tasks import TaskReport, run_per_glacier
 from glacierwatch.timeseries.annual import annual_areas
-from glacierwatch.timeseries.areas import AREA_COLUMNS, GlacierReading, glacier_areas, remove_stale_stacks, run_key
-from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter
+from glacierwatch.timeseries.areas import (
+    AREA_COLUMNS,
+    SCENE_COLUMNS,
+    GlacierReading,
+    glacier_areas,
+    remove_stale_stacks,
+    run_key,
+)
+from glacierwatch.timeseries.segmenters import Segmenter, SegmenterSpec, make_segmenter, works_on_grid
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +102,7 @@ def _open_glacier(glims_id: str, *, scenes_path: str, glaciers: Mapping[str, Gla
     return GlacierReading(glims_id, scenes, geometry=glacier.outline, grid=glacier.grid,
                           dem_path=find_dem(files, segmenter), config=config, chip_size=chip_size,
                           threads=config.read_threads, scratch_dir=parts_dir, territory_wkb=glacier.territory_wkb,
-                          background=background, on_complete=on_complete)
+                          background=background, on_complete=on_complete, on_grid=works_on_grid(segmenter))
 
 
 class ReadAhead:
@@ -266,14 +274,17 @@ def _run_timeseries_locked(outputs: TimeseriesOutputs, *, catalog: str | Path, i
     # the inventory is read once, not once per glacier; each record carries its files
     facts = read_glaciers(inventory, glaciers, paths=lambda gid: outputs.glacier(gid, dem_dir=dem_dir))
     scenes = scenes[scenes["glims_id"].isin(glaciers)]
-    write_table(scenes[["glims_id", "path", "date", "satellite"]].reset_index(drop=True), outputs.scenes)
+    # the sun elevation (degrees, NaN where the catalog has none) decides whether a scene counts
+    scenes = scenes.assign(sun_elevation=pd.to_numeric(scenes["sun_elevation"], errors="coerce")
+                           if "sun_elevation" in scenes else float("nan"))
+    write_table(scenes[list(SCENE_COLUMNS)].reset_index(drop=True), outputs.scenes)
 
     spec = None
     if segmenter is None:
         if config.segmenter == "unet" and model is None:
             raise InputError("the unet segmenter needs --model CHECKPOINT (or use --segmenter ndsi)")
         spec = SegmenterSpec(config.segmenter, str(model) if model else None, config.batch_size, device,
-                             bf16=config.bf16)
+                             bf16=config.bf16, ndsi_resolution=config.ndsi_resolution)
         seg_here = make_segmenter(spec)
     else:
         if config.scheduler != "local":

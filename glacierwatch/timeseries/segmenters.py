@@ -1,7 +1,8 @@
 """Segmenters for the time-series stage: the trained U-Net, the NDSI baseline, and (for tests and
 validation) an oracle that returns a known true mask.
 
-A segmenter maps a batch of physical-unit bands at chip size to glacier probabilities:
+A segmenter maps a batch of physical-unit bands at chip size (or, for one whose ``resolution`` is
+"grid", at the glacier grid's own size) to glacier probabilities:
 ``segmenter(bands, dem, glims_id=..., dates=...) -> (N, H, W) float32 in [0, 1]`` where ``bands``
 maps common band names to (N, H, W) float32 arrays (reflectance / K) and ``dem`` is (H, W) in m.
 Segmenters are built from a picklable :class:`SegmenterSpec` and cached per process, so Dask
@@ -19,7 +20,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from glacierwatch.errors import InputError
-from glacierwatch.features import NDSI_GLACIER_THRESHOLD, Normaliser, compute_channels, fill_nan, ndsi_mask
+from glacierwatch.features import (
+    NDSI_GLACIER_THRESHOLD,
+    Normaliser,
+    compute_channels,
+    fill_nan,
+    ndsi_mask,
+    normalized_difference,
+    water_mask,
+)
 
 
 class Segmenter(Protocol):
@@ -43,6 +52,14 @@ class SegmenterSpec:
     device: str = "cpu"
     bf16: bool = True
     ndsi_threshold: float = NDSI_GLACIER_THRESHOLD
+    #: ndsi: "grid" (the glacier grid's own pixels) or "chip" (the chip-size stack)
+    ndsi_resolution: str = "grid"
+
+
+def works_on_grid(segmenter: Segmenter) -> bool:
+    """Whether ``segmenter`` takes the scenes at the glacier grid's own resolution (its ``resolution``
+    is "grid") rather than resized to chip size (the U-Net, whose input size is fixed by its training)."""
+    return str(getattr(segmenter, "resolution", "chip")) == "grid"
 
 
 def held_out_area_error(card: Mapping[str, Any]) -> float:
@@ -73,22 +90,50 @@ def inference_precision(device: str, bf16: bool) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32") if dtype is not None else "fp32"
 
 
+#: Half-width of the NDSI ramp of :class:`NDSISegmenter` on the grid: probability 0 at the threshold
+#: minus this, 1 at the threshold plus it. The time series' interval (0.5 -/+ 0.25) then counts the
+#: pixels of NDSI above 0.5 (low) and above 0.3 (high) around the 0.4 rule, the range of NDSI
+#: thresholds used for glacier mapping.
+NDSI_RAMP_HALF_WIDTH = 0.2
+
+
 class NDSISegmenter:
-    """Baseline: glacier where NDSI > threshold (0.4, Hall et al.) and not open water."""
+    """Baseline: glacier where NDSI > threshold (0.4, Hall et al.) and not open water.
+
+    ``resolution``: "grid" (default) classifies the glacier grid's own pixels; "chip" the chip-size
+    stack the U-Net sees (the box resized to 128 x 128, as the seed did), where resizing mixes a
+    snow patch or the glacier margin with the rock around it (measured in docs/timeseries.md).
+    """
 
     name = "ndsi"
     #: no held-out measurement: its intervals come from the pixels alone
     relative_area_error = 0.0
     precision = "fp32"
 
-    def __init__(self, threshold: float = NDSI_GLACIER_THRESHOLD, *, exclude_water: bool = True) -> None:
+    def __init__(self, threshold: float = NDSI_GLACIER_THRESHOLD, *, exclude_water: bool = True,
+                 resolution: str = "grid") -> None:
+        if resolution not in ("grid", "chip"):
+            raise InputError(f"unknown NDSI resolution {resolution!r} (grid or chip)")
         self.threshold = threshold
         self.exclude_water = exclude_water
-        self.fingerprint = f"ndsi>{threshold:g}" + ("-water" if exclude_water else "")
+        self.resolution = resolution
+        # the chip-size baseline keeps the fingerprint it had before the grid's resolution existed
+        self.fingerprint = (f"ndsi>{threshold:g}" + ("-water" if exclude_water else "")
+                            + ("@grid" if resolution == "grid" else ""))
 
     def __call__(self, bands: Mapping[str, np.ndarray], dem: np.ndarray | None, *, glims_id: str,
                  dates: Sequence[Any]) -> np.ndarray:
-        return ndsi_mask(bands, threshold=self.threshold, exclude_water=self.exclude_water).astype(np.float32)
+        glacier = ndsi_mask(bands, threshold=self.threshold, exclude_water=self.exclude_water)
+        if self.resolution == "chip":  # the seed's 0/1 mask (resizing it back to the grid softens it)
+            return glacier.astype(np.float32)
+        # a ramp through the threshold, so that the time series' interval (probability 0.5 -/+ its
+        # spread) is the area over an NDSI range around the threshold; open water stays 0
+        ndsi = np.nan_to_num(normalized_difference(bands["green"], bands["swir16"]), nan=-1.0)
+        ramp = np.clip(0.5 + (ndsi - self.threshold) / (2.0 * NDSI_RAMP_HALF_WIDTH), 0.0, 1.0)
+        if self.exclude_water and "nir08" in bands:
+            ramp[water_mask(bands)] = 0.0
+        # exactly the rule's pixels above 0.5, whatever the float rounding of the ramp
+        return np.where(glacier, np.maximum(ramp, 0.5 + 1e-6), np.minimum(ramp, 0.5)).astype(np.float32)
 
 
 class UNetSegmenter:
@@ -177,5 +222,5 @@ def make_segmenter(spec: SegmenterSpec) -> Segmenter:
             raise InputError("segmenter 'unet' needs a model checkpoint (--model)")
         return UNetSegmenter(spec.checkpoint, batch_size=spec.batch_size, device=spec.device, bf16=spec.bf16)
     if spec.kind == "ndsi":
-        return NDSISegmenter(spec.ndsi_threshold)
+        return NDSISegmenter(spec.ndsi_threshold, resolution=spec.ndsi_resolution)
     raise InputError(f"unknown segmenter {spec.kind!r} (unet or ndsi)")

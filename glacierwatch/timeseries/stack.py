@@ -137,10 +137,20 @@ class SceneStack:
             self.progress.stop()
 
 
-def stack_bytes_per_scene(size: int, n_bands: int = len(COMMON_BANDS), *, keep_raw: bool = True) -> int:
-    """Bytes one scene takes in a :class:`SceneStack` at ``size`` x ``size`` (float32 bands, raw bands
-    if kept, weight): 983,040 for 7 bands at 128 with raw, 524,288 without."""
-    return 4 * size * size * (n_bands * (2 if keep_raw else 1) + 1)
+def stack_shape(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(rows, cols) of a stack's images: ``size`` x ``size`` for an int (chip size), else ``size``."""
+    if isinstance(size, int):
+        return (size, size)
+    rows, cols = size
+    return (int(rows), int(cols))
+
+
+def stack_bytes_per_scene(size: int | tuple[int, int], n_bands: int = len(COMMON_BANDS), *,
+                          keep_raw: bool = True) -> int:
+    """Bytes one scene takes in a :class:`SceneStack` at ``size`` (:func:`stack_shape`; float32 bands,
+    raw bands if kept, weight): 983,040 for 7 bands at 128 with raw, 524,288 without."""
+    rows, cols = stack_shape(size)
+    return 4 * rows * cols * (n_bands * (2 if keep_raw else 1) + 1)
 
 
 #: NDSI above which an observed pixel counts as snow or ice in the per-scene snow measure (the same
@@ -160,9 +170,10 @@ class ReducedScene:
     warped: bool
 
 
-def reduce_scene(path: str, grid: GlacierGrid, outline: np.ndarray, size: int, band_names: Sequence[str],
-                 keep_raw: bool = True, snow_zone: np.ndarray | None = None) -> ReducedScene:
-    """Read one scene onto ``grid`` (:func:`scene_on_grid`) and reduce it to ``size`` x ``size``.
+def reduce_scene(path: str, grid: GlacierGrid, outline: np.ndarray, size: int | tuple[int, int],
+                 band_names: Sequence[str], keep_raw: bool = True, snow_zone: np.ndarray | None = None) -> ReducedScene:
+    """Read one scene onto ``grid`` (:func:`scene_on_grid`) and reduce it to ``size`` (:func:`stack_shape`;
+    the grid's own shape keeps its pixels as they are).
 
     ``valid_fraction``: share of ``outline`` pixels observed (not fill, cloud, shadow or cirrus);
     ``snow_fraction``: share of the observed pixels of ``snow_zone`` (the box away from the glacier)
@@ -192,7 +203,7 @@ def reduce_scene(path: str, grid: GlacierGrid, outline: np.ndarray, size: int, b
     return ReducedScene(small.astype(np.float32), small_raw, small_w.astype(np.float32), observed, snow, warped)
 
 
-def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, size: int = 128,
+def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, size: int | tuple[int, int] = 128,
                band_names: Sequence[str] = COMMON_BANDS, threads: int = 2, keep_raw: bool = True,
                scratch_dir: str | Path | None = None,
                snow_zone: np.ndarray | Callable[[], np.ndarray] | None = None,
@@ -217,7 +228,8 @@ def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, 
     never the stack's.
     """
     n = len(paths)
-    shape = (n, len(band_names), size, size)
+    rows, cols = stack_shape(size)
+    shape = (n, len(band_names), rows, cols)
 
     def alloc(name: str, shp: tuple[int, ...]) -> np.ndarray:
         if scratch_dir is None or n == 0:
@@ -226,7 +238,7 @@ def read_stack(paths: Sequence[str], grid: GlacierGrid, outline: np.ndarray, *, 
 
     bands = alloc("bands", shape)
     raw = alloc("raw", shape) if keep_raw else None
-    weight = alloc("weight", (n, size, size))
+    weight = alloc("weight", (n, rows, cols))
     valid_fraction = np.zeros(n, dtype=np.float64)
     snow_fraction = np.full(n, np.nan, dtype=np.float64)
     warped = np.zeros(n, dtype=bool)

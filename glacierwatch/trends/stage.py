@@ -150,8 +150,9 @@ def write_trends(areas: str | os.PathLike[str] | pd.DataFrame, out_dir: str | os
         annual_rows = len(annual) if isinstance(annual, pd.DataFrame) else len(read_table(annual))
         if annual_rows == 0:
             raise InputError(f"{annual}: no annual area: no scene counts (end-of-season window, enough of the "
-                             "outline observed; see the use and valid_fraction columns of the areas table); "
-                             "widen [timeseries] season / min_valid_fraction, or fit every scene with "
+                             "outline observed, the sun high enough; see the use, valid_fraction and sun_elevation "
+                             "columns of the areas table); widen [timeseries] season / min_valid_fraction / "
+                             "min_sun_elevation, or fit every scene with "
                              "--fit-on scenes")
         areas = annual
     elif fit_on == "annual":
