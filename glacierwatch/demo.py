@@ -1,5 +1,7 @@
 """``glacierwatch demo``: a small synthetic world with known truth, the whole chain on it, and a
-table of estimated against true relative area change per year for each time-series glacier."""
+table of estimated against true relative area change per year for each time-series glacier, for the
+U-Net and for the NDSI baseline (the classical NDSI > 0.4 rule on the same scenes, with the same
+counting rules, in ``<work>/baseline_ndsi/``)."""
 
 from __future__ import annotations
 
@@ -24,13 +26,16 @@ from glacierwatch.config import (
     example_toml,
 )
 from glacierwatch.layout import (
+    AREAS,
     DEMO_WORLD,
+    GLACIER_TABLE,
     SYNTH_DEM,
     SYNTH_OUTLINES,
     SYNTH_SCENES,
     SYNTH_TRUTH,
     SYNTH_TRUTH_TRENDS,
     SYNTH_WORLD_JSON,
+    TRENDS,
     WorkLayout,
 )
 from glacierwatch.pipeline import WorkPaths, run_pipeline
@@ -47,6 +52,8 @@ DEMO_EPOCHS = 4
 DEMO_CROP_PX = 64
 #: The demo's U-Net decoder (the library default, for ResNet-50, is "light": docs/model.md, "Decoder").
 DEMO_DECODER: DecoderName = "seed"
+#: Folder of the work folder where the demo measures the NDSI baseline: its areas and trends.
+BASELINE_DIR = "baseline_ndsi"
 
 
 def demo_config(workdir: str | Path, *, synth: SynthConfig | None = None) -> Config:
@@ -81,16 +88,47 @@ def demo_config(workdir: str | Path, *, synth: SynthConfig | None = None) -> Con
 
 @dataclass
 class DemoResult:
+    """The demo's run: ``comparison`` (the U-Net's trends against the truth, :func:`compare_with_truth`,
+    with the NDSI baseline's error per glacier in ``ndsi_error_pct_per_year``) and ``baseline`` (the
+    NDSI baseline's own comparison)."""
+
     workdir: Path
     comparison: pd.DataFrame
     stages: dict[str, str]
     seconds: float
+    baseline: pd.DataFrame | None = None
 
 
-def compare_with_truth(workdir: Path) -> pd.DataFrame:
+def baseline_trends_csv(workdir: Path) -> Path:
+    """The NDSI baseline's glacier trends table in a demo work folder."""
+    return Path(workdir) / BASELINE_DIR / TRENDS / f"{GLACIER_TABLE}.csv"
+
+
+def run_ndsi_baseline(config: Config, *, progress: bool = True) -> Path:
+    """The time series and trends of the NDSI baseline on the work folder's scenes, with the same
+    ``[timeseries]`` and ``[trends]`` settings as the U-Net's but ``segmenter = "ndsi"``; returns
+    :func:`baseline_trends_csv`. Its areas are resumable like the stage's (same run key, skipped)."""
+    from glacierwatch.timeseries import run_timeseries
+    from glacierwatch.trends import write_trends
+    from glacierwatch.trends.core import TrendOptions
+
+    paths = WorkLayout.from_config(config)
+    out = paths.root / BASELINE_DIR
+    result = run_timeseries(catalog=paths.catalog, inventory=paths.inventory, out=out / AREAS, dem_dir=paths.dem,
+                            config=dataclasses.replace(config.timeseries, segmenter="ndsi"),
+                            catalog_config=config.catalog, progress=progress)
+    write_trends(result.outputs.areas, out / TRENDS, min_obs=config.trends.min_obs, by=config.trends.by,
+                 figures=False, options=TrendOptions.from_config(config.trends), fit_on=config.trends.fit_on,
+                 annual=result.outputs.annual if config.trends.fit_on == "annual" else None,
+                 inventory=paths.inventory)
+    return baseline_trends_csv(paths.root)
+
+
+def compare_with_truth(workdir: Path, trends_csv: Path | None = None) -> pd.DataFrame:
     """Estimated vs true relative change per year (%/yr) for each glacier with a trend, with the
-    estimate's 95 % interval and whether the truth lies inside it."""
-    est = pd.read_csv(WorkLayout.at(workdir).glacier_trends_csv)
+    estimate's 95 % interval and whether the truth lies inside it. ``trends_csv``: the glacier trends
+    table to compare (default: the work folder's, the U-Net's)."""
+    est = pd.read_csv(trends_csv if trends_csv is not None else WorkLayout.at(workdir).glacier_trends_csv)
     truth = pd.read_csv(workdir / DEMO_WORLD / SYNTH_TRUTH_TRENDS)
     if "flagged" in est.columns:
         est = est.loc[~est["flagged"].astype(bool)]
@@ -136,7 +174,11 @@ def run_demo(workdir: str | Path = "demo-work", *, n_training: int = 120, n_time
     root.mkdir(parents=True, exist_ok=True)
     (root / "glacierwatch.toml").write_text(example_toml(config), encoding="utf-8")
     stages = run_pipeline(config, progress=progress)
-    return DemoResult(root, compare_with_truth(root), stages, time.perf_counter() - t0)
+    baseline = compare_with_truth(root, run_ndsi_baseline(config, progress=progress))
+    comparison = compare_with_truth(root).merge(
+        baseline[["glims_id", "error_pct_per_year"]].rename(columns={"error_pct_per_year": "ndsi_error_pct_per_year"}),
+        on="glims_id", how="left")
+    return DemoResult(root, comparison, stages, time.perf_counter() - t0, baseline)
 
 
 def format_demo(result: DemoResult) -> str:
@@ -146,7 +188,11 @@ def format_demo(result: DemoResult) -> str:
     worst = result.comparison["error_pct_per_year"].abs().max() if len(result.comparison) else float("nan")
     lines = [
         "", "Relative area change per year, estimated vs true (%/yr):", table,
-        f"largest absolute error: {worst:.3f} %/yr over {len(result.comparison)} glaciers", "",
+        f"largest absolute error: {worst:.3f} %/yr over {len(result.comparison)} glaciers",
+        *([f"NDSI baseline (ndsi_error: NDSI > 0.4 on the same scenes, the same rules): largest absolute error "
+           f"{result.baseline['error_pct_per_year'].abs().max():.3f} %/yr, {int(result.baseline['truth_in_ci95'].sum())} "
+           f"of {len(result.baseline)} true rates in its 95 % intervals"]
+          if result.baseline is not None and len(result.baseline) else []), "",
         "Stages: " + ", ".join(f"{k} {v}" for k, v in result.stages.items()), "",
         "Outputs:",
         f"  truth            {result.workdir / DEMO_WORLD / SYNTH_TRUTH}",
@@ -155,6 +201,7 @@ def format_demo(result: DemoResult) -> str:
         f"  model            {paths.model} (card: {paths.model_dir / 'model_card.json'})",
         f"  areas            {paths.areas}",
         f"  glacier trends   {paths.glacier_trends_csv}",
+        f"  NDSI baseline    {baseline_trends_csv(result.workdir)}",
         f"  region trends    {paths.trends / 'region_trends.csv'}",
         f"  figures          {paths.trends / 'figures'}",
         f"  report           {paths.report}",

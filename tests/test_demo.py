@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from glacierwatch.demo import demo_config, format_demo, run_demo
+from glacierwatch.demo import baseline_trends_csv, demo_config, format_demo, run_demo
 
 SMALL_DEMO = {"n_training": 4, "n_timeseries": 2, "scenes_per_year": 8, "first_year": 1998, "last_year": 2021,
               "epochs": 1, "progress": False}
@@ -30,3 +30,9 @@ def test_demo_rerun_gives_the_same_table(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(*areas)
     text = format_demo(first)
     assert "largest absolute error" in text and str(first.workdir / "areas.parquet") in text
+    # the NDSI baseline on the same scenes, beside the U-Net's: its own trends and its error per glacier
+    assert first.baseline is not None and set(first.baseline["glims_id"]) == set(first.comparison["glims_id"])
+    assert first.comparison["ndsi_error_pct_per_year"].notna().all()
+    assert "NDSI baseline" in text and str(baseline_trends_csv(first.workdir)) in text
+    ndsi = pd.read_parquet(first.workdir / "baseline_ndsi" / "areas.parquet")
+    assert set(ndsi["segmenter"]) == {"ndsi"} and set(ndsi["model_fingerprint"]) == {"ndsi>0.4-water@grid"}
